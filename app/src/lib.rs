@@ -1,0 +1,1 @@
+//! Peerphone softphone: engine, CLI and desktop app.

@@ -1,0 +1,1 @@
+//! Peerphone icons, sounds and fonts.

@@ -1,0 +1,1 @@
+//! Peerphone login server: accounts, credentials, buddy lists, mailbox, directory.

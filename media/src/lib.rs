@@ -1,0 +1,1 @@
+//! Opus audio pipeline: codec, jitter buffer, FEC/concealment, mixing, devices.

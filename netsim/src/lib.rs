@@ -1,0 +1,1 @@
+//! Seeded network impairment model (loss, delay, jitter, reordering) and UDP proxy.

@@ -1,0 +1,1 @@
+//! Peerphone wire messages, identities and credentials (no IO, no tokio).

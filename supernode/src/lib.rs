@@ -1,0 +1,1 @@
+//! Peerphone supernode: client homing, presence, search, STUN and TURN relay.

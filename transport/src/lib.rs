@@ -1,0 +1,1 @@
+//! QUIC and TLS endpoints bound to Peerphone identities, framed streams.
