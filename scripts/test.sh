@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian/Ubuntu machine: installs what is missing,
+# starts PostgreSQL for the storage tests, checks formatting and lints, runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh
+install_system_packages
+ensure_rust
+start_postgres
+
+echo "==> cargo fmt --check" >&2
+cargo fmt --all --check
+echo "==> cargo clippy" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test" >&2
+cargo test --workspace --locked --no-fail-fast "$@"
