@@ -99,6 +99,15 @@ impl PublicKey {
             .map_err(|_| BadSignature)
     }
 
+    /// The X25519 form of this key (the birational map to Montgomery form), so a device's
+    /// single identity key also serves for Diffie-Hellman (sealed envelopes).
+    pub fn to_x25519(&self) -> x25519_dalek::PublicKey {
+        let point = VerifyingKey::from_bytes(&self.0)
+            .expect("invariant: PublicKey is validated on construction")
+            .to_montgomery();
+        x25519_dalek::PublicKey::from(point.to_bytes())
+    }
+
     /// A short, stable fingerprint for people to compare (first 8 bytes, base64url).
     pub fn fingerprint(&self) -> String {
         URL_SAFE_NO_PAD.encode(&self.0[..8])
@@ -197,6 +206,13 @@ impl SecretKey {
 
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    /// The X25519 secret matching [`PublicKey::to_x25519`] (the Ed25519 scalar, as in
+    /// libsodium's `crypto_sign_ed25519_sk_to_curve25519`).
+    pub fn to_x25519(&self) -> x25519_dalek::StaticSecret {
+        let scalar = Zeroizing::new(self.0.to_scalar_bytes());
+        x25519_dalek::StaticSecret::from(*scalar)
     }
 
     pub fn sign(&self, domain: SigningDomain, message: &[u8]) -> Signature {

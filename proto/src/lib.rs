@@ -4,12 +4,14 @@
 //! - [`keys`]: Ed25519 keys and domain-separated signatures.
 //! - [`credential`]: login credentials signed by the authority key, revocation lists.
 //! - [`frame`]: length-prefixed postcard frames on streams, with a sans-IO decoder.
+//! - [`e2e`]: end-to-end sealed envelopes and the device-to-device session handshake.
 //! - [`time`]: wall-clock seconds as they travel on the wire.
 //!
 //! What it does not do: no IO, no clock, no tokio. Every decoder here takes bytes from an
 //! untrusted peer and must return an error, never panic, on any input.
 
 pub mod credential;
+pub mod e2e;
 pub mod frame;
 pub mod keys;
 pub mod names;
