@@ -11,9 +11,11 @@
 //! untrusted peer and must return an error, never panic, on any input.
 
 pub mod credential;
+pub mod directory;
 pub mod e2e;
 pub mod frame;
 pub mod keys;
+pub mod login;
 pub mod names;
 pub mod time;
 
