@@ -17,6 +17,7 @@ pub mod frame;
 pub mod keys;
 pub mod login;
 pub mod names;
+pub mod supernode;
 pub mod time;
 
 pub use credential::{Credential, CredentialError, SignedCredential};
