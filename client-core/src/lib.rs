@@ -1,1 +1,19 @@
-//! Client-side sans-IO protocol cores shared by the app engine and the simulations: supernode homing and the host cache (more to come: call signalling, chat delivery). No IO, no clock, no tokio.
+//! Client-side sans-IO protocol cores shared by the app engine and the simulations.
+//!
+//! - [`homing`]: [`Homing`] chooses a home supernode by measured RTT, keeps a standby,
+//!   sends keep-alives, notices a dead supernode within 10 s and re-homes with jittered
+//!   exponential backoff; it replays presence and contact lists on every new home.
+//! - [`host_cache`]: [`HostCache`], up to 200 supernodes with their RTTs, stored in the
+//!   profile.
+//! - [`search`]: [`search::verify_hit`] checks a search result's credential.
+//!
+//! What it does not do: no IO, no clock, no tokio; no connections (the app's shell opens
+//! QUIC connections for the `Transmit`s); no end-to-end encryption of routed payloads.
+
+pub mod homing;
+pub mod host_cache;
+pub mod search;
+
+pub use homing::{Homing, HomingConfig, HomingEvent, NotHomed, Transmit};
+pub use host_cache::{HostCache, HostEntry, MAX_HOST_CACHE};
+pub use search::{HitError, verify_hit};

@@ -350,10 +350,12 @@ pub enum GoodbyeReason {
 #[repr(u8)]
 pub enum ClientToSupernode {
     /// Opens a session: the credential must name the key the client proved in TLS. Sent
-    /// again on the same session to present a refreshed credential.
+    /// again on the same session to present a refreshed credential. `presence` is the
+    /// device's initial presence, so an invisible user never flashes online.
     Hello {
         version: u16,
         credential: SignedCredential,
+        presence: Presence,
     } = 0,
     /// Keep-alive and round-trip probe; allowed before `Hello` so clients can rank
     /// supernodes by RTT. Answered by `Pong` with the same nonce.
@@ -707,6 +709,7 @@ mod tests {
                 ClientToSupernode::Hello {
                     version: crate::PROTOCOL_VERSION,
                     credential: credential(),
+                    presence: presence(),
                 },
             ),
             (1, ClientToSupernode::Ping { nonce: 9 }),

@@ -1,0 +1,342 @@
+use super::*;
+use proto::{Credential, DisplayName, SecretKey, UnixTime};
+
+fn contact(i: u8) -> SupernodeContact {
+    SupernodeContact {
+        key: SecretKey::from_bytes(&[i; 32]).public(),
+        addr: format!("192.0.2.{i}:7500").parse().expect("addr"),
+    }
+}
+
+fn credential() -> SignedCredential {
+    let authority = SecretKey::from_bytes(&[200; 32]);
+    SignedCredential::issue(
+        &Credential {
+            serial: 1,
+            user: UserName::new("alice").expect("valid"),
+            display_name: DisplayName::new("Alice").expect("valid"),
+            device_key: SecretKey::from_bytes(&[201; 32]).public(),
+            issued_at: UnixTime::from_secs(0),
+            expires_at: UnixTime::from_secs(u64::MAX / 2),
+        },
+        &authority,
+    )
+}
+
+fn cache(n: u8) -> HostCache {
+    let mut cache = HostCache::new();
+    for i in 1..=n {
+        cache.insert(contact(i));
+    }
+    cache
+}
+
+fn drain(h: &mut Homing) -> Vec<Transmit> {
+    std::iter::from_fn(|| h.poll_transmit()).collect()
+}
+
+fn events(h: &mut Homing) -> Vec<HomingEvent> {
+    std::iter::from_fn(|| h.poll_event()).collect()
+}
+
+fn welcome(from: &SupernodeContact) -> SupernodeToClient {
+    SupernodeToClient::Welcome {
+        version: proto::PROTOCOL_VERSION,
+        supernode: from.key,
+        keepalive_secs: 25,
+        host_cache: vec![],
+    }
+}
+
+/// Answers every ping in `sent` after the RTT `rtt_of(supernode)`; `None` = dead.
+fn answer_pings(
+    h: &mut Homing,
+    sent: &[Transmit],
+    at: Instant,
+    rtt_of: impl Fn(&SupernodeContact) -> Option<u64>,
+) {
+    let mut answers: Vec<(Instant, SupernodeContact, u64)> = sent
+        .iter()
+        .filter_map(|t| match t.message {
+            ClientToSupernode::Ping { nonce } => {
+                rtt_of(&t.to).map(|rtt| (at + Duration::from_millis(rtt), t.to, nonce))
+            }
+            _ => None,
+        })
+        .collect();
+    answers.sort_by_key(|a| a.0);
+    for (when, from, nonce) in answers {
+        h.handle_message(
+            when,
+            from.key,
+            SupernodeToClient::Pong {
+                nonce,
+                load_percent: 0,
+            },
+        );
+    }
+}
+
+fn home_via_probes(seed: u64, t0: Instant) -> (Homing, SupernodeContact) {
+    let mut h = Homing::new(
+        HomingConfig::default(),
+        credential(),
+        Presence::new(proto::supernode::PresenceStatus::Online),
+        cache(4),
+        seed,
+        t0,
+    );
+    let probes = drain(&mut h);
+    assert_eq!(
+        probes.len(),
+        4,
+        "probes every cached supernode up to the fanout"
+    );
+    // Supernode 3 is nearest, then 1; the others are far.
+    answer_pings(&mut h, &probes, t0, |c| {
+        Some(match c.addr.to_string().as_str() {
+            "192.0.2.3:7500" => 10,
+            "192.0.2.1:7500" => 100,
+            _ => 300,
+        })
+    });
+    let hello = drain(&mut h);
+    let target = hello
+        .iter()
+        .find(|t| matches!(t.message, ClientToSupernode::Hello { .. }))
+        .expect("hello sent")
+        .to;
+    h.handle_message(
+        t0 + Duration::from_millis(500),
+        target.key,
+        welcome(&target),
+    );
+    (h, target)
+}
+
+#[test]
+fn the_home_is_the_lowest_rtt_supernode_and_the_next_best_is_standby() {
+    let t0 = Instant::now();
+    let (mut h, home) = home_via_probes(1, t0);
+    assert_eq!(home, contact(3));
+    assert_eq!(h.home(), Some(contact(3)));
+    assert_eq!(h.standby(), Some(contact(1)));
+    assert!(events(&mut h).contains(&HomingEvent::Homed {
+        supernode: contact(3)
+    }));
+    assert!(
+        h.host_cache()
+            .entry(&contact(3).key)
+            .and_then(|e| e.rtt_millis)
+            .is_some()
+    );
+}
+
+#[test]
+fn keepalives_flow_and_a_dead_home_is_noticed_within_ten_seconds() {
+    let t0 = Instant::now();
+    let (mut h, home) = home_via_probes(2, t0);
+    events(&mut h);
+    let homed_at = t0 + Duration::from_millis(500);
+    // Alive for a minute: pings at most 25 s apart, each answered.
+    let mut now = homed_at;
+    let mut last_ping = homed_at;
+    let mut max_gap = Duration::ZERO;
+    while now < homed_at + Duration::from_secs(60) {
+        now = h.poll_timeout().expect("armed").max(now);
+        h.handle_timeout(now);
+        let sent = drain(&mut h);
+        for t in &sent {
+            if matches!(t.message, ClientToSupernode::Ping { .. }) && t.to == home {
+                max_gap = max_gap.max(now - last_ping);
+                last_ping = now;
+            }
+        }
+        answer_pings(&mut h, &sent, now, |_| Some(20));
+    }
+    assert!(max_gap > Duration::ZERO && max_gap <= Duration::from_secs(25));
+    assert_eq!(h.home(), Some(home));
+    // The home dies right after its last answer.
+    let died = now;
+    let mut lost_at = None;
+    while lost_at.is_none() && now < died + Duration::from_secs(30) {
+        now = h.poll_timeout().expect("armed").max(now);
+        h.handle_timeout(now);
+        let sent = drain(&mut h);
+        answer_pings(&mut h, &sent, now, |c| (*c != home).then_some(20));
+        if events(&mut h)
+            .iter()
+            .any(|e| matches!(e, HomingEvent::Lost { .. }))
+        {
+            lost_at = Some(now);
+        }
+    }
+    let lost_at = lost_at.expect("loss noticed");
+    assert!(
+        lost_at - died <= Duration::from_secs(10),
+        "{:?}",
+        lost_at - died
+    );
+    // It re-homes at the standby first.
+    let mut now = lost_at;
+    for _ in 0..10 {
+        now = h.poll_timeout().expect("armed").max(now);
+        h.handle_timeout(now);
+        let sent = drain(&mut h);
+        if let Some(hello) = sent
+            .iter()
+            .find(|t| matches!(t.message, ClientToSupernode::Hello { .. }))
+        {
+            assert_eq!(hello.to, contact(1), "the standby is tried first");
+            assert!(now - lost_at <= HomingConfig::default().rehome_jitter);
+            h.handle_message(now, hello.to.key, welcome(&hello.to));
+            break;
+        }
+    }
+    assert_eq!(h.home(), Some(contact(1)));
+}
+
+#[test]
+fn rehoming_is_jittered_and_backs_off_exponentially() {
+    let t0 = Instant::now();
+    let mut first_attempts = Vec::new();
+    for seed in 0..20 {
+        let (mut h, home) = home_via_probes(seed, t0);
+        let now = t0 + Duration::from_secs(1);
+        h.handle_connection_failed(now, home.key);
+        let retry_at = h.poll_timeout().expect("armed");
+        first_attempts.push(retry_at - now);
+        // Every further attempt fails: the delays grow (capped) rather than hammering.
+        let mut at = retry_at;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            h.handle_timeout(at);
+            let sent = drain(&mut h);
+            let Some(hello) = sent
+                .iter()
+                .find(|t| matches!(t.message, ClientToSupernode::Hello { .. }))
+            else {
+                at = h.poll_timeout().expect("armed");
+                continue;
+            };
+            h.handle_connection_failed(at, hello.to.key);
+            let next = h.poll_timeout().expect("armed");
+            delays.push(next - at);
+            at = next;
+        }
+        let total: Duration = delays.iter().sum();
+        assert!(total > Duration::from_secs(2), "backs off: {delays:?}");
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d <= HomingConfig::default().backoff_max)
+        );
+    }
+    first_attempts.sort();
+    first_attempts.dedup();
+    assert!(first_attempts.len() >= 15, "spread out: {first_attempts:?}");
+    assert!(first_attempts.iter().all(|d| *d <= Duration::from_secs(1)));
+}
+
+#[test]
+fn a_busy_supernode_sends_the_client_to_an_alternative() {
+    let t0 = Instant::now();
+    let mut h = Homing::new(
+        HomingConfig::default(),
+        credential(),
+        Presence::offline(),
+        cache(1),
+        7,
+        t0,
+    );
+    let probes = drain(&mut h);
+    answer_pings(&mut h, &probes, t0, |_| Some(5));
+    let hello = drain(&mut h);
+    assert_eq!(hello[0].to, contact(1));
+    h.handle_message(
+        t0 + Duration::from_millis(10),
+        contact(1).key,
+        SupernodeToClient::Busy {
+            alternatives: vec![contact(9)],
+        },
+    );
+    let next = drain(&mut h);
+    assert!(
+        next.iter()
+            .any(|t| t.to == contact(9) && matches!(t.message, ClientToSupernode::Hello { .. })),
+        "{next:?}"
+    );
+}
+
+#[test]
+fn contact_lists_are_replayed_on_every_new_home() {
+    let t0 = Instant::now();
+    let (mut h, home) = home_via_probes(3, t0);
+    let bob = UserName::new("bob").expect("valid");
+    h.set_authorized(vec![bob.clone()]);
+    h.set_watch(vec![bob.clone()]);
+    let sent = drain(&mut h);
+    assert!(sent.iter().all(|t| t.to == home));
+    assert_eq!(sent.len(), 2);
+    let now = t0 + Duration::from_secs(2);
+    h.handle_message(
+        now,
+        home.key,
+        SupernodeToClient::Goodbye {
+            reason: GoodbyeReason::ShuttingDown,
+        },
+    );
+    assert_eq!(h.home(), None);
+    assert_eq!(h.search(SearchQuery::Exact(bob.clone())), Err(NotHomed));
+    let at = h.poll_timeout().expect("armed");
+    h.handle_timeout(at);
+    let hello = drain(&mut h);
+    let target = hello[0].to;
+    h.handle_message(at, target.key, welcome(&target));
+    let replay = drain(&mut h);
+    assert!(replay.contains(&Transmit {
+        to: target,
+        message: ClientToSupernode::SetAuthorized {
+            contacts: vec![bob.clone()]
+        }
+    }));
+    assert!(replay.contains(&Transmit {
+        to: target,
+        message: ClientToSupernode::Watch {
+            contacts: vec![bob]
+        }
+    }));
+}
+
+#[test]
+fn a_refused_credential_stops_homing_until_a_new_one_arrives() {
+    let t0 = Instant::now();
+    let mut h = Homing::new(
+        HomingConfig::default(),
+        credential(),
+        Presence::offline(),
+        cache(2),
+        9,
+        t0,
+    );
+    let probes = drain(&mut h);
+    answer_pings(&mut h, &probes, t0, |_| Some(5));
+    let hello = drain(&mut h);
+    h.handle_message(
+        t0,
+        hello[0].to.key,
+        SupernodeToClient::Error {
+            code: ErrorCode::CredentialRefused {
+                reason: "expired".into(),
+            },
+        },
+    );
+    assert!(
+        events(&mut h)
+            .iter()
+            .any(|e| matches!(e, HomingEvent::Refused { .. }))
+    );
+    assert_eq!(h.poll_timeout(), None);
+    h.set_credential(t0, credential());
+    assert!(!drain(&mut h).is_empty());
+}
