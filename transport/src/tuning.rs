@@ -1,0 +1,107 @@
+//! Transport tuning: liveness timers and the limits that bound what one peer can make us
+//! buffer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Liveness timers and resource limits for one side of a connection.
+///
+/// QUIC negotiates the idle timeout as the smaller of both sides' values, so a client using
+/// [`Tuning::client`] against a server using [`Tuning::server`] gets the client's timers on
+/// both ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuning {
+    /// How often to send a keep-alive when nothing else is sent; `None` sends none.
+    pub keep_alive_interval: Option<Duration>,
+    /// A connection that receives nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// Upper bound on a TLS handshake (and, over TCP, the multiplexer set-up).
+    pub handshake_timeout: Duration,
+    /// Bidirectional streams the peer may have open at once.
+    pub max_concurrent_bi_streams: u32,
+    /// Unidirectional streams the peer may have open at once.
+    pub max_concurrent_uni_streams: u32,
+    /// Bytes the peer may send on one stream before we read them.
+    pub stream_receive_window_bytes: u32,
+    /// Bytes the peer may send on all streams together before we read them.
+    pub connection_receive_window_bytes: u32,
+    /// Bytes we buffer for sending on all streams together.
+    pub send_window_bytes: u32,
+    /// Incoming datagrams buffered before the oldest are dropped; zero disables datagrams.
+    pub datagram_receive_buffer_bytes: u32,
+    /// Outgoing datagrams buffered before the oldest are dropped.
+    pub datagram_send_buffer_bytes: u32,
+}
+
+impl Tuning {
+    /// A client's long-lived connection to a supernode (or the login server).
+    ///
+    /// A keep-alive every 3 s keeps Linux NAT bindings (30 s for UDP) fresh with a wide
+    /// margin; the 9 s idle timeout notices a dead server within 10 s while tolerating two
+    /// lost keep-alives in a row.
+    pub fn client() -> Self {
+        Self {
+            keep_alive_interval: Some(Duration::from_secs(3)),
+            idle_timeout: Duration::from_secs(9),
+            handshake_timeout: Duration::from_secs(10),
+            ..Self::limits()
+        }
+    }
+
+    /// A server's side of its connections. A dead client is noticed within 60 s (sooner
+    /// when the client asks for a shorter idle timeout); the 15 s keep-alive keeps NAT
+    /// bindings of clients that send none of their own.
+    pub fn server() -> Self {
+        Self {
+            keep_alive_interval: Some(Duration::from_secs(15)),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            ..Self::limits()
+        }
+    }
+
+    /// The limits both presets share: at most 32 requests in flight per connection and
+    /// well under 2 MiB of buffered data per connection, whatever the peer sends.
+    fn limits() -> Self {
+        Self {
+            keep_alive_interval: None,
+            idle_timeout: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            max_concurrent_bi_streams: 32,
+            max_concurrent_uni_streams: 8,
+            stream_receive_window_bytes: 256 * 1024,
+            connection_receive_window_bytes: 1024 * 1024,
+            send_window_bytes: 1024 * 1024,
+            datagram_receive_buffer_bytes: 256 * 1024,
+            datagram_send_buffer_bytes: 256 * 1024,
+        }
+    }
+
+    /// The quinn transport configuration for these settings.
+    pub fn quinn_transport(&self) -> Arc<quinn::TransportConfig> {
+        let mut config = quinn::TransportConfig::default();
+        // Values above 2^62 would not fit a QUIC varint; the idle timeout is capped at one
+        // day to stay far inside that.
+        let idle = self.idle_timeout.min(Duration::from_secs(24 * 60 * 60));
+        config
+            .keep_alive_interval(self.keep_alive_interval)
+            .max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok())
+            .max_concurrent_bidi_streams(self.max_concurrent_bi_streams.into())
+            .max_concurrent_uni_streams(self.max_concurrent_uni_streams.into())
+            .stream_receive_window(self.stream_receive_window_bytes.into())
+            .receive_window(self.connection_receive_window_bytes.into())
+            .send_window(self.send_window_bytes.into())
+            .datagram_receive_buffer_size(match self.datagram_receive_buffer_bytes {
+                0 => None,
+                bytes => Some(bytes as usize),
+            })
+            .datagram_send_buffer_size(self.datagram_send_buffer_bytes as usize);
+        Arc::new(config)
+    }
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self::client()
+    }
+}
