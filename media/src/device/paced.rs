@@ -26,6 +26,7 @@ pub struct PacedSource {
     signal: FrameSignal,
     stop: Arc<AtomicBool>,
     overruns: Arc<AtomicU64>,
+    grid_start: Instant,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -52,13 +53,14 @@ impl PacedSource {
         let signal = FrameSignal::default();
         let stop = Arc::new(AtomicBool::new(false));
         let overruns = Arc::new(AtomicU64::new(0));
+        let grid_start = Instant::now();
         let thread = {
             let (signal, stop, overruns) = (signal.clone(), stop.clone(), overruns.clone());
             thread::Builder::new()
                 .name("paced-source".into())
                 .spawn(move || {
                     let mut frame = SILENCE;
-                    run_paced(&stop, |ticks| {
+                    run_paced(&stop, grid_start, |ticks| {
                         for _ in 0..ticks {
                             source.next_frame(&mut frame);
                             if producer.push_entire_slice(&frame).is_err() {
@@ -75,8 +77,15 @@ impl PacedSource {
             signal,
             stop,
             overruns,
+            grid_start,
             thread: Some(thread),
         })
+    }
+
+    /// Where this source's 20 ms grid starts: frames are produced at
+    /// `grid_start + n * 20 ms`, n ≥ 1. Pass it to [`PacedSink::start_on_grid`].
+    pub fn grid_start(&self) -> Instant {
+        self.grid_start
     }
 
     /// Frames dropped because the engine did not read them in time.
@@ -153,13 +162,26 @@ impl std::fmt::Debug for PacedSink {
 impl PacedSink {
     /// Starts the pacing thread; its first tick is 20 ms from now.
     pub fn start(sink: impl FrameSink + 'static) -> Result<Self, DeviceError> {
-        Self::start_with_capacity(sink, PACED_RING_FRAMES)
+        Self::start_with_capacity(sink, PACED_RING_FRAMES, Instant::now())
     }
 
-    /// Like [`start`](Self::start) with a ring of `ring_frames` frames (at least 1).
+    /// Starts the pacing thread half a frame out of phase with a [`PacedSource`]'s grid
+    /// ([`PacedSource::grid_start`]). An engine that writes right after each capture
+    /// frame then waits about 10 ms for the speaker tick, with ±10 ms of slack for its
+    /// own scheduling jitter; on the same phase it would wait a whole frame.
+    pub fn start_on_grid(
+        sink: impl FrameSink + 'static,
+        grid_start: Instant,
+    ) -> Result<Self, DeviceError> {
+        Self::start_with_capacity(sink, PACED_RING_FRAMES, grid_start + FRAME_DURATION / 2)
+    }
+
+    /// Like [`start`](Self::start) with a ring of `ring_frames` frames (at least 1),
+    /// ticking at `grid_start + n * 20 ms`.
     pub fn start_with_capacity(
         mut sink: impl FrameSink + 'static,
         ring_frames: usize,
+        grid_start: Instant,
     ) -> Result<Self, DeviceError> {
         let (producer, mut consumer) = rtrb::RingBuffer::new(ring_frames.max(1) * FRAME_SAMPLES);
         let stop = Arc::new(AtomicBool::new(false));
@@ -171,7 +193,7 @@ impl PacedSink {
                 .spawn(move || {
                     let mut frame = SILENCE;
                     let mut first_error = None;
-                    run_paced(&stop, |ticks| {
+                    run_paced(&stop, grid_start, |ticks| {
                         for _ in 0..ticks {
                             if consumer.pop_entire_slice(&mut frame).is_err() {
                                 underruns.fetch_add(1, Ordering::Relaxed);
@@ -249,9 +271,10 @@ impl AudioSink for PacedSink {
     }
 }
 
-/// Calls `tick(n)` with the number of due ticks on a 20 ms grid until `stop` is set.
-fn run_paced(stop: &AtomicBool, mut tick: impl FnMut(u64)) {
-    let mut pacer = Pacer::new(Instant::now(), FRAME_DURATION);
+/// Calls `tick(n)` with the number of due ticks on the 20 ms grid from `grid_start`
+/// until `stop` is set.
+fn run_paced(stop: &AtomicBool, grid_start: Instant, mut tick: impl FnMut(u64)) {
+    let mut pacer = Pacer::new(grid_start, FRAME_DURATION);
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let deadline = pacer.next_deadline();
