@@ -17,6 +17,20 @@ fn check_spec(input: &str) {
     }
 }
 
+#[test]
+fn fuzz_regression_corpus_replays_cleanly() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/netsim_spec");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/netsim_spec exists") {
+        let bytes = std::fs::read(entry.expect("corpus entry").path()).expect("read corpus file");
+        if let Ok(input) = std::str::from_utf8(&bytes) {
+            check_spec(input);
+        }
+        replayed += 1;
+    }
+    assert!(replayed > 0, "empty corpus in {}", dir.display());
+}
+
 proptest! {
     #[test]
     fn arbitrary_strings_never_panic(input in ".{0,80}") {
