@@ -48,6 +48,9 @@ fn through_fifo() -> (Duration, u64) {
     (start.elapsed(), delivered)
 }
 
+/// One benchmark case: returns its wall time and the packets delivered.
+type Case = dyn Fn() -> (Duration, u64);
+
 fn main() {
     let full = ImpairmentConfig {
         loss: LossModel::bursty(5.0, 3.0),
@@ -57,7 +60,7 @@ fn main() {
         duplicate_pct: 0.5,
         rate_limit_bps: Some(100_000_000),
     };
-    let cases: Vec<(&str, Box<dyn Fn() -> (Duration, u64)>)> = vec![
+    let cases: Vec<(&str, Box<Case>)> = vec![
         ("baseline: VecDeque push/pop", Box::new(through_fifo)),
         (
             "perfect link (default config)",
