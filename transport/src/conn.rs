@@ -49,7 +49,6 @@ impl From<quinn::ConnectionError> for ConnError {
 #[derive(Clone)]
 enum Inner {
     Quic(quinn::Connection),
-    #[allow(dead_code)] // until the TCP transport is wired in
     Tcp(TcpConn),
 }
 
@@ -84,7 +83,6 @@ impl Conn {
         }
     }
 
-    #[allow(dead_code)] // until the TCP transport is wired in
     pub(crate) fn tcp(connection: TcpConn, peer_key: PublicKey, remote: SocketAddr) -> Self {
         Self {
             inner: Inner::Tcp(connection),

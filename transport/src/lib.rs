@@ -11,6 +11,8 @@
 //!   can share the socket.
 //! - [`Tuning`]: keep-alive, idle timeout and the limits that bound a peer's memory use, with
 //!   presets [`Tuning::client`] and [`Tuning::server`].
+//! - [`TcpListener`] / [`connect_tcp`]: the same over TLS-over-TCP (streams multiplexed by
+//!   yamux), for clients whose UDP is blocked.
 //! - [`Conn`]: an authenticated connection over either transport: [`Conn::open_bi`],
 //!   [`Conn::accept_bi`], [`Conn::peer_key`].
 //! - [`framing`]: length-prefixed postcard frames on streams ([`write_frame`],
@@ -36,5 +38,6 @@ pub use framing::{
 };
 pub use keyfile::{KeyFileError, load_or_create_secret_key, load_secret_key};
 pub use quic::{ConnectError, Endpoint, Incoming, ServerOptions};
+pub use tcp::{TcpListener, connect_tcp};
 pub use tls::{ALPN, IdentityError, PeerPolicy, peer_key};
 pub use tuning::Tuning;

@@ -223,7 +223,6 @@ impl Endpoint {
 
 pub(crate) enum IncomingInner {
     Quic(Box<quinn::Incoming>),
-    #[allow(dead_code)] // until the TCP transport is wired in
     Tcp(tcp::PendingTcp),
 }
 

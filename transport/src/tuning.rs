@@ -105,3 +105,46 @@ impl Default for Tuning {
         Self::client()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linux forgets idle UDP NAT bindings after 30 s.
+    const NAT_BINDING_LIFETIME: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn the_client_preset_notices_a_dead_server_within_10_s_and_keeps_nat_bindings() {
+        let tuning = Tuning::client();
+        let keep_alive = tuning
+            .keep_alive_interval
+            .expect("clients send keep-alives");
+        assert!(keep_alive <= Duration::from_secs(4));
+        assert!(tuning.idle_timeout <= Duration::from_secs(10));
+        // At least two keep-alives may be lost before the connection is given up.
+        assert!(keep_alive * 3 <= tuning.idle_timeout);
+        assert!(keep_alive < NAT_BINDING_LIFETIME / 2);
+    }
+
+    #[test]
+    fn the_server_preset_notices_a_dead_client_within_60_s() {
+        let tuning = Tuning::server();
+        assert!(tuning.idle_timeout <= Duration::from_secs(60));
+        let keep_alive = tuning
+            .keep_alive_interval
+            .expect("servers send keep-alives");
+        assert!(keep_alive < NAT_BINDING_LIFETIME);
+    }
+
+    #[test]
+    fn presets_bound_what_one_connection_can_make_us_buffer() {
+        for tuning in [Tuning::client(), Tuning::server()] {
+            assert!(tuning.max_concurrent_bi_streams <= 64);
+            assert!(tuning.connection_receive_window_bytes <= 4 * 1024 * 1024);
+            assert!(tuning.stream_receive_window_bytes <= tuning.connection_receive_window_bytes);
+            assert!(tuning.datagram_receive_buffer_bytes <= 1024 * 1024);
+            // Every frame fits one stream window, so a request never deadlocks on flow control.
+            assert!(tuning.stream_receive_window_bytes as usize >= proto::frame::DEFAULT_MAX_FRAME);
+        }
+    }
+}
