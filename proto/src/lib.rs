@@ -5,6 +5,8 @@
 //! - [`credential`]: login credentials signed by the authority key, revocation lists.
 //! - [`frame`]: length-prefixed postcard frames on streams, with a sans-IO decoder.
 //! - [`e2e`]: end-to-end sealed envelopes and the device-to-device session handshake.
+//! - [`kind`]: message kinds, so unknown kinds get a typed error.
+//! - [`peer`]: device-to-device call signalling and chat (always end-to-end encrypted).
 //! - [`time`]: wall-clock seconds as they travel on the wire.
 //!
 //! What it does not do: no IO, no clock, no tokio. Every decoder here takes bytes from an
@@ -15,8 +17,10 @@ pub mod directory;
 pub mod e2e;
 pub mod frame;
 pub mod keys;
+pub mod kind;
 pub mod login;
 pub mod names;
+pub mod peer;
 pub mod supernode;
 pub mod time;
 
