@@ -29,6 +29,9 @@ const CALLBACK_MILLIS: u32 = 10;
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Events kept for the UI; older ones are dropped when nobody drains them.
 const MAX_EVENTS: usize = 16;
+/// A stream that stops calling back without reporting an error (some drivers do on
+/// unplug) is treated as lost after this long.
+const STALL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Whether a device records or plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -382,6 +385,7 @@ struct CaptureLive {
     errors: Receiver<cpal::Error>,
     counters: Arc<Counters>,
     device_hz: u32,
+    last_data_at: Instant,
 }
 
 /// A microphone through cpal, delivering 20 ms 48 kHz mono frames.
@@ -468,7 +472,12 @@ impl CpalCapture {
 
     fn check_health(&mut self, now: Instant) {
         if let Some(live) = &self.live {
-            if let Some(reason) = take_fatal_error(&live.errors) {
+            // An empty ring as well: an engine that did not read for a while finds data.
+            let stalled = live.consumer.is_empty()
+                && now.saturating_duration_since(live.last_data_at) > STALL_TIMEOUT;
+            let failure = take_fatal_error(&live.errors)
+                .or_else(|| stalled.then(|| "the device stopped delivering audio".to_owned()));
+            if let Some(reason) = failure {
                 tracing::info!(%reason, "capture device failed; switching to the default device");
                 self.live = None;
                 let from = self.failover.device.take();
@@ -510,11 +519,12 @@ fn open_capture(
     let supported = choose_config(&device, DeviceDirection::Input, &info.name)?;
     let device_hz = supported.sample_rate();
     let capacity = (device_hz as usize * RING_MILLIS / 1000).max(FRAME_SAMPLES);
-    let (producer, consumer) = rtrb::RingBuffer::new(capacity);
     let (err_tx, errors) = sync_channel(8);
     let counters = Arc::new(Counters::default());
     let mut config = stream_config(&supported);
-    let build = |config: StreamConfig, producer| {
+    // A fresh ring per attempt: a failed build has consumed its producer.
+    let build = |config: StreamConfig| {
+        let (producer, consumer) = rtrb::RingBuffer::new(capacity);
         build_capture_stream(
             &device,
             supported.sample_format(),
@@ -524,15 +534,16 @@ fn open_capture(
             counters.clone(),
             err_tx.clone(),
         )
+        .map(|s| (s, consumer))
     };
-    let stream = match build(config, producer) {
+    let (stream, consumer) = match build(config) {
         Ok(s) => s,
-        Err((e, producer)) if matches!(config.buffer_size, cpal::BufferSize::Fixed(_)) => {
+        Err(e) if matches!(config.buffer_size, cpal::BufferSize::Fixed(_)) => {
             tracing::debug!(error = %e, "fixed callback size refused; using the device default");
             config.buffer_size = cpal::BufferSize::Default;
-            build(config, producer).map_err(|(e, _)| e)?
+            build(config)?
         }
-        Err((e, _)) => return Err(e),
+        Err(e) => return Err(e),
     };
     stream.play().map_err(|source| DeviceError::Backend {
         device: info.name.clone(),
@@ -548,12 +559,11 @@ fn open_capture(
             errors,
             counters,
             device_hz,
+            last_data_at: Instant::now(),
         },
         info,
     ))
 }
-
-type BuildResult<T> = Result<cpal::Stream, (DeviceError, T)>;
 
 fn build_capture_stream(
     device: &cpal::Device,
@@ -563,45 +573,25 @@ fn build_capture_stream(
     signal: FrameSignal,
     counters: Arc<Counters>,
     errors: SyncSender<cpal::Error>,
-) -> BuildResult<rtrb::Producer<f32>> {
-    // The producer moves into the callback; on failure a fresh ring would be needed,
-    // so the caller gets an equivalent one back.
-    let capacity = producer.buffer().capacity();
+) -> Result<cpal::Stream, DeviceError> {
+    let (p, s, c, e) = (producer, signal, counters, errors);
     let result = match format {
-        SampleFormat::F32 => {
-            capture_typed::<f32>(device, config, producer, signal, counters, errors)
-        }
-        SampleFormat::I16 => {
-            capture_typed::<i16>(device, config, producer, signal, counters, errors)
-        }
-        SampleFormat::I32 => {
-            capture_typed::<i32>(device, config, producer, signal, counters, errors)
-        }
-        SampleFormat::F64 => {
-            capture_typed::<f64>(device, config, producer, signal, counters, errors)
-        }
-        SampleFormat::U16 => {
-            capture_typed::<u16>(device, config, producer, signal, counters, errors)
-        }
-        SampleFormat::I8 => capture_typed::<i8>(device, config, producer, signal, counters, errors),
-        SampleFormat::U8 => capture_typed::<u8>(device, config, producer, signal, counters, errors),
+        SampleFormat::F32 => capture_typed::<f32>(device, config, p, s, c, e),
+        SampleFormat::I16 => capture_typed::<i16>(device, config, p, s, c, e),
+        SampleFormat::I32 => capture_typed::<i32>(device, config, p, s, c, e),
+        SampleFormat::F64 => capture_typed::<f64>(device, config, p, s, c, e),
+        SampleFormat::U16 => capture_typed::<u16>(device, config, p, s, c, e),
+        SampleFormat::I8 => capture_typed::<i8>(device, config, p, s, c, e),
+        SampleFormat::U8 => capture_typed::<u8>(device, config, p, s, c, e),
         _ => {
-            return Err((
-                DeviceError::UnsupportedConfig {
-                    device: device_name(device),
-                },
-                producer,
-            ));
+            return Err(DeviceError::UnsupportedConfig {
+                device: device_name(device),
+            });
         }
     };
-    result.map_err(|source| {
-        (
-            DeviceError::Backend {
-                device: device_name(device),
-                source,
-            },
-            rtrb::RingBuffer::new(capacity).0,
-        )
+    result.map_err(|source| DeviceError::Backend {
+        device: device_name(device),
+        source,
     })
 }
 
@@ -646,6 +636,9 @@ impl AudioSource for CpalCapture {
         self.check_health(now);
         if let Some(live) = self.live.as_mut() {
             let available = live.consumer.slots();
+            if available > 0 {
+                live.last_data_at = now;
+            }
             if let Ok(chunk) = live.consumer.read_chunk(available) {
                 let (a, b) = chunk.as_slices();
                 live.converter.push(a);
@@ -708,6 +701,8 @@ struct PlaybackLive {
     errors: Receiver<cpal::Error>,
     counters: Arc<Counters>,
     device_hz: u32,
+    /// Since when the ring has been full (the callback is not consuming).
+    full_since: Option<Instant>,
 }
 
 /// A speaker through cpal, fed 20 ms 48 kHz mono frames.
@@ -783,7 +778,12 @@ impl CpalPlayback {
 
     fn check_health(&mut self, now: Instant) {
         if let Some(live) = &self.live {
-            if let Some(reason) = take_fatal_error(&live.errors) {
+            let stalled = live
+                .full_since
+                .is_some_and(|t| now.saturating_duration_since(t) > STALL_TIMEOUT);
+            let failure = take_fatal_error(&live.errors)
+                .or_else(|| stalled.then(|| "the device stopped playing audio".to_owned()));
+            if let Some(reason) = failure {
                 tracing::info!(%reason, "playback device failed; switching to the default device");
                 self.live = None;
                 let from = self.failover.device.take();
@@ -857,6 +857,7 @@ fn open_playback(selection: &DeviceSelection) -> Result<(PlaybackLive, DeviceInf
             errors,
             counters,
             device_hz,
+            full_since: None,
         },
         info,
     ))
@@ -871,24 +872,15 @@ fn build_playback_stream(
     counters: Arc<Counters>,
     errors: SyncSender<cpal::Error>,
 ) -> Result<cpal::Stream, DeviceError> {
+    let (q, c, e) = (consumer, counters, errors);
     let result = match format {
-        SampleFormat::F32 => {
-            playback_typed::<f32>(device, config, consumer, prime, counters, errors)
-        }
-        SampleFormat::I16 => {
-            playback_typed::<i16>(device, config, consumer, prime, counters, errors)
-        }
-        SampleFormat::I32 => {
-            playback_typed::<i32>(device, config, consumer, prime, counters, errors)
-        }
-        SampleFormat::F64 => {
-            playback_typed::<f64>(device, config, consumer, prime, counters, errors)
-        }
-        SampleFormat::U16 => {
-            playback_typed::<u16>(device, config, consumer, prime, counters, errors)
-        }
-        SampleFormat::I8 => playback_typed::<i8>(device, config, consumer, prime, counters, errors),
-        SampleFormat::U8 => playback_typed::<u8>(device, config, consumer, prime, counters, errors),
+        SampleFormat::F32 => playback_typed::<f32>(device, config, q, prime, c, e),
+        SampleFormat::I16 => playback_typed::<i16>(device, config, q, prime, c, e),
+        SampleFormat::I32 => playback_typed::<i32>(device, config, q, prime, c, e),
+        SampleFormat::F64 => playback_typed::<f64>(device, config, q, prime, c, e),
+        SampleFormat::U16 => playback_typed::<u16>(device, config, q, prime, c, e),
+        SampleFormat::I8 => playback_typed::<i8>(device, config, q, prime, c, e),
+        SampleFormat::U8 => playback_typed::<u8>(device, config, q, prime, c, e),
         _ => {
             return Err(DeviceError::UnsupportedConfig {
                 device: device_name(device),
@@ -951,10 +943,16 @@ where
 
 impl AudioSink for CpalPlayback {
     fn write_frame(&mut self, frame: &Frame) -> Result<bool, DeviceError> {
-        self.check_health(Instant::now());
+        let now = Instant::now();
+        self.check_health(now);
         let Some(live) = self.live.as_mut() else {
             return Ok(true);
         };
+        if live.producer.slots() == 0 {
+            live.full_since.get_or_insert(now);
+        } else {
+            live.full_since = None;
+        }
         let dropped_before = live.converter.dropped_samples();
         live.converter.push(frame);
         let n = live.producer.slots().min(live.converter.available());

@@ -122,11 +122,21 @@ impl WavFileSource {
         self.mono.extend(
             self.chunk
                 .chunks_exact(self.channels)
-                .map(|f| (f.iter().sum::<f32>() * inv).clamp(-1.0, 1.0)),
+                .map(|f| sanitize(f.iter().sum::<f32>() * inv)),
         );
         // Past the end, silence flushes the resampler's tail and then continues.
         self.mono.resize(step, 0.0);
         self.converter.push(&self.mono);
+    }
+}
+
+/// Clips to full scale; NaN and infinities (a float file may hold anything) become
+/// silence.
+fn sanitize(s: f32) -> f32 {
+    if s.is_finite() {
+        s.clamp(-1.0, 1.0)
+    } else {
+        0.0
     }
 }
 
@@ -144,14 +154,20 @@ fn read_into(
 impl FrameSource for WavFileSource {
     fn next_frame(&mut self, out: &mut Frame) {
         // Each step adds 10 ms of input; a bounded number of steps always suffices.
+        let mut ready = false;
         for _ in 0..8 {
-            if self.converter.pop(out) {
-                return;
+            ready = self.converter.pop(out);
+            if ready {
+                break;
             }
             self.read_step();
         }
-        if !self.converter.pop(out) {
+        if !ready && !self.converter.pop(out) {
             out.fill(0.0);
+        }
+        // Resampling a clipped signal can overshoot full scale slightly.
+        for s in out.iter_mut() {
+            *s = s.clamp(-1.0, 1.0);
         }
     }
 }
