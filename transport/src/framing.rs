@@ -307,4 +307,33 @@ mod tests {
         assert_eq!(started.elapsed(), limits.mid_frame_timeout);
         drop(a);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn random_and_corrupted_streams_never_panic_nor_exceed_the_limit(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            flip in proptest::prelude::any::<usize>(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("runtime");
+            let valid = proto::frame::encode(&(7u64, "text".to_owned(), vec![1u8; 40]), 1024)
+                .expect("encode");
+            let mut corrupted = valid.clone();
+            let at = flip % corrupted.len();
+            corrupted[at] ^= 0x5a;
+            for input in [bytes.as_slice(), corrupted.as_slice(), &[valid.as_slice(), &bytes].concat()] {
+                runtime.block_on(async {
+                    let mut stream = input;
+                    for _ in 0..=input.len() {
+                        match read_frame::<_, (u64, String, Vec<u8>)>(&mut stream, 1024).await {
+                            Ok(Some(_)) => {}
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                });
+            }
+        }
+    }
 }

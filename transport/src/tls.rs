@@ -12,7 +12,8 @@
 //!
 //! Both verifiers accept exactly one Ed25519 key, refuse chains, and check the TLS 1.3
 //! `CertificateVerify` signature with rustls' own helper, so the peer proves it holds the
-//! secret key. Client authentication is mandatory in both directions (mutual TLS).
+//! secret key. Client authentication is mandatory in both directions (mutual TLS), and
+//! session resumption is off, so no connection skips the proof.
 
 use proto::{PublicKey, SecretKey};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -281,6 +282,8 @@ pub(crate) fn client_config_with_slot(
         ));
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.enable_sni = false;
+    // A resumed session skips the verifier; every connection proves its key afresh.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok((Arc::new(config), slot))
 }
 
@@ -297,6 +300,9 @@ pub fn server_config(
             rustls::server::AlwaysResolvesServerRawPublicKeys::new(certified_key(identity)?),
         ));
     config.alpn_protocols = vec![ALPN.to_vec()];
+    // A resumed session skips the verifier; every connection proves its key afresh.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
@@ -318,6 +324,19 @@ pub fn peer_key(connection: &quinn::Connection) -> Option<PublicKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_key_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = key_from_spki(&bytes);
+            let mut spki = ED25519_SPKI_PREFIX.to_vec();
+            spki.extend_from_slice(&bytes);
+            if let Some(key) = key_from_spki(&spki) {
+                prop_assert_eq!(key.as_bytes().as_slice(), bytes.as_slice());
+            }
+        }
+    }
 
     #[test]
     fn spki_round_trips_and_rejects_other_encodings() {
