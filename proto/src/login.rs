@@ -38,6 +38,9 @@ use zeroize::Zeroize;
 /// The largest frame on a login-server stream, in either direction.
 pub const MAX_LOGIN_FRAME: usize = frame::DEFAULT_MAX_FRAME;
 
+/// The largest answer to a supernode (revocation lists and directories can be big).
+pub const MAX_LOGIN_TO_SUPERNODE_FRAME: usize = 2 * 1024 * 1024;
+
 /// Passwords longer than this (in bytes) are refused by the decoder.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 

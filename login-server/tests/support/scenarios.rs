@@ -1,0 +1,218 @@
+//! Scenarios run on both engines.
+#![allow(dead_code)]
+
+use super::*;
+use login_server::client::ClientError;
+use proto::login::LoginError;
+use proto::{UnixTime, credential::CredentialError};
+use std::time::SystemTime;
+
+fn now() -> UnixTime {
+    UnixTime::from_system(SystemTime::now())
+}
+
+/// Register, log in, restart the server on the same data, log in again.
+pub async fn register_login_restart(database: Option<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), database.clone()).await;
+    let authority = server.authority_key();
+    let device = Device::new();
+    let conn = device.connect(&server).await;
+    conn.register(
+        &user("alice"),
+        &display("Alice"),
+        &password("correct horse"),
+    )
+    .await
+    .expect("register");
+    let credential = conn
+        .login(&user("alice"), &password("correct horse"))
+        .await
+        .expect("login");
+    let claims = credential
+        .verify_for_key(&authority, now(), &device.key.public())
+        .expect("the credential verifies offline for this device");
+    assert_eq!(claims.user, user("alice"));
+    assert_eq!(claims.display_name, display("Alice"));
+    let lifetime = claims.issued_at.until(claims.expires_at);
+    assert_eq!(lifetime.as_secs(), 24 * 3600);
+    conn.close();
+    server.shutdown().await;
+
+    let server = start(dir.path(), database).await;
+    assert_eq!(
+        server.authority_key(),
+        authority,
+        "the authority key persists"
+    );
+    let conn = device.connect(&server).await;
+    let again = conn
+        .login(&user("alice"), &password("correct horse"))
+        .await
+        .expect("login after restart");
+    assert_ne!(
+        again.claims_unverified().expect("claims").serial,
+        claims.serial
+    );
+    let err = conn
+        .register(&user("alice"), &display("Other"), &password("another pw"))
+        .await
+        .expect_err("the name is taken");
+    assert!(matches!(
+        err,
+        ClientError::Server(LoginError::UserNameTaken)
+    ));
+    conn.close();
+    server.shutdown().await;
+}
+
+/// Changing the password revokes the old credentials; supernodes see it in the signed
+/// revocation list and the server refuses the old credential.
+pub async fn password_change_revokes(database: Option<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), database).await;
+    let device = Device::new();
+    let conn = device.connect(&server).await;
+    conn.register(&user("bob"), &display("Bob"), &password("first password"))
+        .await
+        .expect("register");
+    let old = conn
+        .login(&user("bob"), &password("first password"))
+        .await
+        .expect("login");
+    let supernode = Device::new();
+    let sn = supernode.connect(&server).await;
+    let before = sn.revocations(0).await.expect("revocations");
+    let version_before = before
+        .map(|l| l.verify(&server.authority_key()).expect("signed").version)
+        .unwrap_or(0);
+    let fresh = conn
+        .change_password(
+            &user("bob"),
+            &password("first password"),
+            &password("second password"),
+        )
+        .await
+        .expect("change password");
+    let list = sn
+        .revocations(version_before)
+        .await
+        .expect("revocations")
+        .expect("a newer list");
+    let list = list.verify(&server.authority_key()).expect("signed list");
+    let old_serial = old.claims_unverified().expect("claims").serial;
+    assert!(list.is_revoked(old_serial));
+    assert!(!list.is_revoked(fresh.claims_unverified().expect("claims").serial));
+    assert!(sn.revocations(list.version).await.expect("poll").is_none());
+    // Revoked: refused by the server; the fresh one works.
+    let err = conn.contacts(&old).await.expect_err("revoked");
+    assert!(matches!(
+        err,
+        ClientError::Server(LoginError::NotAuthenticated(_))
+    ));
+    conn.contacts(&fresh).await.expect("fresh credential works");
+    let err = conn
+        .login(&user("bob"), &password("first password"))
+        .await
+        .expect_err("old password");
+    assert!(matches!(
+        err,
+        ClientError::Server(LoginError::InvalidCredentials)
+    ));
+    conn.login(&user("bob"), &password("second password"))
+        .await
+        .expect("new password");
+    let _ = CredentialError::Revoked;
+    server.shutdown().await;
+}
+
+/// Two processes' worth of servers on one database: an account made on one logs in on
+/// the other, a revocation made on one is seen by the other, throttling is shared.
+pub async fn two_servers_share_one_database(database: String) {
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let a = start(dir_a.path(), Some(database.clone())).await;
+    // Both processes must sign with the same authority key: copy it, as an operator would.
+    std::fs::copy(
+        dir_a.path().join("authority.key"),
+        dir_b.path().join("authority.key"),
+    )
+    .expect("copy key");
+    let b = start(dir_b.path(), Some(database)).await;
+    assert_eq!(a.authority_key(), b.authority_key());
+    let device = Device::new();
+    let on_a = device.connect(&a).await;
+    let on_b = device.connect(&b).await;
+    on_a.register(
+        &user("carol"),
+        &display("Carol"),
+        &password("carol's password"),
+    )
+    .await
+    .expect("register on A");
+    let cred = on_b
+        .login(&user("carol"), &password("carol's password"))
+        .await
+        .expect("login on B");
+    on_a.contacts(&cred)
+        .await
+        .expect("A accepts B's credential");
+    on_b.register(
+        &user("dave"),
+        &display("Dave"),
+        &password("dave's password"),
+    )
+    .await
+    .expect("register on B");
+    on_a.contact_change(
+        &cred,
+        proto::login::UserRequest::AddContact { user: user("dave") },
+    )
+    .await
+    .expect("add on A");
+    let dave = on_a
+        .login(&user("dave"), &password("dave's password"))
+        .await
+        .expect("dave logs in on A");
+    let contacts = on_b.contacts(&dave).await.expect("list on B");
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(
+        contacts[0].state,
+        proto::login::ContactState::RequestReceived
+    );
+    // Failures on A and B add up for the same account.
+    for i in 0..5 {
+        let conn = if i % 2 == 0 { &on_a } else { &on_b };
+        let err = conn
+            .login(&user("carol"), &password("wrong guess"))
+            .await
+            .expect_err("wrong password");
+        assert!(
+            matches!(err, ClientError::Server(LoginError::InvalidCredentials)),
+            "{err}"
+        );
+    }
+    let err = on_b
+        .login(&user("carol"), &password("carol's password"))
+        .await
+        .expect_err("throttled across processes");
+    assert!(
+        matches!(err, ClientError::Server(LoginError::Throttled { .. })),
+        "{err}"
+    );
+    // Revocation made through B is visible to A.
+    on_b.change_password(
+        &user("dave"),
+        &password("dave's password"),
+        &password("dave's new password"),
+    )
+    .await
+    .expect("change password on B");
+    let err = on_a.contacts(&dave).await.expect_err("revoked through B");
+    assert!(
+        matches!(err, ClientError::Server(LoginError::NotAuthenticated(_))),
+        "{err}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
