@@ -27,6 +27,9 @@ const PLAYBACK_PRIME_MILLIS: usize = 10;
 const CALLBACK_MILLIS: u32 = 10;
 /// Retry interval for reopening a device while none works.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+/// While a selected device is replaced by the default, how often to try it again (a
+/// replugged USB headset comes back).
+const PROBE_INTERVAL: Duration = Duration::from_secs(3);
 /// Events kept for the UI; older ones are dropped when nobody drains them.
 const MAX_EVENTS: usize = 16;
 /// A stream that stops calling back without reporting an error (some drivers do on
@@ -295,6 +298,8 @@ struct Counters {
 struct Failover {
     device: Option<DeviceInfo>,
     retry_at: Option<Instant>,
+    /// Next attempt to go back to the selected device, while on a fallback.
+    probe_at: Option<Instant>,
     events: VecDeque<DeviceEvent>,
 }
 
@@ -303,6 +308,7 @@ impl Failover {
         Self {
             device: Some(device),
             retry_at: None,
+            probe_at: None,
             events: VecDeque::new(),
         }
     }
@@ -311,6 +317,7 @@ impl Failover {
         let mut f = Self {
             device: None,
             retry_at: None,
+            probe_at: None,
             events: VecDeque::new(),
         };
         f.on_reopen_failed(now, None, reason);
@@ -325,6 +332,14 @@ impl Failover {
         self.retry_at.is_some_and(|t| now >= t)
     }
 
+    fn probe_due(&self, now: Instant) -> bool {
+        self.probe_at.is_some_and(|t| now >= t)
+    }
+
+    fn on_probe_failed(&mut self, now: Instant) {
+        self.probe_at = Some(now + PROBE_INTERVAL);
+    }
+
     fn push_event(&mut self, event: DeviceEvent) {
         if self.events.len() == MAX_EVENTS {
             self.events.pop_front();
@@ -332,8 +347,18 @@ impl Failover {
         self.events.push_back(event);
     }
 
-    fn on_reopened(&mut self, from: Option<DeviceInfo>, to: DeviceInfo, reason: String) {
+    /// `on_selected`: whether `to` is the device the user selected; if not, going back
+    /// to it is tried every [`PROBE_INTERVAL`].
+    fn on_reopened(
+        &mut self,
+        now: Instant,
+        from: Option<DeviceInfo>,
+        to: DeviceInfo,
+        on_selected: bool,
+        reason: String,
+    ) {
         self.retry_at = None;
+        self.probe_at = (!on_selected).then(|| now + PROBE_INTERVAL);
         self.device = Some(to.clone());
         self.push_event(DeviceEvent::Switched { from, to, reason });
     }
@@ -341,6 +366,7 @@ impl Failover {
     fn on_reopen_failed(&mut self, now: Instant, from: Option<DeviceInfo>, reason: String) {
         let newly_lost = !self.is_lost();
         self.retry_at = Some(now + RETRY_INTERVAL);
+        self.probe_at = None;
         self.device = None;
         if newly_lost {
             self.push_event(DeviceEvent::Lost {
@@ -348,6 +374,27 @@ impl Failover {
                 reason,
             });
         }
+    }
+}
+
+/// Whether `device` is what `selection` asks for.
+fn is_selected(selection: &DeviceSelection, device: &DeviceInfo) -> bool {
+    match selection {
+        DeviceSelection::SystemDefault => device.is_default,
+        DeviceSelection::Id(id) => &device.id == id,
+    }
+}
+
+/// The order in which to try devices: after a failure the failed (selected) device is
+/// suspect, so the default goes first; when recovering from a loss, the selection.
+fn reopen_order(selection: &DeviceSelection, after_failure: bool) -> Vec<DeviceSelection> {
+    let default = DeviceSelection::SystemDefault;
+    if *selection == default {
+        vec![default]
+    } else if after_failure {
+        vec![default, selection.clone()]
+    } else {
+        vec![selection.clone(), default]
     }
 }
 
@@ -482,6 +529,16 @@ impl CpalCapture {
                 self.live = None;
                 let from = self.failover.device.take();
                 self.reopen(now, from, reason);
+            } else if self.failover.probe_due(now) {
+                match open_capture(&self.selection, &self.signal) {
+                    Ok((live, info)) => {
+                        self.live = Some(live);
+                        let from = self.failover.device.take();
+                        let reason = "the selected device is back".to_owned();
+                        self.failover.on_reopened(now, from, info, true, reason);
+                    }
+                    Err(_) => self.failover.on_probe_failed(now),
+                }
             }
         } else if self.failover.retry_due(now) {
             self.reopen(now, None, "a capture device is available again".into());
@@ -489,16 +546,23 @@ impl CpalCapture {
     }
 
     fn reopen(&mut self, now: Instant, from: Option<DeviceInfo>, reason: String) {
-        // After a failure the selected device is suspect: the default is the fallback.
-        let mut attempt = open_capture(&DeviceSelection::SystemDefault, &self.signal);
-        if attempt.is_err() && self.selection != DeviceSelection::SystemDefault {
-            attempt = open_capture(&self.selection, &self.signal);
+        let mut attempt = Err(DeviceError::NoDevice {
+            direction: DeviceDirection::Input,
+            which: "(none tried)".into(),
+        });
+        for selection in reopen_order(&self.selection, from.is_some()) {
+            attempt = open_capture(&selection, &self.signal);
+            if attempt.is_ok() {
+                break;
+            }
         }
         match attempt {
             Ok((live, info)) => {
                 self.live = Some(live);
                 self.silence_pacer = None;
-                self.failover.on_reopened(from, info, reason);
+                let on_selected = is_selected(&self.selection, &info);
+                self.failover
+                    .on_reopened(now, from, info, on_selected, reason);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "no capture device to switch to");
@@ -788,6 +852,16 @@ impl CpalPlayback {
                 self.live = None;
                 let from = self.failover.device.take();
                 self.reopen(now, from, reason);
+            } else if self.failover.probe_due(now) {
+                match open_playback(&self.selection) {
+                    Ok((live, info)) => {
+                        self.live = Some(live);
+                        let from = self.failover.device.take();
+                        let reason = "the selected device is back".to_owned();
+                        self.failover.on_reopened(now, from, info, true, reason);
+                    }
+                    Err(_) => self.failover.on_probe_failed(now),
+                }
             }
         } else if self.failover.retry_due(now) {
             self.reopen(now, None, "a playback device is available again".into());
@@ -795,14 +869,22 @@ impl CpalPlayback {
     }
 
     fn reopen(&mut self, now: Instant, from: Option<DeviceInfo>, reason: String) {
-        let mut attempt = open_playback(&DeviceSelection::SystemDefault);
-        if attempt.is_err() && self.selection != DeviceSelection::SystemDefault {
-            attempt = open_playback(&self.selection);
+        let mut attempt = Err(DeviceError::NoDevice {
+            direction: DeviceDirection::Output,
+            which: "(none tried)".into(),
+        });
+        for selection in reopen_order(&self.selection, from.is_some()) {
+            attempt = open_playback(&selection);
+            if attempt.is_ok() {
+                break;
+            }
         }
         match attempt {
             Ok((live, info)) => {
                 self.live = Some(live);
-                self.failover.on_reopened(from, info, reason);
+                let on_selected = is_selected(&self.selection, &info);
+                self.failover
+                    .on_reopened(now, from, info, on_selected, reason);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "no playback device to switch to");
@@ -1003,12 +1085,58 @@ mod tests {
         assert_eq!(f.events.pop_front(), None, "one Lost per outage");
         assert!(!f.retry_due(t0 + RETRY_INTERVAL));
         assert!(f.retry_due(t0 + 2 * RETRY_INTERVAL));
-        f.on_reopened(None, info("default"), "back".into());
+        f.on_reopened(t0, None, info("default"), true, "back".into());
         assert!(!f.is_lost());
         assert!(matches!(
             f.events.pop_front(),
             Some(DeviceEvent::Switched { to, .. }) if to.name == "default"
         ));
+    }
+
+    #[test]
+    fn on_a_fallback_device_the_selected_one_is_probed_until_it_is_back() {
+        let t0 = Instant::now();
+        let mut f = Failover::live(info("usb"));
+        f.on_reopened(
+            t0,
+            Some(info("usb")),
+            info("default"),
+            false,
+            "unplugged".into(),
+        );
+        assert!(!f.probe_due(t0));
+        assert!(f.probe_due(t0 + PROBE_INTERVAL));
+        f.on_probe_failed(t0 + PROBE_INTERVAL);
+        assert!(!f.probe_due(t0 + PROBE_INTERVAL));
+        assert!(f.probe_due(t0 + 2 * PROBE_INTERVAL));
+        f.on_reopened(
+            t0 + 2 * PROBE_INTERVAL,
+            Some(info("default")),
+            info("usb"),
+            true,
+            "back".into(),
+        );
+        assert!(
+            !f.probe_due(t0 + 100 * PROBE_INTERVAL),
+            "no probing on the selected device"
+        );
+    }
+
+    #[test]
+    fn after_a_failure_the_default_goes_first_and_on_recovery_the_selection() {
+        let usb = DeviceSelection::Id(DeviceId::new("alsa:usb"));
+        assert_eq!(
+            reopen_order(&usb, true),
+            vec![DeviceSelection::SystemDefault, usb.clone()]
+        );
+        assert_eq!(
+            reopen_order(&usb, false),
+            vec![usb.clone(), DeviceSelection::SystemDefault]
+        );
+        assert_eq!(
+            reopen_order(&DeviceSelection::SystemDefault, true),
+            vec![DeviceSelection::SystemDefault]
+        );
     }
 
     #[test]
@@ -1023,7 +1151,13 @@ mod tests {
     fn unread_events_stay_bounded() {
         let mut f = Failover::live(info("a"));
         for i in 0..100 {
-            f.on_reopened(None, info(&format!("d{i}")), "x".into());
+            f.on_reopened(
+                Instant::now(),
+                None,
+                info(&format!("d{i}")),
+                true,
+                "x".into(),
+            );
         }
         assert_eq!(f.events.len(), MAX_EVENTS);
     }

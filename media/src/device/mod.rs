@@ -35,7 +35,10 @@
 //! [`DeviceEvent::Switched`]; when no device can be opened it queues
 //! [`DeviceEvent::Lost`], keeps the call alive (capture delivers silence on a 20 ms
 //! clock, playback discards) and retries about once a second, queueing `Switched` when a
-//! device comes back. Drain events with `poll_event`.
+//! device comes back. While a selected device is replaced by the default, the selected
+//! one is retried every 3 s (a replugged headset is taken back). A stream that stops
+//! calling back for a second without reporting an error counts as failed too. Drain
+//! events with `poll_event`.
 //!
 //! Not here: echo cancellation and noise suppression (`media::dsp`), codecs, jitter
 //! buffering (the playback rings here are short device buffers, not a jitter buffer).
