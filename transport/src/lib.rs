@@ -7,8 +7,9 @@
 //! - [`tls`]: [`PeerPolicy`] (pin a key, or accept any key and check it against a credential
 //!   or directory entry in the application), the rustls verifiers, [`peer_key`].
 //! - [`Endpoint`]: one UDP socket that both accepts ([`Endpoint::accept`] →
-//!   [`Incoming::complete`]) and dials ([`Endpoint::connect`]); QUIC-bit greasing off so STUN
-//!   can share the socket.
+//!   [`Incoming::complete`]) and dials ([`Endpoint::connect`], or
+//!   [`Endpoint::connect_with_tcp_fallback`]); QUIC-bit greasing off so STUN can share the
+//!   socket.
 //! - [`Tuning`]: keep-alive, idle timeout and the limits that bound a peer's memory use, with
 //!   presets [`Tuning::client`] and [`Tuning::server`].
 //! - [`TcpListener`] / [`connect_tcp`]: the same over TLS-over-TCP (streams multiplexed by
@@ -18,6 +19,42 @@
 //! - [`framing`]: length-prefixed postcard frames on streams ([`write_frame`],
 //!   [`read_frame`]) with size limits and a mid-frame timeout, and [`request`].
 //! - [`keyfile`]: secret key files (mode 0600, atomic creation).
+//!
+//! A server serves both transports with one loop per listener, and checks every client's
+//! key at the application layer before serving anything else; a client pins the server's
+//! key:
+//!
+//! ```no_run
+//! # async fn example(authority: proto::SecretKey, device: proto::SecretKey)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use transport::{Endpoint, FrameLimits, PeerPolicy, ServerOptions, TcpListener, Tuning};
+//! let addr = "127.0.0.1:7400".parse()?;
+//! let quic = Endpoint::bind(addr, &authority, Some(ServerOptions::default()))?;
+//! let tcp = TcpListener::bind(addr, &authority, ServerOptions::default()).await?;
+//! tokio::spawn(async move {
+//!     while let Some(incoming) = quic.accept().await {
+//!         tokio::spawn(async move {
+//!             let Ok(conn) = incoming.complete().await else { return };
+//!             // conn.peer_key() is proven; check it against a credential first.
+//!             while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+//!                 let request: Option<String> =
+//!                     transport::read_frame(&mut recv, 64 * 1024).await.unwrap_or(None);
+//!                 if let Some(request) = request {
+//!                     let _ = transport::write_frame(&mut send, &request).await;
+//!                 }
+//!             }
+//!         });
+//!     }
+//! });
+//! # drop(tcp);
+//! let client = Endpoint::bind("0.0.0.0:0".parse()?, &device, None)?;
+//! let conn = client
+//!     .connect_with_tcp_fallback(addr, PeerPolicy::Key(authority.public()), &Tuning::client())
+//!     .await?;
+//! let echoed: String =
+//!     transport::request(&conn, &"hello".to_owned(), FrameLimits::default()).await?;
+//! # Ok(()) }
+//! ```
 //!
 //! What it does not do: it never decides *who* a key belongs to beyond a pinned key (that
 //! is the application's check of credentials and directories), has no insecure mode, and
@@ -37,7 +74,7 @@ pub use framing::{
     request_stream, write_frame, write_frame_limited,
 };
 pub use keyfile::{KeyFileError, load_or_create_secret_key, load_secret_key};
-pub use quic::{ConnectError, Endpoint, Incoming, ServerOptions};
+pub use quic::{ConnectError, Endpoint, Incoming, ServerOptions, TCP_FALLBACK_DELAY};
 pub use tcp::{TcpListener, connect_tcp};
 pub use tls::{ALPN, IdentityError, PeerPolicy, peer_key};
 pub use tuning::Tuning;

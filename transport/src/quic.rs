@@ -10,6 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a QUIC dial may go unanswered before
+/// [`Endpoint::connect_with_tcp_fallback`] also tries TCP.
+pub const TCP_FALLBACK_DELAY: Duration = Duration::from_secs(1);
+
 /// How an endpoint accepts connections.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
@@ -144,6 +148,30 @@ impl Endpoint {
         })
     }
 
+    /// Uses a custom socket, for instance one that hands STUN packets to someone else and
+    /// everything else to QUIC.
+    pub fn from_abstract_socket(
+        socket: Arc<dyn quinn::AsyncUdpSocket>,
+        identity: &SecretKey,
+        server: Option<ServerOptions>,
+    ) -> Result<Self, ConnectError> {
+        let server_config = server
+            .as_ref()
+            .map(|options| quinn_server_config(identity, options))
+            .transpose()?;
+        let inner = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config(),
+            server_config,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        Ok(Self {
+            inner,
+            identity: Arc::new(identity.clone()),
+            server,
+        })
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
     }
@@ -179,6 +207,43 @@ impl Endpoint {
         };
         let key = tls::peer_key(&connection).ok_or(IdentityError::NotEd25519)?;
         Ok(Conn::quic(connection, key))
+    }
+
+    /// Dials `addr` over QUIC and, if QUIC has not connected within [`TCP_FALLBACK_DELAY`]
+    /// (UDP blocked or lossy), also over TCP to the same address; the first to connect wins.
+    /// An identity error from either attempt is returned at once: a wrong key is not a
+    /// reason to try another transport.
+    pub async fn connect_with_tcp_fallback(
+        &self,
+        addr: SocketAddr,
+        policy: PeerPolicy,
+        tuning: &Tuning,
+    ) -> Result<Conn, ConnectError> {
+        let quic = self.connect(addr, policy, tuning);
+        tokio::pin!(quic);
+        match tokio::time::timeout(TCP_FALLBACK_DELAY, &mut quic).await {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(error @ ConnectError::PeerIdentity(_))) => return Err(error),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "QUIC failed; trying TCP");
+                return tcp::connect_tcp(addr, &self.identity, policy, tuning).await;
+            }
+            Err(_) => tracing::debug!("QUIC is slow; racing TCP"),
+        }
+        let tcp = tcp::connect_tcp(addr, &self.identity, policy, tuning);
+        tokio::pin!(tcp);
+        tokio::select! {
+            result = &mut quic => match result {
+                Ok(conn) => Ok(conn),
+                Err(error @ ConnectError::PeerIdentity(_)) => Err(error),
+                Err(_) => tcp.await,
+            },
+            result = &mut tcp => match result {
+                Ok(conn) => Ok(conn),
+                Err(error @ ConnectError::PeerIdentity(_)) => Err(error),
+                Err(_) => quic.await,
+            },
+        }
     }
 
     /// The next connection attempt; `None` once the endpoint is closed or does not accept.
