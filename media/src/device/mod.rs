@@ -19,6 +19,9 @@
 //! | [`PacedSource`] | a thread that pulls a [`FrameSource`] (WAV file, tone, silence) every 20 ms |
 //! | [`PacedSink`] | a thread that pushes one frame every 20 ms into a [`FrameSink`] (WAV recorder, discard), silence when nothing was written |
 //!
+//! [`open_endpoints`] turns the user's choice ([`CaptureSpec`], [`PlaybackSpec`]: a
+//! device, `--play FILE`, `--record FILE`, silence) into a boxed source and sink.
+//!
 //! [`FrameSource`] and [`FrameSink`] are the clock-free halves: a WAV file decoder
 //! ([`WavFileSource`]) or a WAV writer ([`WavRecorder`]) that produce or consume frames as
 //! fast as they are asked. Offline tests use them directly; the paced wrappers give them
@@ -45,6 +48,7 @@
 
 mod convert;
 mod cpal_backend;
+mod endpoints;
 mod paced;
 mod pacer;
 mod signal;
@@ -55,6 +59,7 @@ pub use cpal_backend::{
     CpalCapture, CpalPlayback, DeviceDirection, DeviceId, DeviceInfo, DeviceSelection,
     input_devices, output_devices,
 };
+pub use endpoints::{CaptureSpec, PlaybackSpec, open_endpoints};
 pub use paced::{PACED_RING_FRAMES, PacedSink, PacedSource};
 pub use pacer::Pacer;
 pub use wav::{WavFileSource, WavRecorder};
@@ -105,6 +110,43 @@ pub trait AudioSink: Send {
     /// Samples queued for playback, at 48 kHz: the playback side's share of device
     /// latency.
     fn buffered_samples(&self) -> usize;
+
+    /// Stops playback and flushes whatever the sink writes to (a `--record` file gets
+    /// its final header). Later writes are discarded. Dropping the sink does the same
+    /// but can only log errors.
+    fn close(&mut self) -> Result<(), DeviceError> {
+        Ok(())
+    }
+}
+
+impl<S: AudioSource + ?Sized> AudioSource for Box<S> {
+    fn read_frame(&mut self, out: &mut Frame) -> Result<bool, DeviceError> {
+        (**self).read_frame(out)
+    }
+    fn wait_frame(&mut self, out: &mut Frame, timeout: Duration) -> Result<bool, DeviceError> {
+        (**self).wait_frame(out, timeout)
+    }
+    fn poll_event(&mut self) -> Option<DeviceEvent> {
+        (**self).poll_event()
+    }
+    fn buffered_samples(&self) -> usize {
+        (**self).buffered_samples()
+    }
+}
+
+impl<S: AudioSink + ?Sized> AudioSink for Box<S> {
+    fn write_frame(&mut self, frame: &Frame) -> Result<bool, DeviceError> {
+        (**self).write_frame(frame)
+    }
+    fn poll_event(&mut self) -> Option<DeviceEvent> {
+        (**self).poll_event()
+    }
+    fn buffered_samples(&self) -> usize {
+        (**self).buffered_samples()
+    }
+    fn close(&mut self) -> Result<(), DeviceError> {
+        (**self).close()
+    }
 }
 
 /// Produces frames on demand, with no clock of its own (a file, a generator).

@@ -269,6 +269,10 @@ impl AudioSink for PacedSink {
     fn buffered_samples(&self) -> usize {
         self.producer.buffer().capacity() - self.producer.slots()
     }
+
+    fn close(&mut self) -> Result<(), DeviceError> {
+        self.shutdown()
+    }
 }
 
 /// Calls `tick(n)` with the number of due ticks on the 20 ms grid from `grid_start`
