@@ -524,3 +524,85 @@ impl SimAgent for SimDiscovery {
         self.discovery.poll_timeout()
     }
 }
+
+/// A [`crate::holepunch::HolePunch`] behind one host socket and, optionally, one relayed
+/// address, as a [`SimAgent`]; it records every event with its time.
+#[derive(Debug)]
+pub struct SimPunch {
+    /// The host socket.
+    pub socket: SocketAddr,
+    /// The relayed address of its (ideal) TURN allocation.
+    pub relayed: Option<SocketAddr>,
+    /// The agent.
+    pub agent: crate::holepunch::HolePunch,
+    /// Events so far, with when they happened.
+    pub events: Vec<(Instant, crate::holepunch::PunchEvent)>,
+}
+
+impl SimPunch {
+    /// Wraps `agent`.
+    pub fn new(
+        socket: SocketAddr,
+        relayed: Option<SocketAddr>,
+        agent: crate::holepunch::HolePunch,
+    ) -> Self {
+        SimPunch {
+            socket,
+            relayed,
+            agent,
+            events: Vec::new(),
+        }
+    }
+
+    fn drain_events(&mut self, now: Instant) {
+        while let Some(event) = self.agent.poll_event() {
+            self.events.push((now, event));
+        }
+    }
+}
+
+impl SimAgent for SimPunch {
+    fn sockets(&self) -> Vec<SocketAddr> {
+        let mut sockets = vec![self.socket];
+        sockets.extend(self.relayed);
+        sockets
+    }
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        from: SocketAddr,
+        payload: &[u8],
+    ) {
+        if Some(local) == self.relayed {
+            self.agent
+                .handle_relayed_datagram(now, local, from, payload);
+        } else {
+            self.agent.handle_datagram(now, from, payload);
+        }
+        self.drain_events(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.agent.handle_timeout(now);
+        self.drain_events(now);
+    }
+
+    fn poll_transmit(&mut self) -> Option<SimTransmit> {
+        let transmit = self.agent.poll_transmit()?;
+        let from = match transmit.via {
+            crate::Via::Direct => self.socket,
+            crate::Via::Relay { relayed } => relayed,
+        };
+        Some(SimTransmit {
+            from,
+            to: transmit.destination,
+            payload: transmit.payload,
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.agent.poll_timeout()
+    }
+}
