@@ -223,3 +223,71 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// A clock the test moves by hand (milliseconds since the epoch).
+#[derive(Clone)]
+pub struct VirtualClock(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl VirtualClock {
+    pub fn new() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64;
+        Self(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(now)))
+    }
+
+    pub fn advance_secs(&self, secs: u64) {
+        self.0.fetch_add(secs * 1000, Ordering::SeqCst);
+    }
+
+    pub fn now(&self) -> proto::UnixTime {
+        proto::UnixTime::from_secs(self.0.load(Ordering::SeqCst) / 1000)
+    }
+
+    pub fn install(&self, config: &mut ServerConfig) {
+        let inner = self.0.clone();
+        config.service.clock = std::sync::Arc::new(move || inner.load(Ordering::SeqCst));
+    }
+}
+
+/// Sends raw bytes on a new stream and returns every byte of the answer.
+pub async fn raw_exchange(conn: &transport::Conn, bytes: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut send, mut recv) = conn.open_bi().await.expect("open stream");
+    send.write_all(bytes).await.expect("write");
+    send.shutdown().await.expect("finish");
+    let mut answer = Vec::new();
+    recv.read_to_end(&mut answer).await.expect("read answer");
+    answer
+}
+
+/// The frames of a well-formed client request.
+pub fn client_frames(request: &proto::login::ClientToLogin) -> Vec<u8> {
+    let mut bytes = proto::frame::encode(
+        &proto::login::StreamHello::new(proto::login::Role::Client),
+        proto::frame::DEFAULT_MAX_FRAME,
+    )
+    .expect("encode hello");
+    bytes.extend(proto::frame::encode(request, proto::frame::DEFAULT_MAX_FRAME).expect("encode"));
+    bytes
+}
+
+/// Decodes an answer frame.
+pub fn decode_answer(bytes: &[u8]) -> proto::login::LoginToClient {
+    assert!(bytes.len() >= proto::frame::HEADER_LEN, "no answer frame");
+    proto::login::decode_login_to_client(&bytes[proto::frame::HEADER_LEN..]).expect("decodes")
+}
+
+/// A raw connection to the server, as a device.
+pub async fn raw_conn(device: &Device, server: &LoginServer) -> transport::Conn {
+    device
+        .endpoint
+        .connect(
+            server.quic_addr(),
+            transport::PeerPolicy::Key(server.authority_key()),
+            &transport::Tuning::client(),
+        )
+        .await
+        .expect("connect")
+}
