@@ -15,11 +15,12 @@ fn played_file_comes_back_in_the_recording_in_order() {
     let output = dir.path().join("recorded.wav");
     let expected = device_support::read_frames(&input, 100);
 
-    let (mut mic, mut speaker) = open_endpoints(
+    let endpoints = open_endpoints(
         &CaptureSpec::WavFile(input.clone()),
         &PlaybackSpec::WavFile(output.clone()),
     )
     .expect("open");
+    let (mut mic, mut speaker) = (endpoints.source, endpoints.sink);
     let mut frame: Frame = [0.0; FRAME_SAMPLES];
     for n in 0..100 {
         assert!(

@@ -29,6 +29,20 @@ pub enum PlaybackSpec {
     Discard,
 }
 
+/// Both ends of a call's audio, as the engine uses them.
+pub struct AudioEndpoints {
+    /// The microphone side.
+    pub source: Box<dyn AudioSource>,
+    /// The speaker side.
+    pub sink: Box<dyn AudioSink>,
+}
+
+impl std::fmt::Debug for AudioEndpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioEndpoints").finish_non_exhaustive()
+    }
+}
+
 /// Opens both ends of a call's audio.
 ///
 /// Sound cards never fail here: a missing device starts in the lost state (silence,
@@ -39,7 +53,7 @@ pub enum PlaybackSpec {
 pub fn open_endpoints(
     capture: &CaptureSpec,
     playback: &PlaybackSpec,
-) -> Result<(Box<dyn AudioSource>, Box<dyn AudioSink>), DeviceError> {
+) -> Result<AudioEndpoints, DeviceError> {
     let mut grid = None;
     let source: Box<dyn AudioSource> = match capture {
         CaptureSpec::Device(selection) => Box::new(CpalCapture::open_or_lost(selection.clone())),
@@ -63,5 +77,5 @@ pub fn open_endpoints(
         PlaybackSpec::WavFile(path) => Box::new(start_paced(Box::new(WavRecorder::create(path)?))?),
         PlaybackSpec::Discard => Box::new(start_paced(Box::new(DiscardSink))?),
     };
-    Ok((source, sink))
+    Ok(AudioEndpoints { source, sink })
 }

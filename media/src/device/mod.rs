@@ -59,7 +59,7 @@ pub use cpal_backend::{
     CpalCapture, CpalPlayback, DeviceDirection, DeviceId, DeviceInfo, DeviceSelection,
     input_devices, output_devices,
 };
-pub use endpoints::{CaptureSpec, PlaybackSpec, open_endpoints};
+pub use endpoints::{AudioEndpoints, CaptureSpec, PlaybackSpec, open_endpoints};
 pub use paced::{PACED_RING_FRAMES, PacedSink, PacedSource};
 pub use pacer::Pacer;
 pub use wav::{WavFileSource, WavRecorder};
