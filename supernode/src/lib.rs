@@ -13,4 +13,5 @@
 
 pub mod core;
 pub mod relay;
+pub mod shell;
 pub mod sim;

@@ -1,0 +1,903 @@
+//! The supernode's IO: QUIC (and TCP) listeners, client sessions, mesh links, the
+//! login-server link, metrics, and the STUN/TURN relay.
+//!
+//! One task owns the [`crate::core::Supernode`]; every other task talks to it through its
+//! bounded inbox ([`Input`]) and receives work through bounded per-connection queues. A
+//! client whose queue is full is disconnected (it re-homes) rather than buffered without
+//! bound; a mesh message to a peer whose queue is full is dropped and counted.
+//!
+//! What it does not do: protocol decisions (the core's) or TURN (the relay module's).
+
+pub mod login;
+mod metrics_http;
+
+use crate::core::{ClientId, Command, Config as CoreConfig, Supernode};
+use login::{LoginClientError, LoginLink};
+use proto::PublicKey;
+use proto::directory::{Directory, SupernodeAddrs};
+use proto::login::{LoginError, UserInfo};
+use proto::supernode::{
+    ClientToSupernode, DecodeError, SupernodeContact, SupernodeToClient, SupernodeToSupernode,
+};
+use proto::{SignedCredential, UnixTime, UserName};
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use transport::{Conn, Endpoint, PeerPolicy, ServerOptions, TcpListener, Tuning};
+
+/// Everything the shell needs to run.
+#[derive(Debug, Clone)]
+pub struct ShellConfig {
+    pub login_server: SocketAddr,
+    pub authority: PublicKey,
+    pub listen: SocketAddr,
+    /// `None`: no TCP listener.
+    pub tcp_listen: Option<SocketAddr>,
+    /// `None`: no STUN/TURN relay.
+    pub turn_listen: Option<SocketAddr>,
+    pub public_addr: Option<SocketAddr>,
+    pub alternate_addr: Option<SocketAddr>,
+    pub relay_ports: Option<std::ops::RangeInclusive<u16>>,
+    pub allow_relay_to: Vec<nat::turn::Cidr>,
+    pub data_dir: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    pub core: CoreConfig,
+    /// How often revocations are polled (at most 30 s).
+    pub revocation_poll: Duration,
+    /// How often the directory is fetched.
+    pub directory_poll: Duration,
+    pub heartbeat: Duration,
+    /// Client connections accepted at once (beyond the core's session capacity, so that
+    /// `Busy` answers can still be given).
+    pub max_connections: usize,
+}
+
+impl ShellConfig {
+    pub fn new(login_server: SocketAddr, authority: PublicKey, data_dir: PathBuf) -> Self {
+        Self {
+            login_server,
+            authority,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7500)),
+            tcp_listen: None,
+            turn_listen: None,
+            public_addr: None,
+            alternate_addr: None,
+            relay_ports: None,
+            allow_relay_to: Vec::new(),
+            data_dir,
+            metrics_listen: None,
+            core: CoreConfig::default(),
+            revocation_poll: Duration::from_secs(15),
+            directory_poll: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(proto::login::SUPERNODE_HEARTBEAT_SECS),
+            max_connections: 25_000,
+        }
+    }
+}
+
+/// The supernode could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key file: {0}")]
+    Key(#[from] transport::KeyFileError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("relay: {0}")]
+    Relay(String),
+}
+
+/// What other tasks tell the core task.
+enum Input {
+    ClientConnected {
+        id: ClientId,
+        device: PublicKey,
+        conn: Conn,
+        out: mpsc::Sender<ClientOut>,
+    },
+    ClientMessage {
+        id: ClientId,
+        message: ClientToSupernode,
+    },
+    ClientGarbage {
+        id: ClientId,
+        error: DecodeError,
+    },
+    ClientDisconnected {
+        id: ClientId,
+    },
+    Mesh {
+        from: PublicKey,
+        message: SupernodeToSupernode,
+    },
+    MeshUnreachable {
+        peer: PublicKey,
+    },
+    LoginUser {
+        request_id: u64,
+        info: Option<UserInfo>,
+    },
+    LoginUsers {
+        request_id: u64,
+        users: Vec<UserInfo>,
+    },
+    LoginFailed {
+        request_id: u64,
+    },
+    Directory(Directory),
+    Revocations(Vec<u64>),
+    Shutdown,
+}
+
+enum ClientOut {
+    Message(SupernodeToClient),
+    Close,
+}
+
+enum LoginRequest {
+    Lookup {
+        request_id: u64,
+        user: UserName,
+    },
+    Search {
+        request_id: u64,
+        prefix: String,
+        limit: u16,
+    },
+    Homed {
+        credential: SignedCredential,
+    },
+}
+
+const CORE_INBOX: usize = 8192;
+const CLIENT_QUEUE: usize = 256;
+const MESH_QUEUE: usize = 4096;
+const LOGIN_QUEUE: usize = 1024;
+const LOGIN_CONCURRENCY: usize = 64;
+/// Undecodable frames a client may send before it is disconnected.
+const MAX_GARBAGE: u32 = 16;
+
+/// A running supernode.
+pub struct RunningSupernode {
+    key: PublicKey,
+    quic_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    turn_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    inbox: mpsc::Sender<Input>,
+    core_task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    endpoint: Endpoint,
+    relay: Option<crate::relay::RelayServer>,
+    metrics_stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for RunningSupernode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningSupernode")
+            .field("key", &self.key)
+            .field("quic_addr", &self.quic_addr)
+            .finish()
+    }
+}
+
+fn wall_now() -> UnixTime {
+    UnixTime::from_system(SystemTime::now())
+}
+
+/// The address other hosts use to reach `listen`: the configured public address, or the
+/// listen address with an unspecified IP replaced by the one that routes to `toward`.
+fn advertised(listen: SocketAddr, public: Option<SocketAddr>, toward: SocketAddr) -> SocketAddr {
+    if let Some(public) = public {
+        return public;
+    }
+    if !listen.ip().is_unspecified() {
+        return listen;
+    }
+    let ip = std::net::UdpSocket::bind(SocketAddr::new(
+        if toward.is_ipv4() {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([0u16; 8])
+        },
+        0,
+    ))
+    .and_then(|s| {
+        s.connect(toward)?;
+        s.local_addr()
+    })
+    .map(|a| a.ip())
+    .unwrap_or(listen.ip());
+    SocketAddr::new(ip, listen.port())
+}
+
+impl RunningSupernode {
+    /// Binds every listener, starts the tasks and begins admission at the login server.
+    pub async fn start(config: ShellConfig) -> Result<Self, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let key = transport::load_or_create_secret_key(&config.data_dir.join("supernode.key"))?;
+        let turn_secret = load_or_create_turn_secret(&config.data_dir)?;
+        let options = ServerOptions {
+            policy: PeerPolicy::AnyKey,
+            tuning: Tuning::server(),
+            max_connections: config.max_connections,
+        };
+        let endpoint = Endpoint::bind(config.listen, &key, Some(options.clone())).map_err(|e| {
+            StartError::Listen {
+                addr: config.listen,
+                reason: e.to_string(),
+            }
+        })?;
+        let quic_addr = endpoint.local_addr().map_err(|e| StartError::Listen {
+            addr: config.listen,
+            reason: e.to_string(),
+        })?;
+        let tcp = match config.tcp_listen {
+            Some(addr) => Some(TcpListener::bind(addr, &key, options).await.map_err(|e| {
+                StartError::Listen {
+                    addr,
+                    reason: e.to_string(),
+                }
+            })?),
+            None => None,
+        };
+        let tcp_addr = tcp.as_ref().and_then(|t| t.local_addr().ok());
+        let relay = match config.turn_listen {
+            Some(listen) => {
+                let mut relay_config = crate::relay::RelayConfig::new(listen, turn_secret.clone());
+                relay_config.alternate = config.alternate_addr;
+                relay_config.advertised_ip = config.public_addr.map(|a| a.ip());
+                if let Some(ports) = config.relay_ports.clone() {
+                    relay_config.relay_ports = ports;
+                }
+                relay_config.allow_relay_to = config.allow_relay_to.clone();
+                Some(
+                    crate::relay::RelayServer::start(relay_config)
+                        .await
+                        .map_err(|e| StartError::Relay(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let turn_addr = relay.as_ref().map(crate::relay::RelayServer::listen_addr);
+        let (metrics_stop, metrics_stop_rx) = watch::channel(false);
+        let metrics_addr = match config.metrics_listen {
+            Some(addr) => {
+                let handle = metrics_http::install_recorder().map_err(StartError::Metrics)?;
+                let listener =
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| StartError::Listen {
+                            addr,
+                            reason: e.to_string(),
+                        })?;
+                let bound = listener.local_addr().ok();
+                tokio::spawn(metrics_http::serve(listener, handle, metrics_stop_rx));
+                bound
+            }
+            None => None,
+        };
+
+        let public_quic = advertised(quic_addr, config.public_addr, config.login_server);
+        let me = SupernodeContact {
+            key: key.public(),
+            addr: public_quic,
+        };
+        let addrs = SupernodeAddrs {
+            quic: public_quic,
+            turn: turn_addr.map(|t| {
+                advertised(
+                    t,
+                    config
+                        .public_addr
+                        .map(|p| SocketAddr::new(p.ip(), t.port())),
+                    config.login_server,
+                )
+            }),
+            tcp: tcp_addr.map(|t| {
+                advertised(
+                    t,
+                    config
+                        .public_addr
+                        .map(|p| SocketAddr::new(p.ip(), t.port())),
+                    config.login_server,
+                )
+            }),
+        };
+        let now = Instant::now();
+        let seed = u64::from_le_bytes(
+            key.public().as_bytes()[..8]
+                .try_into()
+                .expect("invariant: a key has at least 8 bytes"),
+        ) ^ wall_now().as_secs();
+        let core = Supernode::new(
+            config.core.clone(),
+            me,
+            config.authority,
+            now,
+            wall_now(),
+            seed,
+        );
+        let (inbox_tx, inbox_rx) = mpsc::channel(CORE_INBOX);
+        let (login_tx, login_rx) = mpsc::channel(LOGIN_QUEUE);
+        let (members_tx, members_rx) = watch::channel(Arc::new(BTreeSet::new()));
+        let (homed_tx, homed_rx) = watch::channel(0u32);
+        let core_task = tokio::spawn(core_loop(
+            core,
+            inbox_rx,
+            login_tx,
+            endpoint.clone(),
+            inbox_tx.clone(),
+            homed_tx,
+        ));
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(login_loop(
+            endpoint.clone(),
+            config.clone(),
+            addrs,
+            inbox_tx.clone(),
+            members_tx,
+            login_rx,
+            homed_rx,
+        )));
+        let next_id = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        {
+            let endpoint = endpoint.clone();
+            let inbox = inbox_tx.clone();
+            let members = members_rx.clone();
+            let next_id = next_id.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(incoming) = endpoint.accept().await {
+                    tokio::spawn(serve_incoming(
+                        incoming,
+                        inbox.clone(),
+                        members.clone(),
+                        next_id.clone(),
+                    ));
+                }
+            }));
+        }
+        if let Some(tcp) = tcp {
+            let inbox = inbox_tx.clone();
+            let members = members_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(incoming) = tcp.accept().await {
+                    tokio::spawn(serve_incoming(
+                        incoming,
+                        inbox.clone(),
+                        members.clone(),
+                        next_id.clone(),
+                    ));
+                }
+            }));
+        }
+        info!(key = %key.public(), %quic_addr, ?tcp_addr, ?turn_addr, "supernode started");
+        Ok(Self {
+            key: key.public(),
+            quic_addr,
+            tcp_addr,
+            turn_addr,
+            metrics_addr,
+            inbox: inbox_tx,
+            core_task,
+            tasks,
+            endpoint,
+            relay,
+            metrics_stop,
+        })
+    }
+
+    pub fn key(&self) -> PublicKey {
+        self.key
+    }
+
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    pub fn turn_addr(&self) -> Option<SocketAddr> {
+        self.turn_addr
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Says goodbye to clients and mesh peers, then stops everything (bounded by 4 s).
+    pub async fn shutdown(self) {
+        let _ = self.inbox.send(Input::Shutdown).await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.core_task).await;
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(relay) = self.relay {
+            let _ = tokio::time::timeout(Duration::from_millis(500), relay.shutdown()).await;
+        }
+        let _ = self.metrics_stop.send(true);
+        self.endpoint.close(0, "shutting down");
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.endpoint.wait_idle()).await;
+    }
+}
+
+fn load_or_create_turn_secret(dir: &std::path::Path) -> Result<Vec<u8>, StartError> {
+    // The TURN REST secret is derived from a key file so it survives restarts and is
+    // created with the same care (mode 0600) as the identity key.
+    let key = transport::load_or_create_secret_key(&dir.join("turn-secret.key"))?;
+    Ok(key.to_bytes().to_vec())
+}
+
+async fn core_loop(
+    mut core: Supernode,
+    mut inbox: mpsc::Receiver<Input>,
+    login: mpsc::Sender<LoginRequest>,
+    endpoint: Endpoint,
+    inbox_tx: mpsc::Sender<Input>,
+    homed: watch::Sender<u32>,
+) {
+    let mut clients: HashMap<ClientId, (Conn, mpsc::Sender<ClientOut>, u32)> = HashMap::new();
+    let mut links: HashMap<PublicKey, mpsc::Sender<SupernodeToSupernode>> = HashMap::new();
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut shutting_down = false;
+    loop {
+        let timer = core
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            input = inbox.recv() => {
+                let now = Instant::now();
+                let Some(input) = input else { break };
+                match input {
+                    Input::ClientConnected { id, device, conn, out } => {
+                        clients.insert(id, (conn, out, 0));
+                        core.handle_client_connected(now, id, device);
+                    }
+                    Input::ClientMessage { id, message } => core.handle_client_message(now, id, message),
+                    Input::ClientGarbage { id, error } => {
+                        let too_much = clients.get_mut(&id).is_some_and(|c| {
+                            c.2 += 1;
+                            c.2 > MAX_GARBAGE
+                        });
+                        core.handle_client_garbage(now, id, error.code());
+                        if too_much && let Some((conn, _, _)) = clients.get(&id) {
+                            conn.close(2, "malformed messages");
+                        }
+                    }
+                    Input::ClientDisconnected { id } => {
+                        clients.remove(&id);
+                        core.handle_client_disconnected(now, id);
+                    }
+                    Input::Mesh { from, message } => core.handle_supernode_message(now, from, message),
+                    Input::MeshUnreachable { peer } => {
+                        links.remove(&peer);
+                        core.handle_supernode_unreachable(now, peer);
+                    }
+                    Input::LoginUser { request_id, info } => core.handle_login_user(now, request_id, info),
+                    Input::LoginUsers { request_id, users } => core.handle_login_users(now, request_id, users),
+                    Input::LoginFailed { request_id } => core.handle_login_failed(now, request_id),
+                    Input::Directory(directory) => core.handle_directory(now, &directory),
+                    Input::Revocations(serials) => core.handle_revocations(now, serials),
+                    Input::Shutdown => {
+                        core.shutdown(now);
+                        shutting_down = true;
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(timer) => core.handle_timeout(Instant::now()),
+            _ = metrics_tick.tick() => {
+                let stats = core.stats();
+                metrics_http::publish(&stats);
+                let _ = homed.send(u32::try_from(stats.sessions).unwrap_or(u32::MAX));
+            }
+        }
+        while let Some(command) = core.poll_command() {
+            match command {
+                Command::SendToClient { client, message } => {
+                    if let Some((conn, out, _)) = clients.get(&client)
+                        && out.try_send(ClientOut::Message(message)).is_err()
+                    {
+                        // A client that does not read its messages is cut off; it re-homes.
+                        metrics::counter!("supernode_slow_clients_total").increment(1);
+                        conn.close(3, "too slow");
+                    }
+                }
+                Command::CloseClient { client } => {
+                    if let Some((conn, out, _)) = clients.remove(&client)
+                        && out.try_send(ClientOut::Close).is_err()
+                    {
+                        conn.close(0, "closed");
+                    }
+                }
+                Command::SendToSupernode { to, message } => {
+                    let link = links
+                        .entry(to.key)
+                        .or_insert_with(|| spawn_mesh_link(&endpoint, to, inbox_tx.clone()));
+                    match link.try_send(message) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            metrics::counter!("supernode_mesh_dropped_total").increment(1);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(message)) => {
+                            let link = spawn_mesh_link(&endpoint, to, inbox_tx.clone());
+                            let _ = link.try_send(message);
+                            links.insert(to.key, link);
+                        }
+                    }
+                }
+                Command::LookupAtLoginServer { request_id, user } => {
+                    if login
+                        .try_send(LoginRequest::Lookup { request_id, user })
+                        .is_err()
+                    {
+                        core.handle_login_failed(Instant::now(), request_id);
+                    }
+                }
+                Command::SearchAtLoginServer {
+                    request_id,
+                    prefix,
+                    limit,
+                } => {
+                    if login
+                        .try_send(LoginRequest::Search {
+                            request_id,
+                            prefix,
+                            limit,
+                        })
+                        .is_err()
+                    {
+                        core.handle_login_failed(Instant::now(), request_id);
+                    }
+                }
+                Command::ReportHomed { credential } => {
+                    let _ = login.try_send(LoginRequest::Homed { credential });
+                }
+            }
+        }
+        if shutting_down {
+            // Give the writers a moment to flush the goodbyes.
+            drop(links);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            for (conn, _, _) in clients.values() {
+                conn.close(0, "shutting down");
+            }
+            break;
+        }
+    }
+}
+
+fn spawn_mesh_link(
+    endpoint: &Endpoint,
+    peer: SupernodeContact,
+    inbox: mpsc::Sender<Input>,
+) -> mpsc::Sender<SupernodeToSupernode> {
+    let (tx, mut rx) = mpsc::channel::<SupernodeToSupernode>(MESH_QUEUE);
+    let endpoint = endpoint.clone();
+    tokio::spawn(async move {
+        let tuning = Tuning {
+            handshake_timeout: Duration::from_secs(3),
+            ..Tuning::server()
+        };
+        let result = async {
+            let conn = endpoint
+                .connect(peer.addr, PeerPolicy::Key(peer.key), &tuning)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut send, _recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            write_message(
+                &mut send,
+                &SupernodeToSupernode::Hello {
+                    version: proto::PROTOCOL_VERSION,
+                },
+            )
+            .await?;
+            while let Some(message) = rx.recv().await {
+                write_message(&mut send, &message).await?;
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        if let Err(error) = result {
+            debug!(peer = %peer.key.fingerprint(), %error, "mesh link failed");
+            let _ = inbox.send(Input::MeshUnreachable { peer: peer.key }).await;
+        }
+    });
+    tx
+}
+
+async fn write_message<W: AsyncWrite + Unpin, T: serde::Serialize>(
+    send: &mut W,
+    message: &T,
+) -> Result<(), String> {
+    let frame = proto::frame::encode(message, proto::frame::DEFAULT_MAX_FRAME)
+        .map_err(|e| e.to_string())?;
+    send.write_all(&frame).await.map_err(|e| e.to_string())
+}
+
+/// Reads one frame body; `Ok(None)` at a clean end of stream.
+async fn read_body<R: AsyncRead + Unpin>(recv: &mut R) -> Result<Option<Vec<u8>>, String> {
+    let mut header = [0u8; proto::frame::HEADER_LEN];
+    match recv.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    }
+    let len = proto::frame::body_len(header, proto::frame::DEFAULT_MAX_FRAME)
+        .map_err(|e| e.to_string())?;
+    let mut body = vec![0u8; len];
+    // A peer that stalls mid-frame holds one frame of memory until the idle timeout.
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(body))
+}
+
+async fn serve_incoming(
+    incoming: transport::Incoming,
+    inbox: mpsc::Sender<Input>,
+    members: watch::Receiver<Arc<BTreeSet<PublicKey>>>,
+    next_id: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let conn = match incoming.complete().await {
+        Ok(conn) => conn,
+        Err(error) => {
+            debug!(%error, "handshake failed");
+            return;
+        }
+    };
+    let peer = conn.peer_key();
+    if members.borrow().contains(&peer) {
+        serve_mesh_peer(conn, peer, inbox).await;
+    } else {
+        let id = ClientId(next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        serve_client(conn, id, inbox).await;
+    }
+}
+
+async fn serve_mesh_peer(conn: Conn, peer: PublicKey, inbox: mpsc::Sender<Input>) {
+    while let Ok((_send, mut recv)) = conn.accept_bi().await {
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(body)) = read_body(&mut recv).await {
+                match SupernodeToSupernode::decode(&body) {
+                    Ok(message) => {
+                        if inbox
+                            .send(Input::Mesh {
+                                from: peer,
+                                message,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(error) => debug!(%error, "undecodable mesh message"),
+                }
+            }
+        });
+    }
+}
+
+async fn serve_client(conn: Conn, id: ClientId, inbox: mpsc::Sender<Input>) {
+    let Ok(Ok((mut send, mut recv))) =
+        tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await
+    else {
+        conn.close(1, "no session stream");
+        return;
+    };
+    let (out_tx, mut out_rx) = mpsc::channel(CLIENT_QUEUE);
+    if inbox
+        .send(Input::ClientConnected {
+            id,
+            device: conn.peer_key(),
+            conn: conn.clone(),
+            out: out_tx,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let writer_conn = conn.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = out_rx.recv().await {
+            match out {
+                ClientOut::Message(message) => {
+                    if write_message(&mut send, &message).await.is_err() {
+                        break;
+                    }
+                }
+                ClientOut::Close => {
+                    let _ = send.shutdown().await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    writer_conn.close(0, "closed");
+                    break;
+                }
+            }
+        }
+    });
+    while let Ok(Some(body)) = read_body(&mut recv).await {
+        let input = match ClientToSupernode::decode(&body) {
+            Ok(message) => Input::ClientMessage { id, message },
+            Err(error) => Input::ClientGarbage { id, error },
+        };
+        if inbox.send(input).await.is_err() {
+            break;
+        }
+    }
+    let _ = inbox.send(Input::ClientDisconnected { id }).await;
+    writer.abort();
+}
+
+async fn login_loop(
+    endpoint: Endpoint,
+    config: ShellConfig,
+    addrs: SupernodeAddrs,
+    inbox: mpsc::Sender<Input>,
+    members: watch::Sender<Arc<BTreeSet<PublicKey>>>,
+    mut requests: mpsc::Receiver<LoginRequest>,
+    homed: watch::Receiver<u32>,
+) {
+    let mut link: Option<LoginLink> = None;
+    let mut admitted = false;
+    let mut retry = Duration::from_millis(500);
+    let mut directory_version = 0u64;
+    let mut revocation_version = 0u64;
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    let mut directory_tick = tokio::time::interval(config.directory_poll);
+    let mut revocation_tick =
+        tokio::time::interval(config.revocation_poll.min(Duration::from_secs(30)));
+    let concurrency = Arc::new(Semaphore::new(LOGIN_CONCURRENCY));
+
+    let apply_directory =
+        |signed: proto::directory::SignedDirectory, version: &mut u64| match signed
+            .verify(&config.authority, wall_now())
+        {
+            Ok(directory) if directory.version >= *version => {
+                *version = directory.version;
+                let keys: BTreeSet<PublicKey> = directory.entries.iter().map(|e| e.key).collect();
+                let _ = members.send(Arc::new(keys));
+                let _ = inbox.try_send(Input::Directory(directory));
+            }
+            Ok(_) => {}
+            Err(error) => warn!(%error, "refusing a directory"),
+        };
+
+    loop {
+        if link.as_ref().is_none_or(|l| !l.is_open()) {
+            admitted = false;
+            match LoginLink::connect(&endpoint, config.login_server, config.authority).await {
+                Ok(l) => link = Some(l),
+                Err(error) => {
+                    warn!(%error, "login server unreachable; retrying");
+                    fail_pending(&mut requests, &inbox);
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+        }
+        let Some(current) = link.clone() else {
+            continue;
+        };
+        if !admitted {
+            match current.admit(addrs.clone()).await {
+                Ok(directory) => {
+                    info!("admitted by the login server");
+                    admitted = true;
+                    retry = Duration::from_millis(500);
+                    apply_directory(directory, &mut directory_version);
+                }
+                Err(error) => {
+                    warn!(%error, "admission failed; retrying");
+                    if matches!(
+                        error,
+                        LoginClientError::Connection(_) | LoginClientError::TimedOut
+                    ) {
+                        link = None;
+                    }
+                    fail_pending(&mut requests, &inbox);
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                let homed_users = *homed.borrow();
+                match current.heartbeat(homed_users).await {
+                    Ok(()) => {}
+                    Err(LoginClientError::Server(LoginError::NotAdmitted(_))) => admitted = false,
+                    Err(error) => {
+                        warn!(%error, "heartbeat failed");
+                        link = None;
+                    }
+                }
+            }
+            _ = directory_tick.tick() => {
+                match current.directory().await {
+                    Ok(signed) => apply_directory(signed, &mut directory_version),
+                    Err(error) => debug!(%error, "directory fetch failed"),
+                }
+            }
+            _ = revocation_tick.tick() => {
+                match current.revocations(revocation_version).await {
+                    Ok(Some(signed)) => match signed.verify(&config.authority) {
+                        Ok(list) if list.version >= revocation_version => {
+                            revocation_version = list.version;
+                            let serials = list.revoked.iter().map(|(s, _)| *s).collect();
+                            let _ = inbox.send(Input::Revocations(serials)).await;
+                        }
+                        Ok(_) => {}
+                        Err(error) => warn!(%error, "refusing a revocation list"),
+                    },
+                    Ok(None) => {}
+                    Err(error) => debug!(%error, "revocation poll failed"),
+                }
+            }
+            request = requests.recv() => {
+                let Some(request) = request else { return };
+                let Ok(permit) = concurrency.clone().acquire_owned().await else { return };
+                let current = current.clone();
+                let inbox = inbox.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let input = match request {
+                        LoginRequest::Lookup { request_id, user } => match current.lookup(&user).await {
+                            Ok(info) => Some(Input::LoginUser { request_id, info }),
+                            Err(_) => Some(Input::LoginFailed { request_id }),
+                        },
+                        LoginRequest::Search { request_id, prefix, limit } => {
+                            match current.search(&prefix, limit).await {
+                                Ok(users) => Some(Input::LoginUsers { request_id, users }),
+                                Err(_) => Some(Input::LoginFailed { request_id }),
+                            }
+                        }
+                        LoginRequest::Homed { credential } => {
+                            if let Err(error) = current.user_homed(&credential).await {
+                                debug!(%error, "homing report failed");
+                            }
+                            None
+                        }
+                    };
+                    if let Some(input) = input {
+                        let _ = inbox.send(input).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// While the login server is unreachable, lookups fail at once instead of waiting.
+fn fail_pending(requests: &mut mpsc::Receiver<LoginRequest>, inbox: &mpsc::Sender<Input>) {
+    while let Ok(request) = requests.try_recv() {
+        let request_id = match request {
+            LoginRequest::Lookup { request_id, .. } | LoginRequest::Search { request_id, .. } => {
+                request_id
+            }
+            LoginRequest::Homed { .. } => continue,
+        };
+        let _ = inbox.try_send(Input::LoginFailed { request_id });
+    }
+}
