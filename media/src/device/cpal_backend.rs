@@ -411,14 +411,33 @@ fn error_forwarder(tx: SyncSender<cpal::Error>) -> impl FnMut(cpal::Error) + Sen
     }
 }
 
-/// Drains stream errors; returns the reason of the first fatal one.
-fn take_fatal_error(errors: &Receiver<cpal::Error>) -> Option<String> {
+/// Drains stream errors; returns the reason of the first fatal one. A route change
+/// (the backend moved a default-device stream to the new default by itself) is not
+/// fatal but the user is told, as for a switch.
+fn take_fatal_error(
+    errors: &Receiver<cpal::Error>,
+    failover: &mut Failover,
+    direction: DeviceDirection,
+) -> Option<String> {
     let mut fatal = None;
+    let mut rerouted = None;
     while let Ok(e) = errors.try_recv() {
         if is_fatal(e.kind()) {
             fatal.get_or_insert_with(|| e.to_string());
+        } else if e.kind() == cpal::ErrorKind::DeviceChanged {
+            rerouted.get_or_insert_with(|| e.to_string());
         } else {
             tracing::debug!(error = %e, "audio stream reported a non-fatal condition");
+        }
+    }
+    if fatal.is_none()
+        && let Some(reason) = rerouted
+        && let Some(device) = default_device(&cpal::default_host(), direction)
+    {
+        let to = device_info(&device, true);
+        if failover.device.as_ref() != Some(&to) {
+            let from = failover.device.replace(to.clone());
+            failover.push_event(DeviceEvent::Switched { from, to, reason });
         }
     }
     fatal
@@ -522,8 +541,9 @@ impl CpalCapture {
             // An empty ring as well: an engine that did not read for a while finds data.
             let stalled = live.consumer.is_empty()
                 && now.saturating_duration_since(live.last_data_at) > STALL_TIMEOUT;
-            let failure = take_fatal_error(&live.errors)
-                .or_else(|| stalled.then(|| "the device stopped delivering audio".to_owned()));
+            let failure =
+                take_fatal_error(&live.errors, &mut self.failover, DeviceDirection::Input)
+                    .or_else(|| stalled.then(|| "the device stopped delivering audio".to_owned()));
             if let Some(reason) = failure {
                 tracing::info!(%reason, "capture device failed; switching to the default device");
                 self.live = None;
@@ -845,8 +865,9 @@ impl CpalPlayback {
             let stalled = live
                 .full_since
                 .is_some_and(|t| now.saturating_duration_since(t) > STALL_TIMEOUT);
-            let failure = take_fatal_error(&live.errors)
-                .or_else(|| stalled.then(|| "the device stopped playing audio".to_owned()));
+            let failure =
+                take_fatal_error(&live.errors, &mut self.failover, DeviceDirection::Output)
+                    .or_else(|| stalled.then(|| "the device stopped playing audio".to_owned()));
             if let Some(reason) = failure {
                 tracing::info!(%reason, "playback device failed; switching to the default device");
                 self.live = None;

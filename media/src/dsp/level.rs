@@ -45,6 +45,68 @@ impl FrameLevel {
     }
 }
 
+/// A level meter for the UI: the bar rises at once and falls at `fall_db_per_s`, and a
+/// peak marker holds for `hold_frames` frames before falling too (the usual PPM-style
+/// ballistics, so the bar does not flicker at 50 updates per second).
+#[derive(Debug, Clone)]
+pub struct LevelMeter {
+    bar_dbfs: f32,
+    peak_dbfs: f32,
+    peak_age_frames: u32,
+    hold_frames: u32,
+    fall_db_per_frame: f32,
+}
+
+impl Default for LevelMeter {
+    /// Falls 20 dB per second; the peak holds one second.
+    fn default() -> Self {
+        Self::new(20.0, 50)
+    }
+}
+
+impl LevelMeter {
+    /// A meter for 20 ms frames.
+    pub fn new(fall_db_per_s: f32, hold_frames: u32) -> Self {
+        Self {
+            bar_dbfs: SILENCE_FLOOR_DBFS,
+            peak_dbfs: SILENCE_FLOOR_DBFS,
+            peak_age_frames: 0,
+            hold_frames,
+            fall_db_per_frame: fall_db_per_s.max(0.0) / 50.0,
+        }
+    }
+
+    /// Takes one frame; returns the frame's own level.
+    pub fn update(&mut self, samples: &[f32]) -> FrameLevel {
+        let level = FrameLevel::measure(samples);
+        self.bar_dbfs = level
+            .rms_dbfs
+            .max(self.bar_dbfs - self.fall_db_per_frame)
+            .max(SILENCE_FLOOR_DBFS);
+        if level.peak_dbfs >= self.peak_dbfs {
+            self.peak_dbfs = level.peak_dbfs;
+            self.peak_age_frames = 0;
+        } else if self.peak_age_frames >= self.hold_frames {
+            self.peak_dbfs = (self.peak_dbfs - self.fall_db_per_frame)
+                .max(level.peak_dbfs)
+                .max(SILENCE_FLOOR_DBFS);
+        } else {
+            self.peak_age_frames += 1;
+        }
+        level
+    }
+
+    /// The bar's level (RMS with fall-off).
+    pub fn bar_dbfs(&self) -> f32 {
+        self.bar_dbfs
+    }
+
+    /// The held peak.
+    pub fn peak_dbfs(&self) -> f32 {
+        self.peak_dbfs
+    }
+}
+
 /// `20 log10(amplitude)`, floored at [`SILENCE_FLOOR_DBFS`]; NaN counts as silence.
 pub fn amplitude_to_dbfs(amplitude: f32) -> f32 {
     if amplitude.is_nan() || amplitude <= 0.0 {
@@ -72,6 +134,32 @@ mod tests {
         let level = FrameLevel::measure(&[0.0; 960]);
         assert_eq!(level.rms_dbfs, SILENCE_FLOOR_DBFS);
         assert_eq!(level.meter_fraction(60.0), 0.0);
+    }
+
+    #[test]
+    fn meter_rises_at_once_and_falls_slowly_with_a_held_peak() {
+        let mut m = LevelMeter::new(20.0, 5);
+        m.update(&[0.5; 960]);
+        let loud = m.bar_dbfs();
+        assert!((loud + 6.02).abs() < 0.01);
+        // Silence: 0.4 dB per 20 ms frame of fall-off, the peak held 5 frames.
+        for _ in 0..5 {
+            m.update(&[0.0; 960]);
+        }
+        assert!(
+            (m.bar_dbfs() - (loud - 2.0)).abs() < 0.01,
+            "{}",
+            m.bar_dbfs()
+        );
+        assert!((m.peak_dbfs() + 6.02).abs() < 0.01);
+        m.update(&[0.0; 960]);
+        assert!(m.peak_dbfs() < -6.1);
+        // Much later the bar reaches the floor and stays there.
+        for _ in 0..1000 {
+            m.update(&[0.0; 960]);
+        }
+        assert_eq!(m.bar_dbfs(), SILENCE_FLOOR_DBFS);
+        assert_eq!(m.peak_dbfs(), SILENCE_FLOOR_DBFS);
     }
 
     #[test]

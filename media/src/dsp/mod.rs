@@ -8,7 +8,8 @@
 //! - [`NoiseSuppressor`]: RNNoise (pure-Rust port, `nnnoiseless`).
 //! - [`CaptureProcessor`]: both in the usual order (echo first, then noise), each
 //!   switchable at run time, as the settings screen toggles them.
-//! - [`FrameLevel`]: RMS and peak in dBFS for the input and output meters.
+//! - [`FrameLevel`]: RMS and peak in dBFS of a frame; [`LevelMeter`] adds meter
+//!   ballistics (fast rise, slow fall, held peak) for the input and output meters.
 //! - [`ToneGenerator`]: the "speaker test" sound.
 //!
 //! Everything here is sans-IO and clock-free: the engine thread calls it once per frame.
@@ -22,6 +23,6 @@ mod tone;
 
 pub use chain::CaptureProcessor;
 pub use echo::{EchoCanceller, EchoError};
-pub use level::{FrameLevel, SILENCE_FLOOR_DBFS, amplitude_to_dbfs};
+pub use level::{FrameLevel, LevelMeter, SILENCE_FLOOR_DBFS, amplitude_to_dbfs};
 pub use noise::NoiseSuppressor;
 pub use tone::ToneGenerator;
