@@ -183,4 +183,22 @@ mod tests {
             assert_eq!(fs::read(&path).expect("read"), contents);
         }
     }
+
+    #[test]
+    fn processes_racing_to_create_a_key_all_end_up_with_the_same_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("profile/device.key");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || load_or_create_secret_key(&path).map(|k| k.public()))
+            })
+            .collect();
+        let keys: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("key"))
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] == w[1]), "{keys:?}");
+        assert_eq!(load_secret_key(&path).expect("load").public(), keys[0]);
+    }
 }

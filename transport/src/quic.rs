@@ -183,6 +183,10 @@ impl Endpoint {
 
     /// Dials `addr`, presenting our identity key and checking the server's key against
     /// `policy`. A wrong server key fails with [`ConnectError::PeerIdentity`].
+    ///
+    /// In TLS 1.3 the server judges our key after we consider the handshake done, so a
+    /// server refusing *us* shows up as the connection closing right after (the first
+    /// request fails with a [`crate::ConnError`]), not as an error here.
     pub async fn connect(
         &self,
         addr: SocketAddr,

@@ -208,3 +208,27 @@ async fn quic_connections_beyond_the_limit_are_refused() {
     .expect("echo");
     assert_eq!(reply, Response::Echo("first".into()));
 }
+
+#[tokio::test]
+async fn quic_connections_carry_datagrams_for_media() {
+    let (client, server, _endpoint) = quic_pair(&Tuning::client()).await;
+    let client = client.as_quic().expect("quic").clone();
+    let server = server.as_quic().expect("quic").clone();
+    let max = client.max_datagram_size().expect("datagrams are enabled");
+    assert!(max >= 1000, "room for an Opus packet: {max}");
+    let payload = bytes::Bytes::from(vec![42u8; 160]);
+    // Datagrams may be lost even on loopback; keep sending until one arrives.
+    let receiving = tokio::spawn(async move { server.read_datagram().await });
+    let received = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            client.send_datagram(payload.clone()).expect("send");
+            if receiving.is_finished() {
+                break receiving.await.expect("task").expect("datagram");
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("a datagram arrives");
+    assert_eq!(received, payload);
+}
