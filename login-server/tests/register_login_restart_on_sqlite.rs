@@ -12,3 +12,8 @@ async fn register_login_restart_login_on_sqlite() {
 async fn password_change_revokes_old_credentials_on_sqlite() {
     scenarios::password_change_revokes(None).await;
 }
+
+#[tokio::test]
+async fn search_contacts_and_mailbox_on_sqlite() {
+    scenarios::search_contacts_mailbox(None).await;
+}

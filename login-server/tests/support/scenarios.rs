@@ -216,3 +216,72 @@ pub async fn two_servers_share_one_database(database: String) {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Search (bytewise prefix order on both engines), contacts and the mailbox.
+pub async fn search_contacts_mailbox(database: Option<String>) {
+    use proto::login::{ContactState, Envelope, UserRequest};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), database).await;
+    let device = Device::new();
+    let conn = device.connect(&server).await;
+    for (name, shown) in [
+        ("zoe", "Zoë Müller"),
+        ("zack", "Zack"),
+        ("zed", "ZOË Adams"),
+    ] {
+        conn.register(&user(name), &display(shown), &password("a good password"))
+            .await
+            .expect("register");
+    }
+    let zoe = conn
+        .login(&user("zoe"), &password("a good password"))
+        .await
+        .expect("login");
+    let found = conn.search(&zoe, "zoë", 10).await.expect("search");
+    let mut names: Vec<String> = found.iter().map(|u| u.user.to_string()).collect();
+    names.sort();
+    assert_eq!(names, vec!["zed", "zoe"]);
+    conn.contact_change(&zoe, UserRequest::AddContact { user: user("zack") })
+        .await
+        .expect("add");
+    let zack_device = Device::new();
+    let zack_conn = zack_device.connect(&server).await;
+    let zack = zack_conn
+        .login(&user("zack"), &password("a good password"))
+        .await
+        .expect("login");
+    zack_conn
+        .contact_change(&zack, UserRequest::AcceptContact { user: user("zoe") })
+        .await
+        .expect("accept");
+    assert_eq!(
+        conn.contacts(&zoe).await.expect("list")[0].state,
+        ContactState::Accepted
+    );
+    let envelope = Envelope {
+        id: proto::MessageId([42; 16]),
+        from: user("zoe"),
+        to: user("zack"),
+        sent_at: now(),
+        sealed: vec![7; 300],
+    };
+    conn.store_offline(&zoe, envelope.clone())
+        .await
+        .expect("store");
+    let (got, more) = zack_conn.fetch_mailbox(&zack, 10).await.expect("fetch");
+    assert_eq!(got, vec![envelope.clone()]);
+    assert!(!more);
+    zack_conn
+        .ack_mailbox(&zack, vec![envelope.id])
+        .await
+        .expect("ack");
+    assert!(
+        zack_conn
+            .fetch_mailbox(&zack, 10)
+            .await
+            .expect("fetch")
+            .0
+            .is_empty()
+    );
+    server.shutdown().await;
+}
