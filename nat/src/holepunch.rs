@@ -324,6 +324,9 @@ pub struct HolePunch {
     nominated: Option<(PairKey, u32)>,
     give_up_at: Instant,
     failed: bool,
+    /// Set when the selected pair died: only pairs answering since then count as alive,
+    /// because pairs sharing the dead pair's network path are likely dead too.
+    revalidate_since: Option<Instant>,
 }
 
 impl HolePunch {
@@ -346,6 +349,7 @@ impl HolePunch {
             nominated: None,
             give_up_at,
             failed: false,
+            revalidate_since: None,
         }
     }
 
@@ -448,6 +452,9 @@ impl HolePunch {
             return None;
         }
         let mut next = Vec::new();
+        if let Some(since) = self.revalidate_since {
+            next.push(since + self.config.dead_after);
+        }
         if self.selected.is_none() && !self.pairs.values().any(|p| p.state == PairState::Succeeded)
         {
             next.push(self.give_up_at);
@@ -703,6 +710,7 @@ impl HolePunch {
         }
         let first = self.selected.is_none();
         self.selected = Some(key);
+        self.revalidate_since = None;
         let consent_at = now + self.config.consent_interval;
         if let Some(pair) = self.pairs.get_mut(&key)
             && pair.check.is_none()
@@ -729,9 +737,10 @@ impl HolePunch {
                 kind: self.path_pair(key).map_or(PathKind::Relay, |p| p.kind()),
                 priority: pair.priority,
                 alive: pair.state == PairState::Succeeded
-                    && pair
-                        .last_response
-                        .is_some_and(|t| now.saturating_duration_since(t) < self.dead_after(key)),
+                    && pair.last_response.is_some_and(|t| {
+                        now.saturating_duration_since(t) < self.dead_after(key)
+                            && self.revalidate_since.is_none_or(|since| t >= since)
+                    }),
             })
             .collect()
     }
@@ -921,16 +930,44 @@ impl HolePunch {
                 self.nominating = None;
             }
         }
-        if let Some(selected) = self.selected
-            && self
-                .pairs
-                .get(&selected)
+        let selected_dead = self.selected.is_some_and(|k| {
+            self.pairs
+                .get(&k)
                 .is_some_and(|p| p.state == PairState::Failed)
-        {
-            let options = self.options(now);
-            if select_path(None, &options).is_none() {
-                self.fail(FailReason::AllPathsDead);
+        });
+        if !selected_dead {
+            return;
+        }
+        match self.revalidate_since {
+            None => {
+                // Probe every other working pair now rather than trust old answers.
+                self.revalidate_since = Some(now);
+                let working: Vec<PairKey> = self
+                    .pairs
+                    .iter()
+                    .filter(|(_, p)| p.state == PairState::Succeeded && p.check.is_none())
+                    .map(|(&k, _)| k)
+                    .collect();
+                for key in working {
+                    self.send_check(now, key, None);
+                }
             }
+            Some(since) if now.saturating_duration_since(since) >= self.config.dead_after => {
+                for pair in self.pairs.values_mut() {
+                    if pair.state == PairState::Succeeded
+                        && pair.last_response.is_none_or(|t| t < since)
+                    {
+                        pair.state = PairState::Failed;
+                        pair.failed_at = Some(now);
+                        pair.check = None;
+                        pair.next_keepalive = None;
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+        if !self.pairs.values().any(|p| p.state == PairState::Succeeded) {
+            self.fail(FailReason::AllPathsDead);
         }
     }
 

@@ -606,3 +606,187 @@ impl SimAgent for SimPunch {
         self.agent.poll_timeout()
     }
 }
+
+/// Where a simulated peer sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimSide {
+    /// On a public address.
+    Public,
+    /// Behind a NAT with this configuration (its `public_ip` is replaced per peer).
+    Behind(NatConfig),
+}
+
+/// The STUN server [`TwoPeers`] uses to learn server-reflexive candidates.
+pub const TWO_PEERS_STUN_SERVER: &str = "198.51.100.1:3478";
+
+/// Two [`crate::holepunch::HolePunch`] peers in one [`World`], candidates gathered (host,
+/// server-reflexive through a STUN server core, and optionally an ideal relay each) and
+/// exchanged; A is controlling. Used by the virtual-time hole punching tests.
+#[derive(Debug)]
+pub struct TwoPeers {
+    /// The network.
+    pub world: World,
+    /// Controlling peer.
+    pub a: SimPunch,
+    /// Controlled peer.
+    pub b: SimPunch,
+    /// The address that carries A's direct traffic on the internet (its NAT's public IP
+    /// with port 0, or its public socket); cut it with [`World::set_cut`] to kill direct paths.
+    pub a_public: SocketAddr,
+    /// Same for B.
+    pub b_public: SocketAddr,
+    /// When the agents started.
+    pub start: Instant,
+    /// Virtual time now.
+    pub now: Instant,
+}
+
+impl TwoPeers {
+    /// Builds the pair; `tweak` adjusts both agents' configuration before they start.
+    pub fn new(
+        a_side: &SimSide,
+        b_side: &SimSide,
+        relays: bool,
+        network: ImpairmentConfig,
+        seed: u64,
+        tweak: impl Fn(&mut crate::holepunch::HolePunchConfig),
+    ) -> Self {
+        use crate::holepunch::{Candidate, HolePunch, HolePunchConfig, IceCredentials, Role};
+        let stun_server: SocketAddr = TWO_PEERS_STUN_SERVER
+            .parse()
+            .expect("invariant: constant address");
+        let mut world = World::new(network, seed);
+        world.add_socket(stun_server, None);
+        let start = Instant::now();
+        let (a_socket, a_public) = place(&mut world, a_side, 1, seed);
+        let (b_socket, b_public) = place(&mut world, b_side, 2, seed);
+        let a_srflx = server_reflexive(&mut world, stun_server, a_socket, start, 1);
+        let b_srflx = server_reflexive(&mut world, stun_server, b_socket, start, 2);
+        let (a_relay, b_relay) = if relays {
+            let a = SocketAddr::from(([198, 51, 100, 200], 40001));
+            let b = SocketAddr::from(([198, 51, 100, 200], 40002));
+            world.add_socket(a, None);
+            world.add_socket(b, None);
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let a_credentials = IceCredentials::random(&mut rng);
+        let b_credentials = IceCredentials::random(&mut rng);
+        let t0 = start + Duration::from_secs(1);
+        let mut a_config = HolePunchConfig::new(
+            Role::Controlling,
+            7,
+            a_credentials.clone(),
+            b_credentials.clone(),
+        );
+        let mut b_config = HolePunchConfig::new(Role::Controlled, 3, b_credentials, a_credentials);
+        tweak(&mut a_config);
+        tweak(&mut b_config);
+        let seed_bytes = seed.to_le_bytes();
+        let mut a_seed = [1u8; 32];
+        let mut b_seed = [2u8; 32];
+        a_seed[..8].copy_from_slice(&seed_bytes);
+        b_seed[..8].copy_from_slice(&seed_bytes);
+        let mut a = HolePunch::new(a_config, t0, a_seed);
+        let mut b = HolePunch::new(b_config, t0, b_seed);
+        let candidates =
+            |socket: SocketAddr, srflx: Option<SocketAddr>, relay: Option<SocketAddr>| {
+                let mut list = vec![Candidate::host(socket)];
+                list.extend(
+                    srflx
+                        .filter(|s| *s != socket)
+                        .map(Candidate::server_reflexive),
+                );
+                list.extend(relay.map(Candidate::relayed));
+                list
+            };
+        for c in candidates(a_socket, a_srflx, a_relay) {
+            a.add_local_candidate(c);
+            b.add_remote_candidate(t0, c);
+        }
+        for c in candidates(b_socket, b_srflx, b_relay) {
+            b.add_local_candidate(c);
+            a.add_remote_candidate(t0, c);
+        }
+        TwoPeers {
+            world,
+            a: SimPunch::new(a_socket, a_relay, a),
+            b: SimPunch::new(b_socket, b_relay, b),
+            a_public,
+            b_public,
+            start: t0,
+            now: t0,
+        }
+    }
+
+    /// Runs both agents until `until`.
+    pub fn run_until(&mut self, until: Instant) {
+        while self.now < until {
+            let next = self.world.step(self.now, &mut [&mut self.a, &mut self.b]);
+            self.now = match next {
+                Some(next) if next > self.now => next.min(until),
+                Some(_) => self.now + Duration::from_millis(1),
+                None => until,
+            };
+        }
+        self.world.step(self.now, &mut [&mut self.a, &mut self.b]);
+    }
+
+    /// Runs both agents for `duration`.
+    pub fn run_for(&mut self, duration: Duration) {
+        self.run_until(self.now + duration);
+    }
+}
+
+fn place(world: &mut World, side: &SimSide, index: u8, seed: u64) -> (SocketAddr, SocketAddr) {
+    match side {
+        SimSide::Public => {
+            let socket = SocketAddr::from(([203, 0, 113, 100 + index], 5000));
+            world.add_socket(socket, None);
+            (socket, socket)
+        }
+        SimSide::Behind(config) => {
+            let mut config = config.clone();
+            config.public_ip = IpAddr::from([203, 0, 113, 10 + index]);
+            let public = SocketAddr::new(config.public_ip, 0);
+            let nat = world.add_nat(config, seed.wrapping_add(u64::from(index)));
+            let socket = SocketAddr::from(([100, 64, index, 2], 5000));
+            world.add_socket(socket, Some(nat));
+            (socket, public)
+        }
+    }
+}
+
+fn server_reflexive(
+    world: &mut World,
+    server_addr: SocketAddr,
+    socket: SocketAddr,
+    start: Instant,
+    seed: u8,
+) -> Option<SocketAddr> {
+    use crate::discovery::{DiscoveryConfig, NatDiscovery, RetransmitPolicy};
+    use crate::stun::server::{ServerConfig, StunServer};
+    let mut server = SimStunServer {
+        server: StunServer::new(ServerConfig::new(server_addr)).ok()?,
+    };
+    let mut config = DiscoveryConfig::new(server_addr, vec![socket]);
+    config.negative_retransmit = RetransmitPolicy {
+        initial_rto: Duration::from_millis(100),
+        max_transmissions: 1,
+        last_wait_multiplier: 1,
+    };
+    let mut client = SimDiscovery {
+        socket,
+        discovery: NatDiscovery::new(config, start, [seed; 32]),
+    };
+    let mut now = start;
+    while !client.discovery.is_finished() {
+        match world.step(now, &mut [&mut client, &mut server]) {
+            Some(next) => now = next.max(now + Duration::from_micros(1)),
+            None => break,
+        }
+    }
+    client.discovery.report().and_then(|r| r.public_addr)
+}

@@ -4,25 +4,13 @@
 //! against an endpoint-independent mapping with filtering no stricter than
 //! address-dependent) and the relay otherwise; without relays, impossible pairs fail.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use nat::discovery::{DiscoveryConfig, NatBehavior, NatDiscovery, RetransmitPolicy};
-use nat::holepunch::{
-    Candidate, FailReason, HolePunch, HolePunchConfig, IceCredentials, PunchEvent, Role,
-};
+use nat::discovery::NatBehavior;
+use nat::holepunch::{FailReason, PunchEvent};
 use nat::path::PathKind;
-use nat::sim::{NatConfig, SimDiscovery, SimPunch, SimStunServer, World};
-use nat::stun::server::{ServerConfig, StunServer};
+use nat::sim::{NatConfig, SimPunch, SimSide, TwoPeers};
 use netsim::{ImpairmentConfig, LossModel};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-
-const STUN_SERVER: &str = "198.51.100.1:3478";
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().expect("address")
-}
 
 #[derive(Debug, Clone)]
 enum Side {
@@ -91,147 +79,15 @@ fn sides() -> Vec<Side> {
     ]
 }
 
-struct Peers {
-    world: World,
-    a: SimPunch,
-    b: SimPunch,
-    start: Instant,
-    now: Instant,
-}
-
-impl Peers {
-    fn run_until(&mut self, until: Instant) {
-        while self.now < until {
-            let next = self.world.step(self.now, &mut [&mut self.a, &mut self.b]);
-            self.now = match next {
-                Some(next) if next > self.now => next.min(until),
-                Some(_) => self.now + Duration::from_micros(1),
-                None => until,
-            };
-        }
-        self.world.step(self.now, &mut [&mut self.a, &mut self.b]);
-    }
-
-    fn elapsed(&self, at: Instant) -> Duration {
-        at - self.start
-    }
-}
-
-/// Places a peer: returns its host socket after registering it (and its NAT) in `world`.
-fn place(world: &mut World, side: &Side, index: u8, seed: u64) -> SocketAddr {
+fn sim_side(side: &Side) -> SimSide {
     match side {
-        Side::Public => {
-            let socket = addr(&format!("203.0.113.{}:5000", 100 + index));
-            world.add_socket(socket, None);
-            socket
-        }
-        Side::Behind(config) => {
-            let mut config = config.clone();
-            config.public_ip = format!("203.0.113.{}", 10 + index).parse().expect("ip");
-            let nat = world.add_nat(config, seed + u64::from(index));
-            let socket = addr(&format!("100.64.{index}.2:5000"));
-            world.add_socket(socket, Some(nat));
-            socket
-        }
+        Side::Public => SimSide::Public,
+        Side::Behind(config) => SimSide::Behind(config.clone()),
     }
 }
 
-/// Learns the server-reflexive address of `socket` with one Binding transaction.
-fn server_reflexive(world: &mut World, socket: SocketAddr, start: Instant, seed: u8) -> SocketAddr {
-    let mut server = SimStunServer {
-        server: StunServer::new(ServerConfig::new(addr(STUN_SERVER))).expect("config"),
-    };
-    let mut config = DiscoveryConfig::new(addr(STUN_SERVER), vec![socket]);
-    config.negative_retransmit = RetransmitPolicy {
-        initial_rto: Duration::from_millis(100),
-        max_transmissions: 1,
-        last_wait_multiplier: 1,
-    };
-    let mut client = SimDiscovery {
-        socket,
-        discovery: NatDiscovery::new(config, start, [seed; 32]),
-    };
-    let mut now = start;
-    while !client.discovery.is_finished() {
-        match world.step(now, &mut [&mut client, &mut server]) {
-            Some(next) => now = next.max(now),
-            None => break,
-        }
-    }
-    client
-        .discovery
-        .report()
-        .and_then(|r| r.public_addr)
-        .expect("STUN answered")
-}
-
-fn setup(
-    a_side: &Side,
-    b_side: &Side,
-    relays: bool,
-    network: ImpairmentConfig,
-    seed: u64,
-) -> Peers {
-    let mut world = World::new(network, seed);
-    world.add_socket(addr(STUN_SERVER), None);
-    let start = Instant::now();
-    let a_socket = place(&mut world, a_side, 1, seed);
-    let b_socket = place(&mut world, b_side, 2, seed);
-    let a_srflx = server_reflexive(&mut world, a_socket, start, 1);
-    let b_srflx = server_reflexive(&mut world, b_socket, start, 2);
-    let (a_relay, b_relay) = if relays {
-        let (a, b) = (addr("198.51.100.200:40001"), addr("198.51.100.200:40002"));
-        world.add_socket(a, None);
-        world.add_socket(b, None);
-        (Some(a), Some(b))
-    } else {
-        (None, None)
-    };
-    let mut rng = StdRng::seed_from_u64(seed);
-    let a_credentials = IceCredentials::random(&mut rng);
-    let b_credentials = IceCredentials::random(&mut rng);
-    // Signalling takes a moment: both sides start together, 1 s after start.
-    let t0 = start + Duration::from_secs(1);
-    let mut a = HolePunch::new(
-        HolePunchConfig::new(
-            Role::Controlling,
-            7,
-            a_credentials.clone(),
-            b_credentials.clone(),
-        ),
-        t0,
-        [seed as u8; 32],
-    );
-    let mut b = HolePunch::new(
-        HolePunchConfig::new(Role::Controlled, 3, b_credentials, a_credentials),
-        t0,
-        [seed as u8 ^ 0xff; 32],
-    );
-    let candidates = |socket: SocketAddr, srflx: SocketAddr, relay: Option<SocketAddr>| {
-        let mut list = vec![Candidate::host(socket)];
-        if srflx != socket {
-            list.push(Candidate::server_reflexive(srflx));
-        }
-        list.extend(relay.map(Candidate::relayed));
-        list
-    };
-    let a_candidates = candidates(a_socket, a_srflx, a_relay);
-    let b_candidates = candidates(b_socket, b_srflx, b_relay);
-    for c in &a_candidates {
-        a.add_local_candidate(*c);
-        b.add_remote_candidate(t0, *c);
-    }
-    for c in &b_candidates {
-        b.add_local_candidate(*c);
-        a.add_remote_candidate(t0, *c);
-    }
-    Peers {
-        world,
-        a: SimPunch::new(a_socket, a_relay, a),
-        b: SimPunch::new(b_socket, b_relay, b),
-        start: t0,
-        now: t0,
-    }
+fn setup(a: &Side, b: &Side, relays: bool, network: ImpairmentConfig, seed: u64) -> TwoPeers {
+    TwoPeers::new(&sim_side(a), &sim_side(b), relays, network, seed, |_| {})
 }
 
 fn first_connected(peer: &SimPunch) -> Option<Instant> {
@@ -298,18 +154,18 @@ fn matrix_direct_where_punchable_relay_otherwise() {
             );
             let connected = first_connected(&peers.a).expect("connected");
             assert!(
-                peers.elapsed(connected) < Duration::from_secs(2),
+                (connected - peers.start) < Duration::from_secs(2),
                 "{label}: connect took {:?}",
-                peers.elapsed(connected)
+                (connected - peers.start)
             );
             let direct =
-                direct_since(&peers.a).map(|t| format!("{} ms", peers.elapsed(t).as_millis()));
+                direct_since(&peers.a).map(|t| format!("{} ms", (t - peers.start).as_millis()));
             table.push_str(&format!(
                 "| {} | {} | {:?} | {} ms | {} |\n",
                 a_side.name(),
                 b_side.name(),
                 expected,
-                peers.elapsed(connected).as_millis(),
+                (connected - peers.start).as_millis(),
                 direct.unwrap_or_else(|| "-".into())
             ));
         }
