@@ -29,9 +29,11 @@ use stun_codec::rfc5766::attributes::{
 use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH};
 use stun_codec::{MessageClass, TransactionId};
 
-use crate::stun::{Decoded, IntegrityKey};
+use crate::stun::IntegrityKey;
 
-use super::wire::{self, CHANNEL_MAX, CHANNEL_MIN, PROTOCOL_UDP, TurnDatagram, TurnMessage};
+use super::wire::{
+    self, CHANNEL_MAX, CHANNEL_MIN, PROTOCOL_UDP, StunMessage, TurnDatagram, TurnMessage,
+};
 
 /// First retransmission timeout (RFC 8489 §6.2.1).
 const INITIAL_RTO: Duration = Duration::from_millis(500);
@@ -600,7 +602,7 @@ impl TurnClient {
         Ok(())
     }
 
-    fn response(&mut self, now: Instant, decoded: &Decoded) {
+    fn response(&mut self, now: Instant, decoded: &StunMessage<'_>) {
         let message = decoded.message();
         let id = *message.transaction_id().as_bytes();
         let Some(pending) = self.pending.get(&id) else {
@@ -609,7 +611,7 @@ impl TurnClient {
         if let (true, Some(realm)) = (decoded.has_integrity(), &self.realm) {
             let key =
                 IntegrityKey::long_term(&self.config.username, realm.text(), &self.config.password);
-            if pending.credentialed && decoded.verify_integrity(&key).is_err() {
+            if pending.credentialed && !decoded.verify_integrity(&key) {
                 // Not from the server we share a key with: ignore, keep waiting.
                 return;
             }

@@ -25,6 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use rand::rngs::StdRng;
 use rand::{Rng as _, RngExt as _, SeedableRng};
@@ -33,19 +34,21 @@ use stun_codec::rfc5389::attributes::{
     ErrorCode, Nonce, Realm, Software, UnknownAttributes, Username, XorMappedAddress,
 };
 use stun_codec::rfc5766::attributes::{
-    ChannelNumber, Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken,
-    XorPeerAddress, XorRelayAddress,
+    Data, DontFragment, EvenPort, Lifetime, RequestedTransport, ReservationToken, XorPeerAddress,
+    XorRelayAddress,
 };
 use stun_codec::rfc5766::methods::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH, SEND};
+use stun_codec::rfc8656::attributes::{AddressFamily, RequestedAddressFamily};
 use stun_codec::{AttributeType, MessageClass, TransactionId};
 use tracing::debug;
 
 use super::credentials;
 use super::policy::PeerPolicy;
 use super::wire::{
-    self, CHANNEL_MAX, CHANNEL_MIN, PROTOCOL_UDP, TurnAttribute, TurnDatagram, TurnMessage,
+    self, CHANNEL_MAX_RFC5766, CHANNEL_MIN, PROTOCOL_UDP, StunMessage, TurnAttribute, TurnDatagram,
+    TurnMessage,
 };
-use crate::stun::{self, Decoded, IntegrityKey};
+use crate::stun::{self, IntegrityKey};
 
 /// How long a permission lasts after CreatePermission or ChannelBind (RFC 8656 §9).
 pub const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
@@ -55,6 +58,8 @@ pub const CHANNEL_LIFETIME: Duration = Duration::from_secs(600);
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the shell may take to open a relay port before the allocation is dropped.
 pub const OPEN_PORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes behind a NONCE: 4 of expiry, 5 of MAC.
+const NONCE_RAW_BYTES: usize = 9;
 /// A channel number that the peer no longer uses stays reserved this long (RFC 8656 §12).
 const CHANNEL_REUSE_HOLD: Duration = Duration::from_secs(300);
 
@@ -89,6 +94,12 @@ pub struct ServerConfig {
     pub unauthenticated_responses_per_s: u32,
     /// Burst of answers to unauthenticated requests.
     pub unauthenticated_burst: u32,
+    /// How many bytes an answer to an unauthenticated request may exceed the request by.
+    /// 0 (the default) never amplifies; the challenge (52 bytes with a 4-character REALM)
+    /// then reaches only clients whose first request is at least as long, which
+    /// `turnutils_uclient` (52 or 60 bytes) and [`super::client::TurnClient`] (padded to
+    /// 160) are. Clients sending bare 28-byte Allocates need an allowance of about 24.
+    pub unauthenticated_allowance_bytes: usize,
     /// SOFTWARE attribute in authenticated responses; `None` sends none.
     pub software: Option<String>,
 }
@@ -112,6 +123,7 @@ impl ServerConfig {
             bandwidth_burst_bytes: 64 * 1024,
             unauthenticated_responses_per_s: 500,
             unauthenticated_burst: 100,
+            unauthenticated_allowance_bytes: 0,
             software: Some("peerphone-relay".to_owned()),
         }
     }
@@ -462,7 +474,10 @@ impl TurnServer {
                 }
                 _ => {}
             },
-            Err(_) => self.stats.malformed += 1,
+            Err(error) => {
+                debug!(%error, len = bytes.len(), "malformed datagram on the listen socket");
+                self.stats.malformed += 1;
+            }
         }
     }
 
@@ -584,7 +599,7 @@ impl TurnServer {
         self.epoch_unix + now.saturating_duration_since(self.epoch).as_secs()
     }
 
-    fn request(&mut self, now: Instant, from: SocketAddr, decoded: &Decoded, len: usize) {
+    fn request(&mut self, now: Instant, from: SocketAddr, decoded: &StunMessage<'_>, len: usize) {
         let request = decoded.message();
         let method = request.method();
         if ![ALLOCATE, REFRESH, CREATE_PERMISSION, CHANNEL_BIND].contains(&method) {
@@ -600,7 +615,7 @@ impl TurnServer {
                 return;
             }
         };
-        let unknown = decoded.unknown_comprehension_required();
+        let unknown = decoded.decoded().unknown_comprehension_required();
         if !unknown.is_empty() {
             let mut response = wire::error_response(request, 420, "Unknown Attribute");
             response.add_attribute(UnknownAttributes::new(unknown));
@@ -611,7 +626,7 @@ impl TurnServer {
             m if m == ALLOCATE => self.allocate(now, from, request, &auth),
             m if m == REFRESH => self.refresh(now, from, request, &auth),
             m if m == CREATE_PERMISSION => self.create_permission(now, from, request, &auth),
-            _ => self.channel_bind(now, from, request, &auth),
+            _ => self.channel_bind(now, from, request, decoded.channel_number(), &auth),
         };
         match result {
             Ok(Some(response)) | Err(response) => {
@@ -626,7 +641,7 @@ impl TurnServer {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        decoded: &Decoded,
+        decoded: &StunMessage<'_>,
     ) -> Result<Authenticated, Box<TurnMessage>> {
         let request = decoded.message();
         if !decoded.has_integrity() {
@@ -677,7 +692,7 @@ impl TurnServer {
         };
         let password = credentials::password_for(&self.config.shared_secret, username.name());
         let key = IntegrityKey::long_term(username.name(), realm.text(), &password);
-        if decoded.verify_integrity(&key).is_err() {
+        if !decoded.verify_integrity(&key) {
             return Err(Box::new(self.challenge(
                 now,
                 from,
@@ -709,30 +724,46 @@ impl TurnServer {
         response
     }
 
-    /// A stateless nonce: expiry (hex seconds) and a MAC binding it to the client address.
+    /// A stateless nonce: base64url(expiry seconds ‖ 40-bit MAC binding it to the client
+    /// address), 12 characters. It is short so that a challenge fits in the size of a typical
+    /// first Allocate (60 bytes from `turnutils_uclient`). A forged nonce gains nothing: the
+    /// request still needs MESSAGE-INTEGRITY under the user's key.
     fn make_nonce(&self, now: Instant, from: SocketAddr) -> String {
         let expires = self.now_unix(now) + self.config.nonce_lifetime.as_secs();
         let expires = u32::try_from(expires).unwrap_or(u32::MAX);
-        format!("{expires:08x}{}", self.nonce_mac(expires, from))
+        let mut raw = [0u8; NONCE_RAW_BYTES];
+        raw[..4].copy_from_slice(&expires.to_be_bytes());
+        raw[4..].copy_from_slice(&self.nonce_mac(expires, from));
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     }
 
-    fn nonce_mac(&self, expires: u32, from: SocketAddr) -> String {
+    fn nonce_mac(&self, expires: u32, from: SocketAddr) -> [u8; NONCE_RAW_BYTES - 4] {
         let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(&self.nonce_key)
             .expect("invariant: HMAC accepts keys of any length");
         mac.update(&expires.to_be_bytes());
         mac.update(from.to_string().as_bytes());
         let tag = mac.finalize().into_bytes();
-        tag[..8].iter().map(|b| format!("{b:02x}")).collect()
+        let mut out = [0u8; NONCE_RAW_BYTES - 4];
+        out.copy_from_slice(&tag[..NONCE_RAW_BYTES - 4]);
+        out
     }
 
     fn nonce_valid(&self, now: Instant, from: SocketAddr, nonce: &str) -> bool {
-        if nonce.len() != 24 || !nonce.is_ascii() {
-            return false;
-        }
-        let Ok(expires) = u32::from_str_radix(&nonce[..8], 16) else {
+        let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(nonce) else {
             return false;
         };
-        u64::from(expires) > self.now_unix(now) && nonce[8..] == self.nonce_mac(expires, from)
+        let Ok(raw) = <[u8; NONCE_RAW_BYTES]>::try_from(raw.as_slice()) else {
+            return false;
+        };
+        let expires = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
+        let fresh = u64::from(expires) > self.now_unix(now);
+        let mac = self.nonce_mac(expires, from);
+        // Constant time, so the MAC cannot be found byte by byte.
+        let diff = raw[4..]
+            .iter()
+            .zip(mac)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        fresh && diff == 0
     }
 
     fn lifetime(&self, requested: Option<&Lifetime>) -> Duration {
@@ -784,6 +815,16 @@ impl TurnServer {
                 ));
             }
             Some(_) => {}
+        }
+        if request
+            .get_attribute::<RequestedAddressFamily>()
+            .is_some_and(|f| f.address_family() != AddressFamily::V4)
+        {
+            return Err(wire::error_response(
+                request,
+                440,
+                "Address Family not Supported",
+            ));
         }
         if request.get_attribute::<DontFragment>().is_some() {
             let mut response = wire::error_response(request, 420, "Unknown Attribute");
@@ -976,17 +1017,16 @@ impl TurnServer {
         now: Instant,
         from: SocketAddr,
         request: &TurnMessage,
+        number: Option<u16>,
         auth: &Authenticated,
     ) -> Result<Option<TurnMessage>, TurnMessage> {
         let id = self.own_allocation(from, request, auth)?;
-        let (Some(number), Some(peer)) = (
-            request.get_attribute::<ChannelNumber>(),
-            request.get_attribute::<XorPeerAddress>(),
-        ) else {
+        let (Some(number), Some(peer)) = (number, request.get_attribute::<XorPeerAddress>()) else {
             return Err(wire::error_response(request, 400, "Bad Request"));
         };
-        let (number, peer) = (number.value(), peer.address());
-        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&number) {
+        let peer = peer.address();
+        // RFC 8656 narrowed channels to 0x4000..=0x4FFF; RFC 5766 clients use up to 0x7FFF.
+        if !(CHANNEL_MIN..=CHANNEL_MAX_RFC5766).contains(&number) {
             return Err(wire::error_response(request, 400, "Bad Request"));
         }
         self.check_peer(id, request, peer)?;
@@ -1050,7 +1090,7 @@ impl TurnServer {
     }
 
     fn signed(&self, mut message: TurnMessage, key: &IntegrityKey) -> Option<Vec<u8>> {
-                if let Some(Ok(s)) = self.config.software.clone().map(Software::new) {
+        if let Some(Ok(s)) = self.config.software.clone().map(Software::new) {
             message.add_attribute(s);
         }
         wire::encode_stun(message, Some(key)).ok()
@@ -1080,7 +1120,8 @@ impl TurnServer {
         let Ok(mut payload) = stun::encode(message.clone(), None, false) else {
             return;
         };
-        if payload.len() > request_len {
+        let limit = request_len + self.config.unauthenticated_allowance_bytes;
+        if payload.len() > limit {
             let mut terse =
                 TurnMessage::new(message.class(), message.method(), message.transaction_id());
             for attribute in message.attributes() {
@@ -1098,7 +1139,7 @@ impl TurnServer {
             };
             payload = shorter;
         }
-        if payload.len() > request_len {
+        if payload.len() > limit {
             self.stats.unanswered_unauthenticated += 1;
             return;
         }

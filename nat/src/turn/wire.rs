@@ -21,6 +21,9 @@ pub type TurnMessage = crate::stun::Message;
 pub const CHANNEL_MIN: u16 = 0x4000;
 /// Highest channel number a client may bind (RFC 8656 §12).
 pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// Highest channel number of RFC 5766, which clients such as `turnutils_uclient` still
+/// use; servers accept it, clients here bind only up to [`CHANNEL_MAX`].
+pub const CHANNEL_MAX_RFC5766: u16 = 0x7FFF;
 /// Size of the ChannelData header (channel number and length).
 pub const CHANNEL_DATA_HEADER_BYTES: usize = 4;
 /// The STUN magic cookie (RFC 8489 §5).
@@ -33,10 +36,10 @@ pub const PROTOCOL_UDP: u8 = 17;
 pub enum TurnDatagram<'a> {
     /// A STUN message (request, indication or response), FINGERPRINT checked,
     /// MESSAGE-INTEGRITY not yet.
-    Stun(Box<Decoded>),
+    Stun(Box<StunMessage<'a>>),
     /// A ChannelData message.
     ChannelData {
-        /// Channel number, 0x4000..=0x4FFF.
+        /// Channel number, 0x4000..=0x7FFF.
         channel: u16,
         /// Application data, without the header and any padding.
         data: &'a [u8],
@@ -52,8 +55,8 @@ pub enum DecodeError {
     /// The first two bits say neither STUN (00) nor ChannelData (01).
     #[error("first byte {0:#04x} starts neither STUN nor ChannelData")]
     UnknownKind(u8),
-    /// ChannelData with a number outside 0x4000..=0x4FFF.
-    #[error("channel number {0:#06x} outside 0x4000..=0x4FFF")]
+    /// ChannelData with a number outside 0x4000..=0x7FFF.
+    #[error("channel number {0:#06x} outside 0x4000..=0x7FFF")]
     BadChannel(u16),
     /// ChannelData whose length field runs past the datagram.
     #[error("ChannelData length {declared} exceeds the {available} bytes present")]
@@ -76,11 +79,140 @@ pub fn decode_datagram(bytes: &[u8]) -> Result<TurnDatagram<'_>, DecodeError> {
     match first >> 6 {
         0b01 => decode_channel_data(bytes)
             .map(|(channel, data)| TurnDatagram::ChannelData { channel, data }),
-        0b00 => stun::decode(bytes)
-            .map(|m| TurnDatagram::Stun(Box::new(m)))
-            .map_err(DecodeError::Stun),
+        0b00 => decode_stun(bytes).map(|m| TurnDatagram::Stun(Box::new(m))),
         _ => Err(DecodeError::UnknownKind(first)),
     }
+}
+
+/// A STUN message with what TURN needs beside [`Decoded`]: the raw bytes, for
+/// MESSAGE-INTEGRITY, and the CHANNEL-NUMBER over the whole RFC 5766 range.
+#[derive(Debug)]
+pub struct StunMessage<'a> {
+    decoded: Decoded,
+    raw: &'a [u8],
+    channel_number: Option<u16>,
+}
+
+impl StunMessage<'_> {
+    /// The message (without MESSAGE-INTEGRITY and FINGERPRINT).
+    pub fn message(&self) -> &TurnMessage {
+        self.decoded.message()
+    }
+
+    /// Takes the message out.
+    pub fn into_message(self) -> TurnMessage {
+        self.decoded.into_message()
+    }
+
+    /// The codec's view, for the checks it offers (unknown attributes, …).
+    pub fn decoded(&self) -> &Decoded {
+        &self.decoded
+    }
+
+    /// CHANNEL-NUMBER, 0x4000..=0x7FFF. (The message itself holds 0x4000 in its place when
+    /// the number is above 0x4FFF, which `stun_codec` refuses to decode.)
+    pub fn channel_number(&self) -> Option<u16> {
+        self.channel_number
+    }
+
+    /// Whether MESSAGE-INTEGRITY is present.
+    pub fn has_integrity(&self) -> bool {
+        self.decoded.has_integrity()
+    }
+
+    /// Checks MESSAGE-INTEGRITY over the bytes as received, in constant time.
+    pub fn verify_integrity(&self, key: &IntegrityKey) -> bool {
+        verify_integrity_raw(self.raw, key)
+    }
+}
+
+const ATTR_CHANNEL_NUMBER: u16 = 0x000C;
+const ATTR_MESSAGE_INTEGRITY: u16 = 0x0008;
+
+/// Offsets of each attribute's header in a STUN message already framed by `stun::decode`
+/// (or by the caller), stopping at the first inconsistency.
+fn attribute_offsets(bytes: &[u8]) -> impl Iterator<Item = (u16, usize, usize)> + '_ {
+    let mut offset = 20;
+    std::iter::from_fn(move || {
+        let header = bytes.get(offset..offset + 4)?;
+        let attr_type = u16::from_be_bytes([header[0], header[1]]);
+        let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+        let at = offset;
+        offset += 4 + length.div_ceil(4) * 4;
+        (offset <= bytes.len()).then_some((attr_type, at, length))
+    })
+}
+
+/// MESSAGE-INTEGRITY (RFC 8489 §14.5) over the received bytes.
+fn verify_integrity_raw(bytes: &[u8], key: &IntegrityKey) -> bool {
+    use hmac::{Hmac, KeyInit, Mac};
+    let Some((_, at, 20)) = attribute_offsets(bytes).find(|(t, _, _)| *t == ATTR_MESSAGE_INTEGRITY)
+    else {
+        return false;
+    };
+    let Some(tag) = bytes.get(at + 4..at + 24) else {
+        return false;
+    };
+    let Ok(covered_len) = u16::try_from(at + 24 - 20) else {
+        return false;
+    };
+    let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(key.as_bytes())
+        .expect("invariant: HMAC accepts keys of any length");
+    mac.update(&bytes[..2]);
+    mac.update(&covered_len.to_be_bytes());
+    mac.update(&bytes[4..at]);
+    mac.verify_slice(tag).is_ok()
+}
+
+/// RFC 8489 §14.7: CRC-32 of the message up to FINGERPRINT, XOR "STUN".
+const FINGERPRINT_XOR: u32 = 0x5354_554e;
+const ATTR_FINGERPRINT: u16 = 0x8028;
+
+/// Checks FINGERPRINT of `original` and rewrites it in `copy` (same length, edited).
+fn refingerprint(original: &[u8], copy: &mut [u8]) -> Result<(), DecodeError> {
+    let Some((_, at, 4)) = attribute_offsets(original).find(|(t, _, _)| *t == ATTR_FINGERPRINT)
+    else {
+        return Ok(());
+    };
+    let carried = u32::from_be_bytes([
+        original[at + 4],
+        original[at + 5],
+        original[at + 6],
+        original[at + 7],
+    ]);
+    let computed = crc32fast::hash(&original[..at]) ^ FINGERPRINT_XOR;
+    if carried != computed {
+        return Err(DecodeError::Stun(stun::DecodeError::BadFingerprint {
+            carried,
+            computed,
+        }));
+    }
+    let fresh = crc32fast::hash(&copy[..at]) ^ FINGERPRINT_XOR;
+    copy[at + 4..at + 8].copy_from_slice(&fresh.to_be_bytes());
+    Ok(())
+}
+
+/// Parses a STUN message received by a TURN server or client.
+pub fn decode_stun(bytes: &[u8]) -> Result<StunMessage<'_>, DecodeError> {
+    let channel = attribute_offsets(bytes)
+        .find(|(t, _, len)| *t == ATTR_CHANNEL_NUMBER && *len == 4)
+        .map(|(_, at, _)| (at, u16::from_be_bytes([bytes[at + 4], bytes[at + 5]])));
+    let decoded = match channel {
+        Some((at, number)) if number > CHANNEL_MAX && number <= CHANNEL_MAX_RFC5766 => {
+            // stun_codec refuses RFC 5766's upper channels; decode a copy holding a number
+            // it accepts and keep the real one aside. Integrity is checked on the original.
+            let mut copy = bytes.to_vec();
+            copy[at + 4..at + 6].copy_from_slice(&CHANNEL_MIN.to_be_bytes());
+            refingerprint(bytes, &mut copy)?;
+            stun::decode(&copy)
+        }
+        _ => stun::decode(bytes),
+    }?;
+    Ok(StunMessage {
+        decoded,
+        raw: bytes,
+        channel_number: channel.map(|(_, n)| n),
+    })
 }
 
 /// Parses a ChannelData message: `(channel number, data)`.
@@ -91,7 +223,7 @@ pub fn decode_channel_data(bytes: &[u8]) -> Result<(u16, &[u8]), DecodeError> {
         return Err(DecodeError::TooShort(bytes.len()));
     }
     let channel = u16::from_be_bytes([bytes[0], bytes[1]]);
-    if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&channel) {
+    if !(CHANNEL_MIN..=CHANNEL_MAX_RFC5766).contains(&channel) {
         return Err(DecodeError::BadChannel(channel));
     }
     let declared = usize::from(u16::from_be_bytes([bytes[2], bytes[3]]));
@@ -208,10 +340,12 @@ mod tests {
                 available: 2
             })
         );
-        out[0] = 0x50;
+        out[0] = 0x70;
+        assert_eq!(decode_channel_data(&out), Ok((0x7001, &b"hello"[..])));
+        out[0] = 0x80;
         assert_eq!(
             decode_channel_data(&out),
-            Err(DecodeError::BadChannel(0x5001))
+            Err(DecodeError::BadChannel(0x8001))
         );
     }
 

@@ -1,0 +1,488 @@
+//! The owner task: runs the TURN and STUN cores on real sockets.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use nat::stun::server::{LocalSocket, Outcome, ServerConfig as StunConfig, StunServer};
+use nat::turn::PeerPolicy;
+use nat::turn::server::{AllocationId, ServerCommand, ServerConfig, ServerStats, TurnServer};
+use rand::Rng as _;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::config::RelayConfig;
+use super::ports::PortPool;
+
+/// Largest UDP payload handled; TURN over UDP never needs more.
+const MAX_DATAGRAM_BYTES: usize = 65_535;
+/// Datagrams handled per wake-up before timers and other inputs get a turn.
+const BATCH: usize = 256;
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// A socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The configuration is unusable.
+    #[error("bad relay configuration: {0}")]
+    Config(String),
+}
+
+/// Counters of the running relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// The TURN core's counters.
+    pub turn: ServerStats,
+    /// STUN Binding requests answered.
+    pub binding_answered: u64,
+    /// Datagrams the kernel refused to send.
+    pub send_errors: u64,
+}
+
+enum Inbound {
+    /// A peer sent `payload` to the relay port of `allocation`.
+    Relay {
+        allocation: AllocationId,
+        from: SocketAddr,
+        payload: Vec<u8>,
+    },
+    /// A datagram on one of the RFC 5780 extra sockets.
+    Stun {
+        local: LocalSocket,
+        from: SocketAddr,
+        payload: Vec<u8>,
+    },
+    Stats(oneshot::Sender<RelayStats>),
+    Shutdown,
+}
+
+/// A running STUN/TURN relay. Dropping it stops the service.
+#[derive(Debug)]
+pub struct RelayServer {
+    listen_addr: SocketAddr,
+    inbox: mpsc::Sender<Inbound>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbound")
+    }
+}
+
+pub(super) fn set_buffers(socket: &StdUdpSocket, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let s = socket2::SockRef::from(socket);
+    // Best effort: the kernel caps at net.core.rmem_max / wmem_max.
+    let _ = s.set_recv_buffer_size(bytes);
+    let _ = s.set_send_buffer_size(bytes);
+}
+
+fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> Result<UdpSocket, RelayError> {
+    let err = |source| RelayError::Bind { addr, source };
+    let socket = StdUdpSocket::bind(addr).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    set_buffers(&socket, buffer_bytes);
+    UdpSocket::from_std(socket).map_err(err)
+}
+
+/// The IP this host uses towards the Internet, found without sending anything.
+fn outbound_ip(v4: bool) -> Option<IpAddr> {
+    let (bind, probe) = if v4 {
+        ("0.0.0.0:0", "192.0.2.1:9")
+    } else {
+        ("[::]:0", "[2001:db8::1]:9")
+    };
+    let socket = StdUdpSocket::bind(bind).ok()?;
+    socket.connect(probe).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
+impl RelayServer {
+    /// Binds the sockets and starts the owner task on the current tokio runtime.
+    pub async fn start(config: RelayConfig) -> Result<Self, RelayError> {
+        let listen = bind_udp(config.listen, config.socket_buffer_bytes)?;
+        let listen_addr = listen.local_addr().map_err(|source| RelayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let advertised_ip = match config.advertised_ip {
+            Some(ip) => ip,
+            None if !listen_addr.ip().is_unspecified() => listen_addr.ip(),
+            None => outbound_ip(listen_addr.is_ipv4()).ok_or_else(|| {
+                RelayError::Config("cannot tell this host's address; set advertised_ip".into())
+            })?,
+        };
+        let mut own = vec![listen_addr.ip(), advertised_ip];
+        own.extend(config.alternate.map(|a| a.ip()));
+        own.retain(|ip| !ip.is_unspecified());
+
+        let mut core_config = ServerConfig::new(config.realm.clone(), config.shared_secret.clone());
+        core_config.peer_policy = PeerPolicy::new(config.allow_relay_to.clone(), own);
+        core_config.max_allocations_total = config.max_allocations_total;
+        core_config.max_allocations_per_user = config.max_allocations_per_user;
+        core_config.bandwidth_cap_bytes_per_s = config.bandwidth_cap_bytes_per_s;
+        let now = Instant::now();
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let turn = TurnServer::new(core_config, now, now_unix, seed)
+            .map_err(|e| RelayError::Config(e.to_string()))?;
+
+        let primary = SocketAddr::new(advertised_ip, listen_addr.port());
+        let mut stun_config = StunConfig::new(primary);
+        let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity.max(16));
+        let mut extra = HashMap::new();
+        if let Some(alt) = config.alternate {
+            stun_config = stun_config.with_alternate(alt);
+            let stun = StunServer::new(stun_config.clone())
+                .map_err(|e| RelayError::Config(e.to_string()))?;
+            for (local, addr) in stun.sockets() {
+                if local == LocalSocket::Primary {
+                    continue;
+                }
+                // The advertised addresses may be public ones; bind the same ports locally.
+                let bind_ip = if addr.ip() == advertised_ip {
+                    listen_addr.ip()
+                } else {
+                    addr.ip()
+                };
+                let socket = Arc::new(bind_udp(
+                    SocketAddr::new(bind_ip, addr.port()),
+                    config.socket_buffer_bytes,
+                )?);
+                spawn_stun_reader(local, socket.clone(), inbox_tx.clone());
+                extra.insert(local, socket);
+            }
+        }
+        let stun = StunServer::new(stun_config).map_err(|e| RelayError::Config(e.to_string()))?;
+
+        let owner = Owner {
+            turn,
+            stun,
+            listen: Arc::new(listen),
+            extra,
+            relay_bind_ip: listen_addr.ip(),
+            advertised_ip,
+            ports: PortPool::new(config.relay_ports.clone()),
+            relays: HashMap::new(),
+            inbox_tx: inbox_tx.clone(),
+            buffer_bytes: config.socket_buffer_bytes,
+            binding_answered: 0,
+            send_errors: 0,
+        };
+        info!(%listen_addr, %advertised_ip, "STUN/TURN relay listening");
+        let task = tokio::spawn(owner.run(inbox_rx));
+        Ok(Self {
+            listen_addr,
+            inbox: inbox_tx,
+            task: Some(task),
+        })
+    }
+
+    /// The bound `--turn-listen` address (with the real port when 0 was asked for).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// Current counters; `None` once the relay stopped.
+    pub async fn stats(&self) -> Option<RelayStats> {
+        let (tx, rx) = oneshot::channel();
+        self.inbox.send(Inbound::Stats(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Stops the relay, closing every socket, and waits for the owner task.
+    pub async fn shutdown(mut self) {
+        let _ = self.inbox.send(Inbound::Shutdown).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RelayServer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+struct RelayPort {
+    socket: Arc<UdpSocket>,
+    reader: JoinHandle<()>,
+    port: u16,
+}
+
+struct Owner {
+    turn: TurnServer,
+    stun: StunServer,
+    listen: Arc<UdpSocket>,
+    extra: HashMap<LocalSocket, Arc<UdpSocket>>,
+    relay_bind_ip: IpAddr,
+    advertised_ip: IpAddr,
+    ports: PortPool,
+    relays: HashMap<AllocationId, RelayPort>,
+    inbox_tx: mpsc::Sender<Inbound>,
+    buffer_bytes: usize,
+    binding_answered: u64,
+    send_errors: u64,
+}
+
+fn spawn_stun_reader(local: LocalSocket, socket: Arc<UdpSocket>, inbox: mpsc::Sender<Inbound>) {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                continue;
+            };
+            let msg = Inbound::Stun {
+                local,
+                from,
+                payload: buf[..n].to_vec(),
+            };
+            if inbox.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn spawn_relay_reader(
+    allocation: AllocationId,
+    socket: Arc<UdpSocket>,
+    inbox: mpsc::Sender<Inbound>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
+        loop {
+            let (n, from) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                // ICMP errors from earlier sends surface here on Linux; keep reading.
+                Err(_) => continue,
+            };
+            let msg = Inbound::Relay {
+                allocation,
+                from,
+                payload: buf[..n].to_vec(),
+            };
+            if inbox.send(msg).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+impl Owner {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
+        let listen = self.listen.clone();
+        loop {
+            let deadline = self.turn.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                received = listen.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = received {
+                        self.listen_datagram(from, &buf[..n]);
+                    }
+                    for _ in 0..BATCH {
+                        match listen.try_recv_from(&mut buf) {
+                            Ok((n, from)) => self.listen_datagram(from, &buf[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(_) => continue,
+                        }
+                    }
+                }
+                message = inbox.recv() => {
+                    let Some(message) = message else { return };
+                    if !self.inbound(message) {
+                        return;
+                    }
+                    for _ in 0..BATCH {
+                        match inbox.try_recv() {
+                            Ok(m) => {
+                                if !self.inbound(m) {
+                                    return;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep_until(deadline) => {
+                    self.turn.handle_timeout(Instant::now());
+                    self.flush();
+                    let stats = self.turn.stats();
+                    metrics::gauge!("turn_allocations").set(stats.allocations as f64);
+                }
+            }
+        }
+    }
+
+    fn listen_datagram(&mut self, from: SocketAddr, payload: &[u8]) {
+        let now = Instant::now();
+        // ChannelData (first bits 01) is the hot path: straight to TURN.
+        if payload.first().is_some_and(|b| b >> 6 == 0b01) {
+            self.turn.handle_listen_datagram(now, from, payload);
+        } else {
+            match self
+                .stun
+                .handle_datagram(now, LocalSocket::Primary, from, payload)
+            {
+                Outcome::NotBinding => self.turn.handle_listen_datagram(now, from, payload),
+                Outcome::Answered => self.flush_stun(),
+                Outcome::Dropped(_) => {}
+            }
+        }
+        self.flush();
+    }
+
+    /// Returns `false` on shutdown.
+    fn inbound(&mut self, message: Inbound) -> bool {
+        match message {
+            Inbound::Relay {
+                allocation,
+                from,
+                payload,
+            } => {
+                self.turn
+                    .handle_relay_datagram(Instant::now(), allocation, from, &payload);
+                self.flush();
+            }
+            Inbound::Stun {
+                local,
+                from,
+                payload,
+            } => {
+                if self
+                    .stun
+                    .handle_datagram(Instant::now(), local, from, &payload)
+                    == Outcome::Answered
+                {
+                    self.flush_stun();
+                }
+            }
+            Inbound::Stats(reply) => {
+                let _ = reply.send(RelayStats {
+                    turn: self.turn.stats(),
+                    binding_answered: self.binding_answered,
+                    send_errors: self.send_errors,
+                });
+            }
+            Inbound::Shutdown => {
+                for (_, relay) in self.relays.drain() {
+                    relay.reader.abort();
+                }
+                return false;
+            }
+        }
+        true
+    }
+
+    fn flush_stun(&mut self) {
+        while let Some(t) = self.stun.poll_transmit() {
+            let socket = match t.from {
+                LocalSocket::Primary => Some(&self.listen),
+                other => self.extra.get(&other),
+            };
+            if let Some(socket) = socket {
+                self.binding_answered += 1;
+                if socket.try_send_to(&t.payload, t.destination).is_err() {
+                    self.send_errors += 1;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(command) = self.turn.poll_command() {
+            match command {
+                ServerCommand::SendFromListen { to, payload } => {
+                    if self.listen.try_send_to(&payload, to).is_err() {
+                        self.send_errors += 1;
+                    }
+                }
+                ServerCommand::SendFromRelay {
+                    allocation,
+                    to,
+                    payload,
+                } => {
+                    if let Some(relay) = self.relays.get(&allocation)
+                        && relay.socket.try_send_to(&payload, to).is_err()
+                    {
+                        self.send_errors += 1;
+                    }
+                }
+                ServerCommand::OpenRelayPort {
+                    allocation,
+                    even_port,
+                } => self.open(allocation, even_port),
+                ServerCommand::CloseRelayPort { allocation } => {
+                    if let Some(relay) = self.relays.remove(&allocation) {
+                        relay.reader.abort();
+                        self.ports.release(relay.port);
+                        debug!(
+                            allocation = allocation.0,
+                            port = relay.port,
+                            "relay port closed"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, allocation: AllocationId, even_port: bool) {
+        let now = Instant::now();
+        let opened = self
+            .ports
+            .bind(self.relay_bind_ip, even_port, self.buffer_bytes)
+            .and_then(|std| {
+                let port = std.local_addr().ok()?.port();
+                Some((UdpSocket::from_std(std).ok()?, port))
+            });
+        let Some((socket, port)) = opened else {
+            warn!(allocation = allocation.0, "no relay port free");
+            self.turn.handle_relay_port_failed(now, allocation);
+            return;
+        };
+        let socket = Arc::new(socket);
+        let reader = spawn_relay_reader(allocation, socket.clone(), self.inbox_tx.clone());
+        self.relays.insert(
+            allocation,
+            RelayPort {
+                socket,
+                reader,
+                port,
+            },
+        );
+        debug!(allocation = allocation.0, port, "relay port open");
+        self.turn.handle_relay_port_opened(
+            now,
+            allocation,
+            SocketAddr::new(self.advertised_ip, port),
+        );
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
