@@ -327,6 +327,9 @@ pub enum ErrorCode {
     /// The peer is not an admitted supernode.
     #[error("not an admitted supernode")]
     NotAdmitted = 7,
+    /// The requested service does not run here (no TURN relay, for instance).
+    #[error("service unavailable on this supernode")]
+    Unavailable = 8,
 }
 
 /// Why the supernode ends a session.
@@ -383,6 +386,9 @@ pub enum ClientToSupernode {
     HostCacheRequest = 7,
     /// Ends the session: the device goes offline at once.
     Goodbye = 8,
+    /// Asks for short-lived credentials for this supernode's TURN relay; answered by
+    /// `TurnCredentials` (or `Error { code: Unavailable }` when it runs no relay).
+    TurnCredentialsRequest = 9,
 }
 
 /// Supernode → client.
@@ -427,6 +433,15 @@ pub enum SupernodeToClient {
     Error { code: ErrorCode } = 9,
     /// The supernode ends the session.
     Goodbye { reason: GoodbyeReason } = 10,
+    /// TURN REST-style credentials (`username` = `"<expiry>:<user>"`, `password` =
+    /// base64(HMAC-SHA1(secret, username))) for the listed `turn:`/`stun:` URLs; the shape of
+    /// a WebRTC ICE server entry.
+    TurnCredentials {
+        urls: Vec<String>,
+        username: String,
+        password: String,
+        ttl_s: u32,
+    } = 11,
 }
 
 /// One device of a user, as its home supernode publishes it to the mesh.
@@ -592,7 +607,7 @@ macro_rules! kinds {
 
 kinds!(
     ClientToSupernode,
-    9,
+    10,
     [
         Hello,
         Ping,
@@ -602,12 +617,13 @@ kinds!(
         Search,
         Route,
         HostCacheRequest,
-        Goodbye
+        Goodbye,
+        TurnCredentialsRequest
     ]
 );
 kinds!(
     SupernodeToClient,
-    11,
+    12,
     [
         Welcome,
         Busy,
@@ -619,7 +635,8 @@ kinds!(
         RouteStatus,
         HostCache,
         Error,
-        Goodbye
+        Goodbye,
+        TurnCredentials
     ]
 );
 kinds!(
@@ -749,6 +766,7 @@ mod tests {
             ),
             (7, ClientToSupernode::HostCacheRequest),
             (8, ClientToSupernode::Goodbye),
+            (9, ClientToSupernode::TurnCredentialsRequest),
         ]
     }
 
@@ -842,6 +860,15 @@ mod tests {
                 10,
                 SupernodeToClient::Goodbye {
                     reason: GoodbyeReason::ShuttingDown,
+                },
+            ),
+            (
+                11,
+                SupernodeToClient::TurnCredentials {
+                    urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
+                    username: "1800000600:alice".into(),
+                    password: "c2VjcmV0".into(),
+                    ttl_s: 600,
                 },
             ),
         ]
@@ -1059,7 +1086,7 @@ mod tests {
         }
 
         #[test]
-        fn corrupted_messages_never_panic(index in 0usize..9, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        fn corrupted_messages_never_panic(index in 0usize..10, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
             let (_, message) = client_samples().swap_remove(index);
             let mut bytes = postcard::to_allocvec(&message).expect("encode");
             for (at, xor) in flips {

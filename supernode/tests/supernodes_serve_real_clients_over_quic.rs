@@ -117,6 +117,9 @@ async fn supernode(dir: &std::path::Path, login: &LoginServer, metrics: bool) ->
     config.heartbeat = Duration::from_secs(2);
     if metrics {
         config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    } else {
+        config.turn_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        config.relay_ports = Some(41000..=41099);
     }
     RunningSupernode::start(config)
         .await
@@ -245,6 +248,23 @@ async fn presence_search_and_routing_work_between_real_supernodes() {
         })
         .await;
     assert_eq!(outcome, RouteOutcome::Delivered);
+
+    // The supernode with a relay mints TURN credentials its relay accepts.
+    bob.send(&ClientToSupernode::TurnCredentialsRequest).await;
+    let (urls, username) = bob
+        .until(|m| match m {
+            SupernodeToClient::TurnCredentials { urls, username, .. } => {
+                Some((urls.clone(), username.clone()))
+            }
+            _ => None,
+        })
+        .await;
+    let turn = b.turn_addr().expect("relay runs");
+    assert!(
+        urls.contains(&format!("turn:{turn}?transport=udp")),
+        "{urls:?}"
+    );
+    assert!(username.ends_with(":bob"));
 
     // An unknown message kind gets a typed error and the session goes on.
     alice.send_raw(&[200, 1, 0]).await;

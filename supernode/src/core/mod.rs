@@ -91,6 +91,27 @@ pub struct Config {
     pub unreachable_backoff: Duration,
     /// The timer granularity for timeouts.
     pub tick: Duration,
+    /// The TURN relay clients may get credentials for, when this supernode runs one.
+    pub turn: Option<TurnService>,
+}
+
+/// The TURN relay this supernode runs, for minting REST-style credentials.
+#[derive(Clone)]
+pub struct TurnService {
+    /// Shared with the relay; never sent anywhere.
+    pub shared_secret: Vec<u8>,
+    /// `turn:` and `stun:` URLs clients use.
+    pub urls: Vec<String>,
+    pub ttl: Duration,
+}
+
+impl std::fmt::Debug for TurnService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnService")
+            .field("urls", &self.urls)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -119,6 +140,7 @@ impl Default for Config {
             updates_per_sec: 2.0,
             unreachable_backoff: Duration::from_secs(30),
             tick: Duration::from_millis(250),
+            turn: None,
         }
     }
 }
@@ -742,7 +764,45 @@ impl Supernode {
                 to_device,
                 payload,
             } => self.on_client_route(now, client, id, to, to_device, payload),
+            ClientToSupernode::TurnCredentialsRequest => {
+                if self.take_update_token(now, client) {
+                    self.on_turn_credentials(now, client);
+                }
+            }
         }
+    }
+
+    fn on_turn_credentials(&mut self, now: Instant, client: ClientId) {
+        let Some(user) = self
+            .conns
+            .get(&client)
+            .and_then(|c| c.session.as_ref())
+            .map(|s| s.user.clone())
+        else {
+            return;
+        };
+        let Some(turn) = &self.config.turn else {
+            self.send_client(
+                client,
+                SupernodeToClient::Error {
+                    code: ErrorCode::Unavailable,
+                },
+            );
+            return;
+        };
+        let minted = nat::turn::credentials::mint(
+            &turn.shared_secret,
+            user.as_str(),
+            self.wall(now).as_secs(),
+            turn.ttl.as_secs(),
+        );
+        let message = SupernodeToClient::TurnCredentials {
+            urls: turn.urls.clone(),
+            username: minted.username,
+            password: minted.password,
+            ttl_s: u32::try_from(minted.ttl_s).unwrap_or(u32::MAX),
+        };
+        self.send_client(client, message);
     }
 
     fn take_update_token(&mut self, now: Instant, client: ClientId) -> bool {

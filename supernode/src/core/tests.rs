@@ -332,3 +332,46 @@ fn a_forged_publish_cannot_put_another_key_under_a_users_name() {
         }
     )));
 }
+
+#[test]
+fn turn_credentials_are_minted_for_homed_clients_only_when_a_relay_runs() {
+    let secret = b"relay secret".to_vec();
+    let mut f = fixture(Config {
+        turn: Some(TurnService {
+            shared_secret: secret.clone(),
+            urls: vec!["turn:192.0.2.1:3478?transport=udp".into()],
+            ttl: Duration::from_secs(600),
+        }),
+        ..Config::default()
+    });
+    let (client, _) = hello(&mut f, 1, "alice");
+    f.core
+        .handle_client_message(f.t0, client, ClientToSupernode::TurnCredentialsRequest);
+    let out = to_client(&commands(&mut f.core), client);
+    let Some(SupernodeToClient::TurnCredentials {
+        urls,
+        username,
+        password,
+        ttl_s,
+    }) = out.first().cloned()
+    else {
+        panic!("{out:?}");
+    };
+    assert_eq!(urls.len(), 1);
+    assert_eq!(ttl_s, 600);
+    let verified = nat::turn::credentials::verify(&secret, &username, &password, WALL + 10)
+        .expect("the relay accepts them");
+    assert_eq!(verified.user, "alice");
+
+    let mut plain = fixture(Config::default());
+    let (client, _) = hello(&mut plain, 1, "bob");
+    plain
+        .core
+        .handle_client_message(plain.t0, client, ClientToSupernode::TurnCredentialsRequest);
+    assert_eq!(
+        to_client(&commands(&mut plain.core), client),
+        vec![SupernodeToClient::Error {
+            code: ErrorCode::Unavailable
+        }]
+    );
+}

@@ -319,20 +319,21 @@ impl RunningSupernode {
                 )
             }),
         };
+        let mut core_config = config.core.clone();
+        if let Some(turn) = addrs.turn {
+            core_config.turn = Some(crate::core::TurnService {
+                shared_secret: turn_secret.clone(),
+                urls: vec![format!("turn:{turn}?transport=udp"), format!("stun:{turn}")],
+                ttl: Duration::from_secs(600),
+            });
+        }
         let now = Instant::now();
         let seed = u64::from_le_bytes(
             key.public().as_bytes()[..8]
                 .try_into()
                 .expect("invariant: a key has at least 8 bytes"),
         ) ^ wall_now().as_secs();
-        let core = Supernode::new(
-            config.core.clone(),
-            me,
-            config.authority,
-            now,
-            wall_now(),
-            seed,
-        );
+        let core = Supernode::new(core_config, me, config.authority, now, wall_now(), seed);
         let (inbox_tx, inbox_rx) = mpsc::channel(CORE_INBOX);
         let (login_tx, login_rx) = mpsc::channel(LOGIN_QUEUE);
         let (members_tx, members_rx) = watch::channel(Arc::new(BTreeSet::new()));

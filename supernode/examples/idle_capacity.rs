@@ -1,0 +1,231 @@
+//! How many idle clients one supernode process holds: starts the real `supernode` binary,
+//! homes N clients over QUIC (each with its own credential, sending application pings at the
+//! client's keep-alive interval on top of QUIC's own keep-alives), then measures the
+//! supernode's CPU share and resident memory over a steady window. Prints a Markdown table
+//! with a zero-client baseline measured in the same run.
+//!
+//! ```text
+//! cargo build --release -p supernode --bin supernode --example idle_capacity
+//! target/release/examples/idle_capacity --clients 10000 --window-secs 30
+//! ```
+
+use clap::Parser;
+use proto::supernode::{ClientToSupernode, Presence, PresenceStatus, SupernodeToClient};
+use proto::{Credential, DisplayName, SecretKey, SignedCredential, UnixTime, UserName};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use transport::{Endpoint, PeerPolicy, Tuning};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Idle clients to home.
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// Steady-state measurement window.
+    #[arg(long, default_value_t = 30)]
+    window_secs: u64,
+    /// Application keep-alive interval of each client (client-core's default is 4 s).
+    #[arg(long, default_value_t = 4)]
+    ping_secs: u64,
+    /// Client connections per client UDP socket.
+    #[arg(long, default_value_t = 500)]
+    per_socket: usize,
+    /// The supernode binary.
+    #[arg(long, default_value = "target/release/supernode")]
+    supernode_bin: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:17500")]
+    listen: SocketAddr,
+}
+
+fn clock_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn resident_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// CPU share of one core and RSS of `pid` over `window`.
+async fn measure(pid: u32, window: Duration) -> (f64, f64) {
+    // Linux reports in USER_HZ, 100 on every mainstream architecture.
+    const TICKS_PER_SEC: f64 = 100.0;
+    let before = clock_ticks(pid).unwrap_or(0);
+    let start = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = clock_ticks(pid).unwrap_or(0);
+    let cpu = (after - before) as f64 / TICKS_PER_SEC / start.elapsed().as_secs_f64();
+    (cpu * 100.0, resident_mib(pid).unwrap_or(0.0))
+}
+
+struct Supernode(Child);
+
+impl Drop for Supernode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let authority = SecretKey::generate();
+    let supernode_key_dir = tempfile::tempdir()?;
+    let mut child = Command::new(&args.supernode_bin)
+        .args([
+            "--login-server",
+            "127.0.0.1:9",
+            "--authority-key",
+            &authority.public().to_string(),
+            "--listen",
+            &args.listen.to_string(),
+            "--turn-listen",
+            "127.0.0.1:0",
+            "--tcp-listen",
+            "127.0.0.1:0",
+            "--max-clients",
+            &(args.clients + 100).to_string(),
+            "--data-dir",
+        ])
+        .arg(supernode_key_dir.path())
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let key_path = supernode_key_dir.path().join("supernode.key");
+    let started = Instant::now();
+    while !key_path.exists() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    if let Some(status) = child.try_wait()? {
+        anyhow::bail!("supernode exited: {status}");
+    }
+    let supernode_key = transport::load_secret_key(&key_path)?.public();
+    let guard = Supernode(child);
+
+    let baseline = measure(pid, Duration::from_secs(args.window_secs.min(10))).await;
+
+    let device = SecretKey::generate();
+    let now = UnixTime::from_system(SystemTime::now());
+    let sockets = args.clients.div_ceil(args.per_socket).max(1);
+    let mut endpoints = Vec::new();
+    for _ in 0..sockets {
+        endpoints.push(Endpoint::bind("127.0.0.1:0".parse()?, &device, None)?);
+    }
+    let homed = Arc::new(AtomicU64::new(0));
+    let pongs = Arc::new(AtomicU64::new(0));
+    let ramp = Instant::now();
+    let limiter = Arc::new(tokio::sync::Semaphore::new(200));
+    let mut tasks = Vec::new();
+    for i in 0..args.clients {
+        let endpoint = endpoints[i % sockets].clone();
+        let credential = SignedCredential::issue(
+            &Credential {
+                serial: i as u64,
+                user: UserName::new(format!("idle{i:06}"))?,
+                display_name: DisplayName::new(format!("Idle {i}"))?,
+                device_key: device.public(),
+                issued_at: now,
+                expires_at: now.saturating_add(Duration::from_secs(3600)),
+            },
+            &authority,
+        );
+        let (homed, pongs, limiter) = (homed.clone(), pongs.clone(), limiter.clone());
+        let (addr, ping) = (args.listen, Duration::from_secs(args.ping_secs));
+        tasks.push(tokio::spawn(async move {
+            let permit = limiter.acquire_owned().await;
+            let conn = endpoint
+                .connect(addr, PeerPolicy::Key(supernode_key), &Tuning::client())
+                .await
+                .map_err(|e| e.to_string())?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            let hello = ClientToSupernode::Hello {
+                version: proto::PROTOCOL_VERSION,
+                credential,
+                presence: Presence::new(PresenceStatus::Online),
+            };
+            send.write_all(&hello.encode_frame().map_err(|e| e.to_string())?)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut read = async || -> Result<SupernodeToClient, String> {
+                let mut header = [0u8; 4];
+                recv.read_exact(&mut header)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+                recv.read_exact(&mut body)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                SupernodeToClient::decode(&body).map_err(|e| e.to_string())
+            };
+            match read().await? {
+                SupernodeToClient::Welcome { .. } => {}
+                other => return Err(format!("not welcomed: {other:?}")),
+            }
+            homed.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+            let mut nonce = 0u64;
+            loop {
+                tokio::time::sleep(ping).await;
+                nonce += 1;
+                let frame = ClientToSupernode::Ping { nonce }
+                    .encode_frame()
+                    .map_err(|e| e.to_string())?;
+                send.write_all(&frame).await.map_err(|e| e.to_string())?;
+                if let SupernodeToClient::Pong { .. } = read().await? {
+                    pongs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), String>(())
+        }));
+    }
+    while homed.load(Ordering::Relaxed) < args.clients as u64
+        && ramp.elapsed() < Duration::from_secs(600)
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(failed) = tasks.iter().position(|t| t.is_finished()) {
+            let result = tasks.remove(failed).await;
+            anyhow::bail!("a client failed: {result:?}");
+        }
+    }
+    let ramp_secs = ramp.elapsed().as_secs_f64();
+    // Let the ramp-up's handshakes settle before measuring the idle steady state.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pongs_before = pongs.load(Ordering::Relaxed);
+    let (cpu, rss) = measure(pid, Duration::from_secs(args.window_secs)).await;
+    let pongs_per_sec =
+        (pongs.load(Ordering::Relaxed) - pongs_before) as f64 / args.window_secs as f64;
+    println!("| clients | supernode CPU (% of one core) | supernode RSS (MiB) | pongs/s |");
+    println!("| ---: | ---: | ---: | ---: |");
+    println!(
+        "| 0 (baseline) | {:.2} | {:.1} | 0 |",
+        baseline.0, baseline.1
+    );
+    println!(
+        "| {} | {cpu:.2} | {rss:.1} | {pongs_per_sec:.0} |",
+        homed.load(Ordering::Relaxed)
+    );
+    println!(
+        "\nramp-up: {:.1} s; client app ping every {} s; QUIC keep-alive per transport::Tuning::client()",
+        ramp_secs, args.ping_secs
+    );
+    drop(guard);
+    Ok(())
+}
