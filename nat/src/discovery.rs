@@ -169,6 +169,10 @@ pub struct DiscoveryConfig {
     pub retransmit: RetransmitPolicy,
     /// Schedule of requests whose silence is a result (filtering, hairpin).
     pub negative_retransmit: RetransmitPolicy,
+    /// Run the filtering, hairpin and mapping tests; `false` stops after Test I (public
+    /// address and RTT only, e.g. to gather a server-reflexive candidate before a call; the
+    /// report's behaviours are then `unknown` and its `nat_type` a guess).
+    pub behaviour_tests: bool,
 }
 
 impl DiscoveryConfig {
@@ -180,6 +184,15 @@ impl DiscoveryConfig {
             local_addrs,
             retransmit: RetransmitPolicy::RFC8489,
             negative_retransmit: RetransmitPolicy::NEGATIVE_TEST,
+            behaviour_tests: true,
+        }
+    }
+
+    /// Only Test I against `server`: the public address and the RTT, one round trip.
+    pub fn mapped_address_only(server: SocketAddr, local_addrs: Vec<SocketAddr>) -> Self {
+        DiscoveryConfig {
+            behaviour_tests: false,
+            ..Self::new(server, local_addrs)
         }
     }
 }
@@ -491,6 +504,12 @@ impl NatDiscovery {
     }
 
     fn after_test1(&mut self, now: Instant) {
+        if !self.config.behaviour_tests {
+            self.mapping_started = true;
+            self.filter_ip_port = Answer::No;
+            self.filter_port = Answer::No;
+            return;
+        }
         let server = self.config.server;
         let negative = self.config.negative_retransmit;
         if self.other.is_some() {
@@ -550,7 +569,7 @@ impl NatDiscovery {
     fn finish(&mut self, udp: bool) {
         self.in_flight.clear();
         let report = if udp {
-            let filtering = if self.other.is_none() {
+            let filtering = if self.other.is_none() || !self.config.behaviour_tests {
                 NatBehavior::Unknown
             } else if self.filter_ip_port == Answer::Yes {
                 NatBehavior::EndpointIndependent

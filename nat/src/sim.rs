@@ -766,17 +766,12 @@ fn server_reflexive(
     start: Instant,
     seed: u8,
 ) -> Option<SocketAddr> {
-    use crate::discovery::{DiscoveryConfig, NatDiscovery, RetransmitPolicy};
+    use crate::discovery::{DiscoveryConfig, NatDiscovery};
     use crate::stun::server::{ServerConfig, StunServer};
     let mut server = SimStunServer {
         server: StunServer::new(ServerConfig::new(server_addr)).ok()?,
     };
-    let mut config = DiscoveryConfig::new(server_addr, vec![socket]);
-    config.negative_retransmit = RetransmitPolicy {
-        initial_rto: Duration::from_millis(100),
-        max_transmissions: 1,
-        last_wait_multiplier: 1,
-    };
+    let config = DiscoveryConfig::mapped_address_only(server_addr, vec![socket]);
     let mut client = SimDiscovery {
         socket,
         discovery: NatDiscovery::new(config, start, [seed; 32]),

@@ -262,3 +262,37 @@ fn report_serializes_with_contract_field_names_and_kebab_case() {
     let back: NatReport = serde_json::from_value(json).expect("round trip");
     assert_eq!(back, report);
 }
+
+#[test]
+fn mapped_address_only_takes_one_round_trip() {
+    let mut world = World::new(internet(15, 0.0), 11);
+    let nat_id = world.add_nat(NatConfig::symmetric(nat_ip()), 11);
+    world.add_socket(addr(CLIENT_PRIVATE), Some(nat_id));
+    let mut server = SimStunServer {
+        server: StunServer::new(ServerConfig::new(addr(SERVER)).with_alternate(addr(SERVER_ALT)))
+            .expect("config"),
+    };
+    for socket in server.sockets() {
+        world.add_socket(socket, None);
+    }
+    let start = Instant::now();
+    let config = DiscoveryConfig::mapped_address_only(addr(SERVER), vec![addr(CLIENT_PRIVATE)]);
+    let mut client = SimDiscovery {
+        socket: addr(CLIENT_PRIVATE),
+        discovery: NatDiscovery::new(config, start, [11; 32]),
+    };
+    let mut now = start;
+    while !client.discovery.is_finished() {
+        match world.step(now, &mut [&mut client, &mut server]) {
+            Some(next) => now = next.max(now),
+            None => break,
+        }
+    }
+    let report = client.discovery.report().expect("finished");
+    assert_eq!(now - start, Duration::from_millis(30));
+    assert_eq!(report.public_addr.map(|a| a.ip()), Some(nat_ip()));
+    assert_eq!(report.supernode_rtt_ms, Some(30.0));
+    assert_eq!(report.mapping, NatBehavior::Unknown);
+    assert_eq!(report.filtering, NatBehavior::Unknown);
+    assert_eq!(report.hairpin, None);
+}
