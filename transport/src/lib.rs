@@ -10,6 +10,8 @@
 //!   [`Incoming::complete`]) and dials ([`Endpoint::connect`], or
 //!   [`Endpoint::connect_with_tcp_fallback`]); QUIC-bit greasing off so STUN can share the
 //!   socket.
+//! - [`RawUdp`] ([`Endpoint::bind_with_raw`]): STUN and hole-punching datagrams on the
+//!   QUIC endpoint's own socket, demultiplexed by the QUIC fixed bit (RFC 9443).
 //! - [`Tuning`]: keep-alive, idle timeout and the limits that bound a peer's memory use, with
 //!   presets [`Tuning::client`] and [`Tuning::server`].
 //! - [`TcpListener`] / [`connect_tcp`]: the same over TLS-over-TCP (streams multiplexed by
@@ -64,6 +66,7 @@ pub mod conn;
 pub mod framing;
 pub mod keyfile;
 pub mod quic;
+pub mod raw;
 pub mod tcp;
 pub mod tls;
 pub mod tuning;
@@ -75,6 +78,7 @@ pub use framing::{
 };
 pub use keyfile::{KeyFileError, load_or_create_secret_key, load_secret_key};
 pub use quic::{ConnectError, Endpoint, Incoming, ServerOptions, TCP_FALLBACK_DELAY};
+pub use raw::{RawUdp, is_raw_datagram};
 pub use tcp::{TcpListener, connect_tcp};
 pub use tls::{ALPN, IdentityError, PeerPolicy, peer_key};
 pub use tuning::Tuning;
