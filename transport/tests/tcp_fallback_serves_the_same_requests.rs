@@ -292,3 +292,27 @@ async fn connections_beyond_the_limit_are_refused_over_tcp() {
     assert!(second.is_err(), "a second connection must be refused");
     assert_eq!(echo(&first, "first").await, Response::Echo("first".into()));
 }
+
+#[tokio::test]
+async fn a_tcp_client_that_never_starts_its_handshake_is_dropped() {
+    let mut options = ServerOptions::default();
+    options.tuning.handshake_timeout = Duration::from_millis(300);
+    let mut fixture = fixture_with(options, FrameLimits::default()).await;
+    let mut silent = tokio::net::TcpStream::connect(fixture.addr)
+        .await
+        .expect("tcp");
+    match next_event(&mut fixture.events).await {
+        ServerEvent::HandshakeFailed(reason) => assert!(reason.contains("timed out"), "{reason}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(PROMPTLY, silent.read(&mut buf))
+        .await
+        .expect("server closes the socket");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let conn = dial_as(&fixture, &key()).await;
+    assert_eq!(
+        echo(&conn, "others fine").await,
+        Response::Echo("others fine".into())
+    );
+}
