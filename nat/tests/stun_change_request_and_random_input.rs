@@ -42,6 +42,32 @@ fn reserved_change_request_bits_are_ignored() {
     );
 }
 
+#[test]
+fn methods_above_0x0f_reencode_to_the_same_type_field() {
+    // Found by the nat_stun fuzz target: type 0x1400 is a Request of method 0x500.
+    let input = [
+        0x14, 0x00, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 0x0a, 0xe4, 0x19, 0xde, 0x12, 0xa4, 0xe4,
+        0xe4, 0xe4, 0xe4, 0x14, 0xe4,
+    ];
+    let decoded = decode(&input).expect("valid header");
+    assert_eq!(decoded.message().method().as_u16(), 0x500);
+    let bytes = encode(decoded.into_message(), None, false).expect("encode");
+    assert_eq!(bytes, input);
+    for method in [0x001u16, 0x00f, 0x010, 0x07f, 0x080, 0xfff] {
+        let message = nat::stun::Message::new(
+            nat::stun::MessageClass::ErrorResponse,
+            nat::stun::Method::new(method).expect("12-bit method"),
+            TransactionId::new([2; 12]),
+        );
+        let decoded = decode(&encode(message, None, true).expect("encode")).expect("decode");
+        assert_eq!(decoded.message().method().as_u16(), method);
+        assert_eq!(
+            decoded.message().class(),
+            nat::stun::MessageClass::ErrorResponse
+        );
+    }
+}
+
 fn valid_message() -> Vec<u8> {
     let mut message = binding_request(TransactionId::new([1; 12]));
     message.add_attribute(Software::new("peerphone".to_owned()).expect("short"));

@@ -235,6 +235,22 @@ fn fingerprint_of(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes) ^ FINGERPRINT_XOR
 }
 
+/// The STUN message type field (RFC 8489 §5): method bits M0-M3, C0, M4-M6, C1, M7-M11.
+fn message_type(class: super::MessageClass, method: super::Method) -> u16 {
+    let class = match class {
+        super::MessageClass::Request => 0b00,
+        super::MessageClass::Indication => 0b01,
+        super::MessageClass::SuccessResponse => 0b10,
+        super::MessageClass::ErrorResponse => 0b11,
+    };
+    let method = method.as_u16();
+    (method & 0x000f)
+        | ((class & 0b01) << 4)
+        | ((method & 0x0070) << 1)
+        | ((class & 0b10) << 7)
+        | ((method & 0x0f80) << 2)
+}
+
 /// Decodes one STUN message occupying the whole of `bytes`.
 ///
 /// Checks the header, the attribute framing and FINGERPRINT; never panics on any input.
@@ -338,11 +354,15 @@ pub fn encode(
     integrity: Option<&IntegrityKey>,
     fingerprint: bool,
 ) -> Result<Vec<u8>, EncodeError> {
+    let message_type = message_type(message.class(), message.method());
     let mut bytes = MessageEncoder::<super::Attribute>::new()
         .encode_into_bytes(message)
         .map_err(|e| EncodeError::Codec {
             reason: format!("{:?}", e.kind()),
         })?;
+    // stun_codec 0.4 shifts method bits 4..12 to the wrong places (harmless for the
+    // standard methods, all below 0x10); write the type field per RFC 8489 §5.
+    bytes[0..2].copy_from_slice(&message_type.to_be_bytes());
     let mut extra = 0;
     if integrity.is_some() {
         extra += ATTR_HEADER_BYTES + MESSAGE_INTEGRITY_BYTES;
