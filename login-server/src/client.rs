@@ -54,14 +54,15 @@ impl std::fmt::Debug for LoginConnection {
 }
 
 impl LoginConnection {
-    /// Dials `addr` from `endpoint`, accepting only the `authority` key.
+    /// Dials `addr` from `endpoint` (QUIC, falling back to TCP when UDP does not get
+    /// through), accepting only the `authority` key.
     pub async fn connect(
         endpoint: &Endpoint,
         addr: SocketAddr,
         authority: PublicKey,
     ) -> Result<Self, ClientError> {
         let conn = endpoint
-            .connect(addr, PeerPolicy::Key(authority), &Tuning::client())
+            .connect_with_tcp_fallback(addr, PeerPolicy::Key(authority), &Tuning::client())
             .await
             .map_err(|e| ClientError::Unreachable {
                 addr,

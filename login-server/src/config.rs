@@ -14,7 +14,7 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    pub tcp_listen: Option<SocketAddr>,
+    pub tcp_listen: TcpListen,
     pub data_dir: PathBuf,
     /// `sqlite:PATH` or `postgres://...`; `None`: SQLite in the data directory.
     pub database: Option<String>,
@@ -28,7 +28,7 @@ impl ServerConfig {
     pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
         Self {
             listen,
-            tcp_listen: None,
+            tcp_listen: TcpListen::SameAsQuic,
             data_dir: data_dir.into(),
             database: None,
             metrics_listen: None,
@@ -45,6 +45,15 @@ impl ServerConfig {
         config.service.registrations_per_hour = 1000;
         config
     }
+}
+
+/// Where the TCP (TLS) listener runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpListen {
+    Off,
+    /// The address and port the QUIC endpoint bound (UDP and TCP ports are separate).
+    SameAsQuic,
+    At(SocketAddr),
 }
 
 /// The TOML configuration file. Every key is optional.

@@ -86,6 +86,7 @@ pub fn database_url(config: &ServerConfig) -> String {
 /// A running login server.
 pub struct LoginServer {
     quic_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     service: LoginService,
     shutdown: watch::Sender<bool>,
@@ -113,7 +114,7 @@ impl LoginServer {
             tuning: transport::Tuning::server(),
             max_connections: config.limits.max_connections,
         };
-        let endpoint = transport::Endpoint::bind(config.listen, &authority, Some(options))
+        let endpoint = transport::Endpoint::bind(config.listen, &authority, Some(options.clone()))
             .map_err(|e| StartError::Bind {
                 addr: config.listen,
                 reason: e.to_string(),
@@ -122,9 +123,23 @@ impl LoginServer {
             addr: config.listen,
             reason: e.to_string(),
         })?;
-        if let Some(tcp) = config.tcp_listen {
-            tracing::warn!(%tcp, "the TCP (TLS) listener is not available yet; serving QUIC only");
-        }
+        let tcp = match config.tcp_listen {
+            config::TcpListen::Off => None,
+            config::TcpListen::SameAsQuic => Some(quic_addr),
+            config::TcpListen::At(addr) => Some(addr),
+        };
+        let tcp = match tcp {
+            Some(addr) => Some(
+                transport::TcpListener::bind(addr, &authority, options.clone())
+                    .await
+                    .map_err(|e| StartError::Bind {
+                        addr,
+                        reason: e.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
+        let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut metrics_addr = None;
@@ -145,6 +160,7 @@ impl LoginServer {
         }
         tasks.push(tokio::spawn(shell::server::serve(
             endpoint,
+            tcp,
             service.clone(),
             config.limits.clone(),
             shutdown_rx.clone(),
@@ -153,6 +169,7 @@ impl LoginServer {
         tracing::info!(quic = %quic_addr, authority = %service.authority_key(), "login server listening");
         Ok(Self {
             quic_addr,
+            tcp_addr,
             metrics_addr,
             service,
             shutdown,
@@ -162,6 +179,11 @@ impl LoginServer {
 
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic_addr
+    }
+
+    /// The TCP (TLS) listener's address, when it runs.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {

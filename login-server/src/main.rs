@@ -106,7 +106,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => DEFAULT_LISTEN.parse().context("default listen address")?,
     };
     let mut config = ServerConfig::new(listen, data_dir);
-    config.tcp_listen = cli.tcp_listen.or(file.tcp_listen);
+    if let Some(addr) = cli.tcp_listen.or(file.tcp_listen) {
+        config.tcp_listen = login_server::config::TcpListen::At(addr);
+    }
     config.database = cli.database.or(file.database.clone());
     config.metrics_listen = cli.metrics_listen.or(file.metrics_listen);
     file.apply_policies(&mut config)?;
@@ -121,8 +123,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .metrics_addr()
             .map(|a| format!(" metrics={a}"))
             .unwrap_or_default();
+        let tcp = server
+            .tcp_addr()
+            .map(|a| format!(" tcp={a}"))
+            .unwrap_or_default();
         println!(
-            "listening quic={} authority={}{metrics}",
+            "listening quic={}{tcp} authority={}{metrics}",
             server.quic_addr(),
             server.authority_key()
         );

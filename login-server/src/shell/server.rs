@@ -12,7 +12,6 @@ use proto::login::{
     self, LoginError, LoginToClient, LoginToSupernode, MAX_LOGIN_FRAME,
     MAX_LOGIN_TO_SUPERNODE_FRAME, Role,
 };
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -47,6 +46,7 @@ impl Default for ListenerLimits {
 /// (bounded) for requests in flight.
 pub async fn serve(
     endpoint: transport::Endpoint,
+    tcp: Option<transport::TcpListener>,
     service: LoginService,
     limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
@@ -55,7 +55,7 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            incoming = endpoint.accept() => {
+            incoming = accept_any(&endpoint, tcp.as_ref()) => {
                 let Some(incoming) = incoming else { break };
                 let service = service.clone();
                 let in_flight = in_flight.clone();
@@ -83,6 +83,23 @@ pub async fn serve(
     endpoint.close(0, "login server shutting down");
     connections.abort_all();
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+/// The next connection attempt on QUIC or TCP.
+async fn accept_any(
+    endpoint: &transport::Endpoint,
+    tcp: Option<&transport::TcpListener>,
+) -> Option<transport::Incoming> {
+    let tcp_accept = async {
+        match tcp {
+            Some(listener) => listener.accept().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        incoming = endpoint.accept() => incoming,
+        incoming = tcp_accept => incoming,
+    }
 }
 
 async fn serve_connection(
@@ -252,10 +269,4 @@ fn record(kind: &'static str, started: Instant, failed: bool) {
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("login_requests_total", "kind" => kind, "result" => if failed { "error" } else { "ok" })
         .increment(1);
-}
-
-/// Where a started server listens.
-#[derive(Debug, Clone, Copy)]
-pub struct BoundAddrs {
-    pub quic: SocketAddr,
 }
