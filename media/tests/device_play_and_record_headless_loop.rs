@@ -33,8 +33,11 @@ fn played_file_comes_back_in_the_recording_in_order() {
             "frame {n} dropped"
         );
     }
-    // Let the last frames play out (the speaker ring is 3 frames) before closing.
-    std::thread::park_timeout(Duration::from_millis(120));
+    // Let the last frames play out (the speaker ring holds up to 3) before closing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while speaker.buffered_samples() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     speaker.close().expect("close");
 
     let mut reader = hound::WavReader::open(&output).expect("open recording");
@@ -42,25 +45,37 @@ fn played_file_comes_back_in_the_recording_in_order() {
         .samples::<i16>()
         .map(|s| f32::from(s.expect("sample")) / 32767.0)
         .collect();
-    // The speech starts with a little silence; align on the first loud sample.
-    let first_loud = |s: &[f32]| s.iter().position(|x| x.abs() > 0.05).expect("speech");
-    let (e0, r0) = (first_loud(&expected), first_loud(&recorded));
-    assert!(r0 >= e0, "the recording cannot lead the input");
-    let shift = r0 - e0;
-    // About one frame of device latency (half a frame with the phase-locked speaker,
-    // plus the speaker's first ticks before anything was written); bounded anyway.
-    assert!(shift <= 10 * FRAME_SAMPLES, "shift of {shift} samples");
-    let compared = expected.len() - e0;
-    assert!(
-        recorded.len() >= shift + expected.len(),
-        "recording too short"
-    );
-    for i in e0..expected.len() {
-        let (want, got) = (expected[i], recorded[i + shift]);
-        assert!(
-            (want - got).abs() < 2.0 / 32767.0,
-            "sample {i}: {want} vs {got}"
-        );
+    // Frame by frame: every played frame is in the recording, in order. When the engine
+    // writes a frame later than the speaker's tick (a loaded machine), the speaker plays
+    // silence for that tick and the rest follows one frame later, as a sound card would:
+    // the recording stays on the wall-clock timeline.
+    let frames =
+        |s: &[f32]| -> Vec<Vec<f32>> { s.chunks(FRAME_SAMPLES).map(<[f32]>::to_vec).collect() };
+    let (want, got) = (frames(&expected), frames(&recorded));
+    let same = |a: &[f32], b: &[f32]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 2.0 / 32767.0)
+    };
+    let silent = |a: &[f32]| a.iter().all(|&x| x == 0.0);
+    let first_loud = want.iter().position(|f| !silent(f)).expect("speech");
+    let mut j = got
+        .iter()
+        .position(|f| !silent(f))
+        .expect("speech in the recording");
+    assert!(j >= first_loud, "the recording cannot lead the input");
+    assert!(j - first_loud <= 10, "{} frames of latency", j - first_loud);
+    let mut inserted = 0;
+    for (k, frame) in want.iter().enumerate().skip(first_loud) {
+        while j < got.len() && !same(frame, &got[j]) && silent(&got[j]) {
+            j += 1;
+            inserted += 1;
+        }
+        assert!(j < got.len(), "frame {k} missing from the recording");
+        assert!(same(frame, &got[j]), "frame {k} differs");
+        j += 1;
     }
-    println!("{compared} samples identical after a shift of {shift} samples");
+    assert!(inserted <= 5, "{inserted} silent ticks inserted mid-stream");
+    println!(
+        "{} frames found in order, {inserted} late-write silences",
+        want.len() - first_loud
+    );
 }
