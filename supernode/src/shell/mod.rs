@@ -769,11 +769,17 @@ async fn login_loop(
         tokio::time::interval(config.revocation_poll.min(Duration::from_secs(30)));
     let concurrency = Arc::new(Semaphore::new(LOGIN_CONCURRENCY));
 
+    let directory_file = config.data_dir.join("directory.bin");
     let apply_directory =
         |signed: proto::directory::SignedDirectory, version: &mut u64| match signed
             .verify(&config.authority, wall_now())
         {
             Ok(directory) if directory.version >= *version => {
+                if directory.version > *version
+                    && let Err(error) = std::fs::write(&directory_file, signed.to_bytes())
+                {
+                    debug!(%error, "cannot store the directory");
+                }
                 *version = directory.version;
                 let keys: BTreeSet<PublicKey> = directory.entries.iter().map(|e| e.key).collect();
                 let _ = members.send(Arc::new(keys));
@@ -783,6 +789,13 @@ async fn login_loop(
             Err(error) => warn!(%error, "refusing a directory"),
         };
 
+    // The last directory this supernode verified lets it rejoin the mesh while the login
+    // server is still unreachable (it is refused once expired).
+    if let Ok(bytes) = std::fs::read(&directory_file)
+        && let Ok(signed) = proto::directory::SignedDirectory::from_bytes(&bytes)
+    {
+        apply_directory(signed, &mut directory_version);
+    }
     loop {
         if link.as_ref().is_none_or(|l| !l.is_open()) {
             admitted = false;
