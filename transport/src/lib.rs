@@ -60,7 +60,8 @@
 //!
 //! What it does not do: it never decides *who* a key belongs to beyond a pinned key (that
 //! is the application's check of credentials and directories), has no insecure mode, and
-//! holds no protocol state beyond connections and streams.
+//! holds no protocol state beyond connections and streams. No 0-RTT and no TLS session
+//! resumption. Over TCP, close codes do not travel and datagrams do not exist.
 
 pub mod conn;
 pub mod framing;
