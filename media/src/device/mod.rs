@@ -73,6 +73,11 @@ pub const FRAME_SAMPLES: usize = 960;
 /// Duration of one frame.
 pub const FRAME_DURATION: Duration = Duration::from_millis(20);
 
+// The devices feed the codec directly: one frame each way.
+const _: () = assert!(
+    FRAME_SAMPLES == crate::codec::FRAME_SAMPLES && SAMPLE_RATE_HZ == crate::codec::SAMPLE_RATE_HZ
+);
+
 /// One 20 ms frame of 48 kHz mono samples in `[-1, 1]`.
 pub type Frame = [f32; FRAME_SAMPLES];
 
@@ -86,7 +91,9 @@ pub trait AudioSource: Send {
     fn read_frame(&mut self, out: &mut Frame) -> Result<bool, DeviceError>;
 
     /// Like [`read_frame`](Self::read_frame) but parks the calling thread until a frame
-    /// is ready or `timeout` passes (`Ok(false)`).
+    /// is ready or `timeout` passes (`Ok(false)`). The device then unparks that thread
+    /// whenever audio arrives, so the engine thread should not rely on
+    /// `std::thread::park` for anything else.
     fn wait_frame(&mut self, out: &mut Frame, timeout: Duration) -> Result<bool, DeviceError>;
 
     /// Next device event (switch, loss) for the user interface.
