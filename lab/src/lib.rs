@@ -9,6 +9,9 @@
 //!   (`ip netns exec`), and [`LabProcess`]es that capture output and die with the handle.
 //! - [`Router`]: a NAT router of a [`NatKind`] (nftables recipes in [`rules`], explained in
 //!   docs/nat-lab.md) with a public side and a private LAN of its own.
+//! - [`servers::PublicSide`]: the product's login server and supernodes on the public
+//!   segment, for call-matrix tests.
+//! - [`netcheck`]: a blocking shell around `nat::discovery` (the `netcheck-probe` binary).
 //! - [`agent::Agent`]: drives the `lab-agent` helper binary inside a host: UDP sockets to
 //!   send, receive and reflect datagrams, for measuring what a NAT does.
 //!
@@ -21,8 +24,10 @@
 
 pub mod agent;
 mod cmd;
+pub mod netcheck;
 mod process;
 pub mod rules;
+pub mod servers;
 mod topology;
 
 use std::path::PathBuf;

@@ -94,10 +94,10 @@ fn leftovers_of_dead_processes_are_swept_and_live_ones_kept() {
             .expect("ip netns add");
         assert!(status.success());
     }
-    let swept = lab::sweep_leftovers().expect("sweep");
+    // Another test's first lab may sweep concurrently, so only the outcome is checked.
+    lab::sweep_leftovers().expect("sweep");
     let left = namespaces();
     let _ = Command::new("ip").args(["netns", "delete", &live]).status();
-    assert!(swept >= 1);
     assert!(!left.contains(&crashed), "crashed run swept");
     assert!(left.contains(&live), "a live process's lab is kept");
 }

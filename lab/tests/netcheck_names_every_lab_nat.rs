@@ -36,7 +36,7 @@ fn netcheck(behind: Behind, label: &str) -> (Value, Option<IpAddr>) {
         "--server",
         &primary.to_string(),
         "--rto-ms",
-        "200",
+        "300",
         "--max-transmissions",
         "4",
     ]);

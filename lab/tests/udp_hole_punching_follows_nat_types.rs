@@ -13,8 +13,8 @@ use lab::agent::{Agent, SocketId};
 use lab::{Behind, Lab, NatKind};
 use support::{ANSWER_TIMEOUT, Reflector, agent_binary};
 
-const ROUNDS: u32 = 8;
-const ROUND_WAIT: Duration = Duration::from_millis(250);
+const ROUNDS: u32 = 12;
+const ROUND_WAIT: Duration = Duration::from_millis(300);
 
 struct Peer {
     agent: Agent,

@@ -7,10 +7,9 @@
 //! [--max-transmissions N]`
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use nat::discovery::{DiscoveryConfig, DiscoveryEvent, NatDiscovery};
 
 /// Discovery always ends by itself; this guards against a bug turning into a hung test.
 const OVERALL_LIMIT: Duration = Duration::from_secs(120);
@@ -53,15 +52,6 @@ fn parse_args() -> anyhow::Result<Args> {
     })
 }
 
-/// The source address the kernel would use towards `server` (no packet is sent).
-fn route_source(server: SocketAddr) -> anyhow::Result<std::net::IpAddr> {
-    let probe = UdpSocket::bind("0.0.0.0:0").context("binding a route probe")?;
-    probe
-        .connect(server)
-        .with_context(|| format!("no route to {server}"))?;
-    Ok(probe.local_addr()?.ip())
-}
-
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -84,14 +74,7 @@ fn main() {
 
 fn discover(args: &Args) -> anyhow::Result<String> {
     let socket = UdpSocket::bind(args.bind).with_context(|| format!("binding {}", args.bind))?;
-    let local = socket.local_addr()?;
-    let local_ip = if local.ip().is_unspecified() {
-        route_source(args.server)?
-    } else {
-        local.ip()
-    };
-    let mut config =
-        DiscoveryConfig::new(args.server, vec![SocketAddr::new(local_ip, local.port())]);
+    let mut config = lab::netcheck::config_for(&socket, args.server)?;
     config.secondary_server = args.secondary;
     if let Some(rto) = args.rto {
         config.retransmit.initial_rto = rto;
@@ -100,43 +83,6 @@ fn discover(args: &Args) -> anyhow::Result<String> {
     if let Some(max) = args.max_transmissions {
         config.retransmit.max_transmissions = max.max(1);
     }
-    let started = Instant::now();
-    let mut discovery = NatDiscovery::new(config, started, rand::random());
-    let mut buf = [0u8; 1500];
-    loop {
-        while let Some(transmit) = discovery.poll_transmit() {
-            // Unreachable destinations are a result (UDP blocked), not an error.
-            let _ = socket.send_to(&transmit.payload, transmit.destination);
-        }
-        if let Some(DiscoveryEvent::Finished(report)) = discovery.poll_event() {
-            return serde_json::to_string(&report).context("encoding the report");
-        }
-        let now = Instant::now();
-        if now.duration_since(started) > OVERALL_LIMIT {
-            bail!("discovery did not finish within {OVERALL_LIMIT:?}");
-        }
-        let Some(due) = discovery.poll_timeout() else {
-            bail!("discovery stalled without a timer");
-        };
-        if due <= now {
-            discovery.handle_timeout(now);
-            continue;
-        }
-        socket.set_read_timeout(Some(due - now))?;
-        match socket.recv_from(&mut buf) {
-            Ok((len, from)) => {
-                discovery.handle_datagram(Instant::now(), from, &buf[..len]);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                discovery.handle_timeout(Instant::now());
-            }
-            // ICMP errors surface on some sockets as refused/unreachable: keep waiting.
-            Err(_) => {}
-        }
-    }
+    let report = lab::netcheck::discover(&socket, config, OVERALL_LIMIT)?;
+    serde_json::to_string(&report).context("encoding the report")
 }

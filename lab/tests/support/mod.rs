@@ -53,9 +53,9 @@ impl Reflector {
     }
 }
 
-pub const ANSWER_TIMEOUT: Duration = Duration::from_millis(700);
+pub const ANSWER_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long silence must last before a filtered datagram counts as dropped.
-pub const SILENCE: Duration = Duration::from_millis(800);
+pub const SILENCE: Duration = Duration::from_millis(1500);
 
 /// Waits for a datagram with payload `marker` on `sock`, skipping others, for `SILENCE`.
 pub fn received_marker(agent: &mut Agent, sock: SocketId, marker: &str) -> Option<SocketAddr> {
