@@ -327,6 +327,13 @@ impl NatDiscovery {
             return false;
         }
         let transaction = self.in_flight.swap_remove(index);
+        // Karn: an RTT is only unambiguous from a request sent once. Test I's counts first;
+        // the mapping tests reach the same server host and stand in when Test I was retried.
+        let unambiguous_rtt = (transaction.transmissions == 1)
+            .then(|| now.saturating_duration_since(transaction.first_sent));
+        if self.rtt.is_none() && matches!(probe, Probe::MappingAltIp | Probe::MappingAltIpPort) {
+            self.rtt = unambiguous_rtt;
+        }
         let mapped = message
             .get_attribute::<XorMappedAddress>()
             .map(XorMappedAddress::address);
@@ -336,10 +343,7 @@ impl NatDiscovery {
                     self.in_flight.push(transaction);
                     return false;
                 };
-                // Karn: an RTT is only unambiguous from a request sent once.
-                if transaction.transmissions == 1 {
-                    self.rtt = Some(now.saturating_duration_since(transaction.first_sent));
-                }
+                self.rtt = unambiguous_rtt;
                 self.mapped = Some(mapped);
                 self.other = message
                     .get_attribute::<OtherAddress>()
