@@ -76,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let frames = (seconds * 50) as usize;
 
     let frame_ms = 1000.0 * FRAME_SAMPLES as f64 / f64::from(SAMPLE_RATE_HZ);
-    println!("## Device-side latency\n");
+    println!("## Paced virtual devices\n");
     println!(
         "Paced virtual devices, {seconds} s ({frames} frames of {frame_ms} ms) per row, ring capacity {PACED_RING_FRAMES} frames = {} ms each way. The engine loop reads a capture frame, then writes it to the speaker.\n",
         PACED_RING_FRAMES as f64 * frame_ms
@@ -190,7 +190,7 @@ fn measure(frames: usize, on_grid: bool) -> Result<(), Box<dyn std::error::Error
     let how = if on_grid {
         "`PacedSink::start_on_grid` (half a frame after the source)"
     } else {
-        "`PacedSink::start` (same phase as the source: worst case)"
+        "`PacedSink::start` (same phase as the source)"
     };
     println!(
         "| paced playback, {how}: `write_frame` -> frame handed to the sink | {m:.2} | {p99:.2} | {max:.2} | {n_played}/{frames} played, {dropped} dropped (ring full), {underruns} silent ticks |"

@@ -16,6 +16,10 @@ use super::{
 /// one late engine wake-up without dropping anything.
 pub const PACED_RING_FRAMES: usize = 3;
 
+/// How long a [`PacedSink`] tick waits for a frame that is late before it plays
+/// silence instead: engine scheduling jitter on a loaded machine.
+const LATE_WRITE_GRACE: Duration = Duration::from_millis(8);
+
 /// A microphone stand-in: a thread pulls one frame from a [`FrameSource`] every 20 ms
 /// (absolute deadlines, no drift) and hands it to the engine through a lock-free ring.
 ///
@@ -140,7 +144,8 @@ impl AudioSource for PacedSource {
 }
 
 /// A speaker stand-in: a thread hands one frame every 20 ms to a [`FrameSink`]: the
-/// frame the engine wrote, or silence when it wrote nothing in time. A [`WavRecorder`]
+/// frame the engine wrote, or silence when it wrote nothing in time (up to 8 ms late
+/// still counts as in time). A [`WavRecorder`]
 /// behind it thus gets a file whose timeline matches wall time.
 ///
 /// [`WavRecorder`]: super::WavRecorder
@@ -194,7 +199,19 @@ impl PacedSink {
                     let mut frame = SILENCE;
                     let mut first_error = None;
                     run_paced(&stop, grid_start, |ticks| {
-                        for _ in 0..ticks {
+                        for tick in 0..ticks {
+                            // A frame a little late is still played on this tick rather
+                            // than after a tick of silence (which would also add a frame
+                            // of latency for good). Not while catching up.
+                            if tick + 1 == ticks {
+                                let grace_end = Instant::now() + LATE_WRITE_GRACE;
+                                while consumer.slots() < FRAME_SAMPLES
+                                    && Instant::now() < grace_end
+                                    && !stop.load(Ordering::Relaxed)
+                                {
+                                    thread::sleep(Duration::from_millis(1));
+                                }
+                            }
                             if consumer.pop_entire_slice(&mut frame).is_err() {
                                 underruns.fetch_add(1, Ordering::Relaxed);
                                 frame = SILENCE;
