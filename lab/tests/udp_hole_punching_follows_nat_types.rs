@@ -42,12 +42,12 @@ impl Peer {
     }
 }
 
-fn punch(a: NatKind, b: NatKind) -> bool {
+fn punch(a: Behind, b: Behind) -> bool {
     let mut lab = Lab::new("punch").expect("lab");
     let reflector = Reflector::start(&mut lab);
     let reflector_ip = reflector.addr(0).ip();
-    let alice = lab.client("alice", Behind::Nat(a)).expect("alice");
-    let bob = lab.client("bob", Behind::Nat(b)).expect("bob");
+    let alice = lab.client("alice", a).expect("alice");
+    let bob = lab.client("bob", b).expect("bob");
     let mut peers = [&alice, &bob].map(|client| {
         let mut agent = Agent::start(&client.host, agent_binary()).expect("agent");
         let (sock, _) = agent
@@ -83,7 +83,7 @@ fn punch(a: NatKind, b: NatKind) -> bool {
         }
     }
     let worked = peers.iter().all(|p| p.heard_from_peer);
-    eprintln!("punch {} + {}: {worked}", a.name(), b.name());
+    eprintln!("punch {a:?} + {b:?}: {worked}");
     drop(peers);
     lab.teardown().expect("teardown");
     worked
@@ -94,7 +94,10 @@ fn punching_works_between_full_cones() {
     if !lab::require_root("udp_hole_punching::full_cones") {
         return;
     }
-    assert!(punch(NatKind::FullCone, NatKind::FullCone));
+    assert!(punch(
+        Behind::Nat(NatKind::FullCone),
+        Behind::Nat(NatKind::FullCone)
+    ));
 }
 
 #[test]
@@ -102,7 +105,10 @@ fn punching_works_between_port_restricted_cones() {
     if !lab::require_root("udp_hole_punching::port_restricted") {
         return;
     }
-    assert!(punch(NatKind::PortRestricted, NatKind::PortRestricted));
+    assert!(punch(
+        Behind::Nat(NatKind::PortRestricted),
+        Behind::Nat(NatKind::PortRestricted)
+    ));
 }
 
 #[test]
@@ -110,7 +116,10 @@ fn punching_works_from_symmetric_to_address_restricted() {
     if !lab::require_root("udp_hole_punching::symmetric_to_address_restricted") {
         return;
     }
-    assert!(punch(NatKind::Symmetric, NatKind::AddressRestricted));
+    assert!(punch(
+        Behind::Nat(NatKind::Symmetric),
+        Behind::Nat(NatKind::AddressRestricted)
+    ));
 }
 
 #[test]
@@ -118,7 +127,10 @@ fn punching_fails_between_symmetric_nats() {
     if !lab::require_root("udp_hole_punching::symmetric") {
         return;
     }
-    assert!(!punch(NatKind::Symmetric, NatKind::Symmetric));
+    assert!(!punch(
+        Behind::Nat(NatKind::Symmetric),
+        Behind::Nat(NatKind::Symmetric)
+    ));
 }
 
 #[test]
@@ -126,5 +138,20 @@ fn punching_fails_from_symmetric_to_port_restricted() {
     if !lab::require_root("udp_hole_punching::symmetric_to_port_restricted") {
         return;
     }
-    assert!(!punch(NatKind::Symmetric, NatKind::PortRestricted));
+    assert!(!punch(
+        Behind::Nat(NatKind::Symmetric),
+        Behind::Nat(NatKind::PortRestricted)
+    ));
+}
+
+#[test]
+fn punching_works_from_double_nat_to_port_restricted() {
+    if !lab::require_root("udp_hole_punching::double_nat") {
+        return;
+    }
+    let double = Behind::DoubleNat {
+        outer: NatKind::PortRestricted,
+        inner: NatKind::PortRestricted,
+    };
+    assert!(punch(double, Behind::Nat(NatKind::PortRestricted)));
 }

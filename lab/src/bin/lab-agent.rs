@@ -28,14 +28,26 @@ fn ok() -> Response {
     }
 }
 
+fn is_transient(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
 fn reflect_loop(socket: UdpSocket) {
     let local = socket
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let mut buf = [0u8; 2048];
     loop {
-        let Ok((_, from)) = socket.recv_from(&mut buf) else {
-            continue;
+        let from = match socket.recv_from(&mut buf) {
+            Ok((_, from)) => from,
+            // ICMP errors of earlier sends surface here on some kernels: not fatal.
+            Err(e) if is_transient(&e) => continue,
+            Err(_) => return,
         };
         let answer = format!("{from} {local}");
         let _ = socket.send_to(answer.as_bytes(), from);

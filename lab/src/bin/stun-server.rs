@@ -67,8 +67,22 @@ fn serve(primary: SocketAddr, alternate: Option<SocketAddr>) -> anyhow::Result<(
         std::thread::spawn(move || {
             let mut buf = [0u8; 1500];
             loop {
-                let Ok((len, from)) = reader.recv_from(&mut buf) else {
-                    continue;
+                let (len, from) = match reader.recv_from(&mut buf) {
+                    Ok(received) => received,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionRefused
+                                | std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        continue;
+                    }
+                    Err(e) => {
+                        eprintln!("stun-server: receiving on {addr}: {e}");
+                        return;
+                    }
                 };
                 if let Err(mpsc::TrySendError::Disconnected(_)) =
                     inbox.try_send((which, from, buf[..len].to_vec()))
