@@ -311,7 +311,7 @@ impl World {
         self.hosts.insert(addr, nat);
     }
 
-    /// Cuts (`true`) or restores all traffic to and from the public address `ip`.
+    /// Cuts (`true`) or restores all internet traffic to and from `addr` (port 0: the whole IP).
     pub fn set_cut(&mut self, addr: SocketAddr, cut: bool) {
         if cut {
             self.cut.insert(addr);
@@ -423,9 +423,8 @@ impl World {
     }
 }
 
-/// Drives `agents` from `start` until `done` or `deadline`; returns the time it stopped.
-/// `done` is checked between steps; it sees nothing but what it captures, so tests usually
-/// call [`World::step`] themselves when they need to inspect agents.
+/// Drives `agents` from `start` until `deadline` or until nothing is pending; returns the
+/// time it stopped. Tests that inspect agents between steps call [`World::step`] themselves.
 pub fn run_until(
     world: &mut World,
     agents: &mut [&mut dyn SimAgent],
