@@ -156,7 +156,9 @@ fn start_supernode(
     let turn_addr = SocketAddr::new(IpAddr::V4(host.addrs()[0]), TURN_PORT);
     let alternate_addr = SocketAddr::new(IpAddr::V4(host.addrs()[1]), TURN_ALT_PORT);
     let mut command = host.command(&binaries.supernode);
+    // Readiness is read from its info-level log lines, whatever the caller's RUST_LOG.
     command
+        .env("RUST_LOG", "info")
         .args(["--login-server", &login.addr.to_string()])
         .args(["--authority-key", &login.authority_key])
         .args(["--listen", &quic_addr.to_string()])
