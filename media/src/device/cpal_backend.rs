@@ -313,15 +313,14 @@ impl Failover {
         }
     }
 
-    fn lost(now: Instant, reason: String) -> Self {
-        let mut f = Self {
+    /// No device yet; the first `on_reopened` / `on_reopen_failed` says which.
+    fn unopened() -> Self {
+        Self {
             device: None,
             retry_at: None,
             probe_at: None,
             events: VecDeque::new(),
-        };
-        f.on_reopen_failed(now, None, reason);
-        f
+        }
     }
 
     fn is_lost(&self) -> bool {
@@ -493,21 +492,24 @@ impl CpalCapture {
         })
     }
 
-    /// Like [`open`](Self::open), but never fails: without a working device it starts
-    /// in the lost state (silence every 20 ms, a [`DeviceEvent::Lost`] queued, reopening
-    /// retried every second). For calls that must go on without a microphone.
+    /// Like [`open`](Self::open), but never fails: when the selected device cannot be
+    /// opened it falls back to the system default ([`DeviceEvent::Switched`] queued),
+    /// and without any working device it starts in the lost state (silence every 20 ms,
+    /// [`DeviceEvent::Lost`] queued, reopening retried every second). For calls that
+    /// must go on without a microphone.
     pub fn open_or_lost(selection: DeviceSelection) -> Self {
         match Self::open(selection.clone()) {
             Ok(c) => c,
             Err(e) => {
-                let now = Instant::now();
-                Self {
+                let mut capture = Self {
                     selection,
                     live: None,
                     signal: FrameSignal::default(),
-                    failover: Failover::lost(now, e.to_string()),
-                    silence_pacer: Some(Pacer::new(now, FRAME_DURATION)),
-                }
+                    failover: Failover::unopened(),
+                    silence_pacer: None,
+                };
+                capture.reopen(Instant::now(), None, e.to_string());
+                capture
             }
         }
     }
@@ -823,16 +825,22 @@ impl CpalPlayback {
         })
     }
 
-    /// Like [`open`](Self::open), but never fails: without a working device it starts
-    /// lost (frames discarded, [`DeviceEvent::Lost`] queued, retried every second).
+    /// Like [`open`](Self::open), but never fails: when the selected device cannot be
+    /// opened it falls back to the system default ([`DeviceEvent::Switched`] queued),
+    /// and without any working device it starts lost (frames discarded,
+    /// [`DeviceEvent::Lost`] queued, retried every second).
     pub fn open_or_lost(selection: DeviceSelection) -> Self {
         match Self::open(selection.clone()) {
             Ok(p) => p,
-            Err(e) => Self {
-                selection,
-                live: None,
-                failover: Failover::lost(Instant::now(), e.to_string()),
-            },
+            Err(e) => {
+                let mut playback = Self {
+                    selection,
+                    live: None,
+                    failover: Failover::unopened(),
+                };
+                playback.reopen(Instant::now(), None, e.to_string());
+                playback
+            }
         }
     }
 
