@@ -27,6 +27,9 @@ struct Captured {
 
 type Shared = Arc<(Mutex<Captured>, Condvar)>;
 
+/// How long [`LabProcess::wait_with_output`] waits for the pipes to close after the exit.
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
+
 /// A child process started in a lab host. Its stdout and stderr are read by two threads
 /// into memory; dropping the handle kills the process (SIGKILL) and reaps it.
 #[derive(Debug)]
@@ -255,11 +258,13 @@ impl LabProcess {
         }
     }
 
-    /// Waits for exit like [`wait_timeout`](Self::wait_timeout), then for the output
-    /// readers to reach end of file, so every line is captured.
+    /// Waits for exit like [`wait_timeout`](Self::wait_timeout), then (up to 2 s) for the
+    /// output readers to reach end of file, so every line is captured.
     pub fn wait_with_output(&mut self, timeout: Duration) -> Result<ExitStatus, LabError> {
-        let deadline = Instant::now() + timeout;
         let status = self.wait_timeout(timeout)?;
+        // Output still in the pipes arrives within moments of the exit; only a grandchild
+        // holding them open keeps them longer, and its output is not waited for.
+        let deadline = Instant::now() + PIPE_DRAIN;
         let (lock, cvar) = &*self.shared;
         let mut captured = lock
             .lock()
