@@ -283,13 +283,17 @@ impl Lab {
         run("ip", &["netns", "add", netns])?;
         self.namespaces.push(netns.to_string());
         ip(netns, &["link", "set", "lo", "up"])?;
-        sysctl(
-            netns,
-            &[
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ],
-        )
+        // Without IPv6 in the kernel there is nothing to disable.
+        if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+            sysctl(
+                netns,
+                &[
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     fn new_host(&mut self, name: &str) -> Result<String, LabError> {
