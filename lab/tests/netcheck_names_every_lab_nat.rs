@@ -136,3 +136,19 @@ fn netcheck_names_public_host_open() {
     assert_eq!(report["mapping"], "endpoint-independent", "{report}");
     assert_eq!(report["filtering"], "endpoint-independent", "{report}");
 }
+
+#[test]
+fn netcheck_names_double_nat_with_symmetric_carrier_nat_symmetric() {
+    if !lab::require_root("netcheck_names_every_lab_nat::double_nat_symmetric_outer") {
+        return;
+    }
+    let (report, _) = netcheck(
+        Behind::DoubleNat {
+            outer: NatKind::Symmetric,
+            inner: NatKind::FullCone,
+        },
+        "double-sym",
+    );
+    assert_eq!(report["nat_type"], "symmetric", "{report}");
+    assert_eq!(report["mapping"], "address-and-port-dependent", "{report}");
+}
