@@ -64,6 +64,9 @@ pub enum LabError {
     /// A name is empty, too long or has characters other than `a-z0-9-`.
     #[error("bad lab host name {0:?}: use 1-24 characters a-z, 0-9, -")]
     BadName(String),
+    /// A requested public address is outside 203.0.113.2-99 or already taken.
+    #[error("public host address {0} is outside 203.0.113.2-99 or taken")]
+    BadAddress(std::net::Ipv4Addr),
     /// The lab ran out of addresses of a kind.
     #[error("no {0} addresses left")]
     Exhausted(&'static str),

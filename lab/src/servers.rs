@@ -5,12 +5,14 @@
 //! Does not: build the binaries (find them with [`ProductBinaries::find`]), or start
 //! clients (tests spawn `peerphone` in client hosts themselves).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{Host, Lab, LabError, LabProcess};
 
+/// Supernode `n` (from 1) gets 203.0.113.(10 + 2(n-1)) and the next address.
+pub const SUPERNODE_HOSTS_FROM: usize = 10;
 /// The login server's QUIC port on its host.
 pub const LOGIN_PORT: u16 = 7400;
 /// A supernode's QUIC port.
@@ -87,9 +89,9 @@ pub struct Supernode {
 /// The login server and supernodes of a lab.
 #[derive(Debug)]
 pub struct PublicSide {
-    /// The login server (host `login`).
+    /// The login server (host `login`, 203.0.113.2).
     pub login: LoginServer,
-    /// The supernodes (hosts `sn1`, `sn2`, …).
+    /// The supernodes (hosts `sn1` on 203.0.113.10 and .11, `sn2` on .12 and .13, …).
     pub supernodes: Vec<Supernode>,
 }
 
@@ -104,7 +106,7 @@ impl PublicSide {
         supernode_count: usize,
         timeout: Duration,
     ) -> Result<PublicSide, LabError> {
-        let login_host = lab.public_host("login", 1)?;
+        let login_host = lab.public_host_at("login", &[Ipv4Addr::new(203, 0, 113, 2)])?;
         let addr = SocketAddr::new(IpAddr::V4(login_host.ip()), LOGIN_PORT);
         let mut command = login_host.command(&binaries.login_server);
         command
@@ -151,7 +153,15 @@ fn start_supernode(
     login: &LoginServer,
     index: usize,
 ) -> Result<Supernode, LabError> {
-    let host = lab.public_host(&format!("sn{index}"), 2)?;
+    let first = u8::try_from(SUPERNODE_HOSTS_FROM + 2 * (index - 1))
+        .map_err(|_| LabError::Exhausted("supernode"))?;
+    let host = lab.public_host_at(
+        &format!("sn{index}"),
+        &[
+            Ipv4Addr::new(203, 0, 113, first),
+            Ipv4Addr::new(203, 0, 113, first.saturating_add(1)),
+        ],
+    )?;
     let quic_addr = SocketAddr::new(IpAddr::V4(host.addrs()[0]), SUPERNODE_PORT);
     let turn_addr = SocketAddr::new(IpAddr::V4(host.addrs()[0]), TURN_PORT);
     let alternate_addr = SocketAddr::new(IpAddr::V4(host.addrs()[1]), TURN_ALT_PORT);

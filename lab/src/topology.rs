@@ -237,7 +237,7 @@ pub struct Lab {
     inet: String,
     namespaces: Vec<String>,
     next_port: u32,
-    next_public_host: u8,
+    used_public_hosts: std::collections::BTreeSet<u8>,
     next_router: u8,
     next_lan: u8,
 }
@@ -263,7 +263,7 @@ impl Lab {
             prefix,
             namespaces: Vec::new(),
             next_port: 0,
-            next_public_host: PUBLIC_HOSTS_FROM,
+            used_public_hosts: std::collections::BTreeSet::new(),
             next_router: ROUTERS_FROM,
             next_lan: 1,
         };
@@ -335,28 +335,56 @@ impl Lab {
         Ok(())
     }
 
-    fn public_ip(&mut self, limit: u8) -> Result<Ipv4Addr, LabError> {
-        if self.next_public_host >= limit {
-            return Err(LabError::Exhausted("public host"));
-        }
-        let ip = Ipv4Addr::new(203, 0, 113, self.next_public_host);
-        self.next_public_host += 1;
-        Ok(ip)
+    fn public_ip(&mut self) -> Result<Ipv4Addr, LabError> {
+        let free = (PUBLIC_HOSTS_FROM..ROUTERS_FROM).find(|h| !self.used_public_hosts.contains(h));
+        let host = free.ok_or(LabError::Exhausted("public host"))?;
+        self.used_public_hosts.insert(host);
+        Ok(Ipv4Addr::new(203, 0, 113, host))
     }
 
-    /// A host on the public segment with `address_count` (at least 1) consecutive
-    /// addresses on one interface: give a supernode 2 for RFC 5780 discovery.
+    /// A host on the public segment with `address_count` (at least 1) addresses on one
+    /// interface, the lowest free ones from 203.0.113.2: give a supernode 2 for RFC 5780
+    /// discovery.
     pub fn public_host(&mut self, name: &str, address_count: usize) -> Result<Host, LabError> {
-        let netns = self.new_host(name)?;
-        self.attach_public(&netns, "eth0")?;
         let mut addrs = Vec::new();
         for _ in 0..address_count.max(1) {
-            let addr = self.public_ip(ROUTERS_FROM)?;
+            addrs.push(self.public_ip()?);
+        }
+        self.public_host_inner(name, addrs)
+    }
+
+    /// A host on the public segment with exactly `addrs` (each in 203.0.113.2-99 and not
+    /// yet taken), e.g. a supernode on 203.0.113.10 and .11.
+    pub fn public_host_at(&mut self, name: &str, addrs: &[Ipv4Addr]) -> Result<Host, LabError> {
+        let mut taken = Vec::new();
+        for addr in addrs {
+            let [a, b, c, host] = addr.octets();
+            let valid = [a, b, c] == [203, 0, 113]
+                && (PUBLIC_HOSTS_FROM..ROUTERS_FROM).contains(&host)
+                && !self.used_public_hosts.contains(&host);
+            if !valid {
+                for host in taken {
+                    self.used_public_hosts.remove(&host);
+                }
+                return Err(LabError::BadAddress(*addr));
+            }
+            self.used_public_hosts.insert(host);
+            taken.push(host);
+        }
+        if addrs.is_empty() {
+            return Err(LabError::Exhausted("given public host"));
+        }
+        self.public_host_inner(name, addrs.to_vec())
+    }
+
+    fn public_host_inner(&mut self, name: &str, addrs: Vec<Ipv4Addr>) -> Result<Host, LabError> {
+        let netns = self.new_host(name)?;
+        self.attach_public(&netns, "eth0")?;
+        for addr in &addrs {
             ip(
                 &netns,
                 &["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
             )?;
-            addrs.push(addr);
         }
         Ok(Host {
             name: name.to_string(),
