@@ -43,7 +43,7 @@ pub enum CredentialError {
     NotYetValid(UnixTime),
     #[error("credential has been revoked")]
     Revoked,
-    #[error("credential belongs to {expected_user}'s device {expected_key:?}, not the peer's key")]
+    #[error("credential names another device key than the one the peer proved")]
     WrongKey {
         expected_user: UserName,
         expected_key: PublicKey,

@@ -44,11 +44,14 @@ pub enum E2eError {
     #[error("peer identity could not be verified: bad signature")]
     BadSignature,
     /// The peer proved an identity, but not the one we meant to talk to.
-    #[error("peer identity could not be verified: expected {expected}, got {actual}")]
+    #[error("peer identity could not be verified: the peer is not the user we meant to reach")]
     UnexpectedPeer {
         expected: crate::names::UserName,
         actual: crate::names::UserName,
     },
+    /// Our own handshake message came back to us.
+    #[error("peer identity could not be verified: our own message was reflected")]
+    Reflected,
     /// A Diffie-Hellman input was a low-order point.
     #[error("peer sent a weak key")]
     WeakKey,
@@ -280,7 +283,7 @@ impl std::fmt::Debug for SessionKeys {
 /// A two-message authenticated key exchange (SIGMA-style) for a live session.
 ///
 /// The initiator sends `offer = {cred_i, e_i, sig_i(ctx, e_i)}`; the responder answers with
-/// `answer = {cred_r, e_r, sig_r(ctx, e_i, e_r, cred_i)}` and the initiator finishes with a
+/// `answer = {cred_r, e_r, sig_r(ctx, e_i, e_r, cred_i, cred_r)}` and the initiator finishes with a
 /// `confirm` signature over the full transcript, which the responder checks before trusting
 /// the initiator's identity. Keys come from HKDF over X25519(e_i, e_r) and the transcript,
 /// so a replayed offer yields keys its replayer cannot compute.
@@ -346,7 +349,9 @@ impl Handshake {
     }
 
     /// Responder: checks the offer's credential and signature, answers, and derives the keys.
-    /// The initiator's identity is provisional until [`Handshake::check_confirm`] passes.
+    /// The initiator's identity is provisional until [`Handshake::check_confirm`] passes: an
+    /// offer can be replayed by anyone who saw it, so do not trust (or send media with) these
+    /// keys before the confirmation verifies.
     pub fn answer(
         &mut self,
         authority: &PublicKey,
@@ -354,11 +359,14 @@ impl Handshake {
         offer: &HandshakeMessage,
     ) -> Result<(HandshakeMessage, SessionKeys), E2eError> {
         let peer = offer.credential.verify(authority, now)?;
+        if peer.device_key == self.our_key.public() {
+            return Err(E2eError::Reflected);
+        }
         let t_offer = transcript(&self.context, &[&offer.ephemeral]);
         peer.device_key
             .verify(SigningDomain::PeerHandshake, &t_offer, &offer.signature)
             .map_err(|_| E2eError::BadSignature)?;
-        let t_answer = self.answer_transcript(offer, &self.ephemeral_public);
+        let t_answer = self.answer_transcript(offer, &self.ephemeral_public, &self.our_credential);
         let answer = HandshakeMessage {
             credential: self.our_credential.clone(),
             ephemeral: self.ephemeral_public,
@@ -385,7 +393,10 @@ impl Handshake {
     ) -> Result<(Signature, SessionKeys), E2eError> {
         let offer = self.offer.clone().ok_or(E2eError::WrongContext)?;
         let peer = answer.credential.verify(authority, now)?;
-        let t_answer = self.answer_transcript(&offer, &answer.ephemeral);
+        if peer.device_key == self.our_key.public() {
+            return Err(E2eError::Reflected);
+        }
+        let t_answer = self.answer_transcript(&offer, &answer.ephemeral, &answer.credential);
         peer.device_key
             .verify(SigningDomain::PeerHandshake, &t_answer, &answer.signature)
             .map_err(|_| E2eError::BadSignature)?;
@@ -414,10 +425,14 @@ impl Handshake {
             .map_err(|_| E2eError::BadSignature)
     }
 
+    /// The transcript both sides sign and derive keys from. It binds both ephemeral keys and
+    /// *both* credentials: were the responder's credential left out, a user could relay
+    /// someone else's answer under their own name (identity misbinding).
     fn answer_transcript(
         &self,
         offer: &HandshakeMessage,
         responder_ephemeral: &[u8; 32],
+        responder_credential: &SignedCredential,
     ) -> [u8; 32] {
         transcript(
             &self.context,
@@ -425,6 +440,7 @@ impl Handshake {
                 &offer.ephemeral,
                 responder_ephemeral,
                 &offer.credential.to_bytes(),
+                &responder_credential.to_bytes(),
             ],
         )
     }
@@ -666,6 +682,66 @@ mod tests {
             keys.ensure_peer(&UserName::new("bob").expect("valid")),
             Err(E2eError::UnexpectedPeer { .. })
         ));
+        // Identity misbinding: Alice calls Mallory; Mallory forwards Alice's offer to Bob and
+        // relays Bob's answer to Alice under her own credential, re-signing the transcript
+        // she can compute. Because the transcript binds the responder's credential, Alice and
+        // Bob end up with different transcripts, so Bob's check of Alice's confirmation fails
+        // and their keys differ.
+        let mut alice_calls_mallory = Handshake::new(
+            Role::Initiator,
+            b"call-3",
+            alice.key.clone(),
+            alice.credential.clone(),
+        );
+        let offer = alice_calls_mallory.offer();
+        let mut bob_side = Handshake::new(
+            Role::Responder,
+            b"call-3",
+            bob.key.clone(),
+            bob.credential.clone(),
+        );
+        let (bob_answer, bob_keys) = bob_side
+            .answer(&authority.public(), NOW, &offer)
+            .expect("answer");
+        let relayed_transcript = transcript(
+            b"call-3",
+            &[
+                &offer.ephemeral,
+                &bob_answer.ephemeral,
+                &offer.credential.to_bytes(),
+                &mallory.credential.to_bytes(),
+            ],
+        );
+        let relayed = HandshakeMessage {
+            credential: mallory.credential.clone(),
+            ephemeral: bob_answer.ephemeral,
+            signature: mallory
+                .key
+                .sign(SigningDomain::PeerHandshake, &relayed_transcript),
+        };
+        let (confirm, alice_keys) = alice_calls_mallory
+            .finish(&authority.public(), NOW, &relayed)
+            .expect("mallory's own credential verifies");
+        assert_eq!(alice_keys.peer.user.as_str(), "mallory");
+        assert_ne!(
+            *alice_keys.send_key, *bob_keys.recv_key,
+            "keys must not match Bob's"
+        );
+        assert_eq!(
+            bob_side.check_confirm(&bob_keys, &confirm),
+            Err(E2eError::BadSignature)
+        );
+        // A reflected offer is refused.
+        let mut alice_again = Handshake::new(
+            Role::Responder,
+            b"call-1",
+            alice.key.clone(),
+            alice.credential.clone(),
+        );
+        assert_eq!(
+            alice_again.answer(&authority.public(), NOW, &offer).err(),
+            Some(E2eError::Reflected)
+        );
         // A different call context does not verify either.
         let mut other = Handshake::new(
             Role::Responder,

@@ -64,10 +64,15 @@ pub fn body_len(header: [u8; HEADER_LEN], max_len: usize) -> Result<usize, Frame
 /// Sans-IO reassembly of frames from a byte stream.
 ///
 /// Feed whatever the stream yields with [`FrameDecoder::push`], then drain
-/// [`FrameDecoder::next_frame`] until it returns `Ok(None)`.
+/// [`FrameDecoder::next_frame`] until it returns `Ok(None)`. It holds at most one frame
+/// (header and `max_len` body) plus one pushed chunk: `push` refuses more, so a caller
+/// that forgets to drain cannot grow it without bound.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Bytes before this offset were already returned; compacted lazily so a stream of
+    /// tiny frames costs linear, not quadratic, time.
+    start: usize,
     max_len: usize,
 }
 
@@ -75,33 +80,53 @@ impl FrameDecoder {
     pub fn new(max_len: usize) -> Self {
         Self {
             buf: Vec::new(),
+            start: 0,
             max_len,
         }
     }
 
-    /// Appends bytes read from the stream.
-    pub fn push(&mut self, bytes: &[u8]) {
+    /// Appends bytes read from the stream. Refuses them (`TooLarge`) when the bytes not yet
+    /// returned as frames would exceed one maximal frame plus this chunk.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        let pending = self.buffered();
+        let limit = HEADER_LEN + self.max_len + bytes.len().max(HEADER_LEN + self.max_len);
+        if pending + bytes.len() > limit {
+            return Err(FrameError::TooLarge {
+                len: pending + bytes.len(),
+                max: limit,
+            });
+        }
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
+        Ok(())
     }
 
     /// The next complete frame body, if one has arrived. An oversized length prefix is
     /// reported as soon as the header is complete, before the body is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let Some(header) = self.buf.first_chunk::<HEADER_LEN>() else {
+        let pending = &self.buf[self.start..];
+        let Some(header) = pending.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };
         let len = body_len(*header, self.max_len)?;
-        if self.buf.len() < HEADER_LEN + len {
+        if pending.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let body = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
-        self.buf.drain(..HEADER_LEN + len);
+        let body = pending[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.start += HEADER_LEN + len;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
         Ok(Some(body))
     }
 
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }
 
@@ -122,7 +147,7 @@ mod tests {
             let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
             let mut out = Vec::new();
             for piece in stream.chunks(chunk) {
-                decoder.push(piece);
+                decoder.push(piece).expect("drained after every push");
                 while let Some(body) = decoder.next_frame().expect("valid") {
                     out.push(decode_body::<(u32, String)>(&body).expect("decode"));
                 }
@@ -135,7 +160,7 @@ mod tests {
     #[test]
     fn an_oversized_length_is_refused_before_buffering_the_body() {
         let mut decoder = FrameDecoder::new(1024);
-        decoder.push(&u32::MAX.to_be_bytes());
+        decoder.push(&u32::MAX.to_be_bytes()).expect("small");
         assert_eq!(
             decoder.next_frame(),
             Err(FrameError::TooLarge {
@@ -151,6 +176,22 @@ mod tests {
     }
 
     #[test]
+    fn an_undrained_decoder_refuses_to_grow_without_bound() {
+        let mut decoder = FrameDecoder::new(16);
+        // A frame header announcing 16 bytes, then a trickle of small pushes never drained.
+        decoder.push(&16u32.to_be_bytes()).expect("header");
+        let mut refused = false;
+        for _ in 0..100 {
+            if decoder.push(&[0u8; 8]).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused);
+        assert!(decoder.buffered() <= 2 * (HEADER_LEN + 16) + 8);
+    }
+
+    #[test]
     fn trailing_bytes_are_an_error() {
         let mut body = postcard::to_allocvec(&5u32).expect("encode");
         body.push(0);
@@ -161,7 +202,7 @@ mod tests {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut decoder = FrameDecoder::new(256);
-            decoder.push(&bytes);
+            let _ = decoder.push(&bytes);
             while let Ok(Some(body)) = decoder.next_frame() {
                 let _ = decode_body::<(u64, String, Vec<u8>)>(&body);
             }

@@ -23,6 +23,8 @@ pub enum KeyParseError {
     Length { expected: usize, actual: usize },
     #[error("not a valid Ed25519 public key")]
     NotOnCurve,
+    #[error("weak (small-order) or non-canonical Ed25519 public key")]
+    Weak,
 }
 
 /// A signature did not verify.
@@ -67,14 +69,19 @@ fn decode_fixed<const N: usize>(s: &str) -> Result<[u8; N], KeyParseError> {
     })
 }
 
-/// An Ed25519 public key. Always a valid curve point once constructed.
+/// An Ed25519 public key. Once constructed it is a canonically encoded curve point that is
+/// not of small order: for a small-order key a forged signature verifies on any message, so
+/// such keys would prove nothing in TLS or in signatures.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "[u8; 32]", into = "[u8; 32]")]
 pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyParseError> {
-        VerifyingKey::from_bytes(&bytes).map_err(|_| KeyParseError::NotOnCurve)?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyParseError::NotOnCurve)?;
+        if key.is_weak() || key.to_edwards().compress().to_bytes() != bytes {
+            return Err(KeyParseError::Weak);
+        }
         Ok(Self(bytes))
     }
 
@@ -223,8 +230,13 @@ impl SecretKey {
     }
 
     /// Reads a key file's contents: one line of base64url (as written by [`Self::to_text`]).
+    ///
+    /// Errors never quote the text: it is secret.
     pub fn from_text(text: &str) -> Result<Self, KeyParseError> {
-        let bytes = Zeroizing::new(decode_fixed::<32>(text)?);
+        let bytes = Zeroizing::new(decode_fixed::<32>(text).map_err(|e| match e {
+            KeyParseError::Base64(_) => KeyParseError::Base64("invalid character".into()),
+            other => other,
+        })?);
         Ok(Self::from_bytes(&bytes))
     }
 
@@ -268,6 +280,27 @@ mod tests {
                 actual: 3
             })
         ));
+    }
+
+    #[test]
+    fn small_order_and_non_canonical_keys_are_refused() {
+        // The identity point: any signature with R = [s]B verifies for it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(PublicKey::from_bytes(identity), Err(KeyParseError::Weak));
+        // A non-canonical encoding of the identity (y = p + 1).
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xee;
+        non_canonical[31] = 0x7f;
+        assert!(PublicKey::from_bytes(non_canonical).is_err());
+        assert!(PublicKey::from_bytes(*SecretKey::generate().public().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn secret_key_parse_errors_do_not_quote_the_secret() {
+        let err = SecretKey::from_text("abc$defghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP")
+            .expect_err("invalid");
+        assert!(!err.to_string().contains('$'), "{err}");
     }
 
     #[test]

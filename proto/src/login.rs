@@ -512,7 +512,8 @@ pub fn decode_any(bytes: &[u8]) {
     let _ = decode_supernode_to_login(bytes);
     let _ = decode_login_to_supernode(bytes);
     let mut decoder = frame::FrameDecoder::new(MAX_LOGIN_FRAME);
-    decoder.push(bytes);
+    // One push of the whole input is always within the decoder's limit.
+    let _ = decoder.push(bytes);
     while let Ok(Some(body)) = decoder.next_frame() {
         let _ = decode_client_to_login(&body);
         let _ = decode_supernode_to_login(&body);

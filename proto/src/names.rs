@@ -18,7 +18,7 @@ pub enum NameError {
     UserNameCharacter,
     #[error("display name must be at most 64 characters long")]
     DisplayNameLength,
-    #[error("display name must not contain control characters")]
+    #[error("display name must not contain control, formatting or line-separator characters")]
     DisplayNameControl,
 }
 
@@ -96,7 +96,10 @@ impl DisplayName {
         if name.chars().count() > Self::MAX_CHARS {
             return Err(NameError::DisplayNameLength);
         }
-        if name.chars().any(char::is_control) {
+        if name
+            .chars()
+            .any(|c| c.is_control() || is_invisible_format(c))
+        {
             return Err(NameError::DisplayNameControl);
         }
         Ok(Self(name))
@@ -114,6 +117,35 @@ impl DisplayName {
             .flat_map(char::to_lowercase)
             .all(|p| name.next() == Some(p))
     }
+}
+
+/// Unicode format characters (category Cf) and line/paragraph separators (Zl, Zp): they are
+/// invisible or reorder text (bidi overrides), so a display name holding them could pass
+/// for another.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}'
+        | '\u{0600}'..='\u{0605}'
+        | '\u{061C}'
+        | '\u{06DD}'
+        | '\u{070F}'
+        | '\u{0890}'..='\u{0891}'
+        | '\u{08E2}'
+        | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{110BD}'
+        | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0001}'
+        | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 impl TryFrom<String> for DisplayName {
@@ -181,7 +213,7 @@ macro_rules! random_id {
         impl FromStr for $name {
             type Err = IdParseError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                if s.len() != 32 || !s.is_ascii() {
+                if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(IdParseError);
                 }
                 let mut bytes = [0u8; 16];
@@ -260,6 +292,18 @@ mod tests {
             DisplayName::new("\u{1b}[31m"),
             Err(NameError::DisplayNameControl)
         );
+        for spoof in [
+            "evil\u{202E}gnp.exe",
+            "al\u{200B}ice",
+            "a\u{2028}b",
+            "\u{FEFF}bob",
+        ] {
+            assert_eq!(
+                DisplayName::new(spoof),
+                Err(NameError::DisplayNameControl),
+                "{spoof:?}"
+            );
+        }
     }
 
     #[test]
@@ -277,6 +321,7 @@ mod tests {
         let id = CallId([0xab; 16]);
         assert_eq!(id.to_string().parse::<CallId>(), Ok(id));
         assert!("xyz".parse::<MessageId>().is_err());
+        assert!(format!("+{}", "0".repeat(31)).parse::<MessageId>().is_err());
         assert!("é".repeat(16).parse::<MessageId>().is_err());
     }
 }
