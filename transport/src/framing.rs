@@ -2,7 +2,8 @@
 //! request/response helper.
 //!
 //! Reading never buffers more than the frame limit: the length is checked before the body
-//! is read. Waiting for the *start* of a frame is not timed (an idle stream is legitimate and
+//! is read, and the body's buffer grows with the bytes that actually arrive (starting at
+//! 4 KiB), so a peer announcing a large frame it never sends pins little memory. Waiting for the *start* of a frame is not timed (an idle stream is legitimate and
 //! the connection's idle timeout covers dead peers); once a frame has started, the rest must
 //! arrive within [`FrameLimits::mid_frame_timeout`], so a peer that stalls mid-frame cannot
 //! pin a buffer forever.
@@ -132,14 +133,31 @@ where
     let rest = async {
         read_exact_or_truncated(reader, &mut header[first..]).await?;
         let len = frame::body_len(header, limits.max_len)?;
-        let mut body = vec![0u8; len];
-        read_exact_or_truncated(reader, &mut body).await?;
-        Ok::<_, FrameIoError>(body)
+        read_body(reader, len).await
     };
     let body = tokio::time::timeout(limits.mid_frame_timeout, rest)
         .await
         .map_err(|_| FrameIoError::Stalled(limits.mid_frame_timeout))??;
     Ok(Some(frame::decode_body(&body)?))
+}
+
+/// Bytes reserved for a body before any of it has arrived. The announced length only
+/// bounds the body: a peer that announces a large frame and sends nothing more makes us
+/// hold this much, not the announced length.
+const INITIAL_BODY_CAPACITY_BYTES: usize = 4 * 1024;
+
+/// Reads exactly `len` body bytes into a buffer that grows with the bytes received.
+async fn read_body<R>(reader: &mut R, len: usize) -> Result<Vec<u8>, FrameIoError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+{
+    let mut body = Vec::with_capacity(len.min(INITIAL_BODY_CAPACITY_BYTES));
+    let announced = u64::try_from(len).unwrap_or(u64::MAX);
+    let received = reader.take(announced).read_to_end(&mut body).await?;
+    if received < len {
+        return Err(FrameIoError::Truncated);
+    }
+    Ok(body)
 }
 
 async fn read_exact_or_truncated<R>(reader: &mut R, buf: &mut [u8]) -> Result<(), FrameIoError>
