@@ -126,22 +126,26 @@ async fn a_flood_of_connections_is_refused_beyond_the_limit_and_service_resumes(
     let server = login_server::LoginServer::start(cfg).await.expect("start");
     let mut held = Vec::new();
     let mut refused = 0;
+    // QUIC only (the limit applies to each transport; TCP has its own 8 slots).
     for _ in 0..16 {
         let device = Device::new();
-        match tokio::time::timeout(
+        let attempt = tokio::time::timeout(
             Duration::from_secs(15),
-            login_server::client::LoginConnection::connect(
-                &device.endpoint,
+            device.endpoint.connect(
                 server.quic_addr(),
-                server.authority_key(),
+                transport::PeerPolicy::Key(server.authority_key()),
+                &transport::Tuning::client(),
             ),
         )
-        .await
-        {
-            Ok(Ok(conn)) => match conn.directory().await {
-                Ok(_) => held.push((device, conn)),
-                Err(_) => refused += 1,
-            },
+        .await;
+        match attempt {
+            Ok(Ok(conn)) => {
+                let conn = login_server::client::LoginConnection::from_conn(conn);
+                match conn.directory().await {
+                    Ok(_) => held.push((device, conn)),
+                    Err(_) => refused += 1,
+                }
+            }
             _ => refused += 1,
         }
     }

@@ -1,8 +1,9 @@
-//! The QUIC listener: accepts connections (TLS identity = the authority key), serves each
-//! bidirectional stream as one request, and shuts down cleanly.
+//! The listener (QUIC, and TLS-over-TCP for clients whose UDP is blocked): accepts
+//! connections (TLS identity = the authority key), serves each bidirectional stream as one
+//! request, and shuts down cleanly.
 //!
-//! Bounds on what a peer can make us hold: a connection limit (QUIC refuses beyond it), 32
-//! streams per connection (QUIC flow control), a global limit of requests in flight
+//! Bounds on what a peer can make us hold: a connection limit per transport (each refuses
+//! beyond it), 32 streams per connection (flow control), a global limit of requests in flight
 //! (answered with `Busy` beyond it, without reading the request), frames of at most
 //! [`MAX_LOGIN_FRAME`] bytes and [`REQUEST_READ_TIMEOUT`] to send a whole request.
 
