@@ -84,6 +84,33 @@ pub struct Supernode {
     pub alternate_addr: SocketAddr,
     /// The process (stderr holds its logs).
     pub process: LabProcess,
+    /// Its `--data-dir`.
+    pub data_dir: PathBuf,
+}
+
+impl Supernode {
+    /// REST-style TURN credentials for `user`, valid `ttl_s` seconds, minted with the
+    /// supernode's TURN secret read from its data directory (`turn-secret.key`, the way the
+    /// supernode derives it). For tests of the relay path until `peerphone
+    /// turn-credentials` can fetch them from a session.
+    pub fn turn_credentials(
+        &self,
+        user: &str,
+        ttl_s: u64,
+    ) -> Result<nat::turn::credentials::TurnCredentials, LabError> {
+        let text = std::fs::read_to_string(self.data_dir.join("turn-secret.key"))?;
+        let key = proto::SecretKey::from_text(&text)
+            .map_err(|e| LabError::Agent(format!("supernode TURN secret: {e}")))?;
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(nat::turn::credentials::mint(
+            key.to_bytes().as_slice(),
+            user,
+            now_unix,
+            ttl_s,
+        ))
+    }
 }
 
 /// The login server and supernodes of a lab.
@@ -178,11 +205,13 @@ fn start_supernode(
         .arg("--data-dir")
         .arg(data_dir.join(format!("sn{index}")));
     let process = host.spawn(command)?;
+    let data_dir = data_dir.join(format!("sn{index}"));
     Ok(Supernode {
         host,
         quic_addr,
         turn_addr,
         alternate_addr,
         process,
+        data_dir,
     })
 }

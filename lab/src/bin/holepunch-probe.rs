@@ -8,18 +8,28 @@
 //!    "candidates":[…]}` (the peer's offer and our role) on stdin.
 //! 3. Punches; prints `{"result":"connected","remote":ADDR,"remote_kind":…,"elapsed_ms":N}`
 //!    or `{"result":"failed","reason":…,"elapsed_ms":N}`, keeps answering the peer's checks
-//!    for `--linger-ms` (default 1000) so the peer can finish too, and exits 0.
+//!    (and printing path changes) for `--linger-ms` (default 1000) after the first result
+//!    so the peer can finish too, and exits 0.
 //!
-//! Usage: `holepunch-probe --stun ADDR [--connect-timeout-ms N] [--linger-ms N]`
+//! With `--turn ADDR --turn-username U --turn-password P` it also allocates on that TURN
+//! server (`nat::turn::client`) and offers the relayed address as a candidate; checks over
+//! relayed pairs go through the allocation. Every selection is printed as
+//! `{"result":"connected"|"path_changed","path":"direct"|"relay",…}`.
+//!
+//! Usage: `holepunch-probe --stun ADDR [--connect-timeout-ms N] [--linger-ms N]
+//! [--turn ADDR --turn-username U --turn-password P]`
 
 use std::io::BufRead;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use nat::Via;
 use nat::holepunch::{Candidate, HolePunch, HolePunchConfig, IceCredentials, PunchEvent, Role};
+use nat::path::PathKind;
 use nat::stun::attributes::XorMappedAddress;
 use nat::stun::{MessageClass, binding_request, decode, encode, new_transaction_id};
+use nat::turn::client::{ClientConfig, ClientEvent, TurnClient};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,12 +56,16 @@ struct Args {
     stun: SocketAddr,
     connect_timeout: Option<Duration>,
     linger: Duration,
+    turn: Option<ClientConfig>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut stun = None;
     let mut connect_timeout = None;
     let mut linger = Duration::from_secs(1);
+    let mut turn_server: Option<SocketAddr> = None;
+    let mut turn_username = None;
+    let mut turn_password = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args
@@ -64,13 +78,24 @@ fn parse_args() -> anyhow::Result<Args> {
                 connect_timeout = Some(Duration::from_millis(value.parse().with_context(bad)?));
             }
             "--linger-ms" => linger = Duration::from_millis(value.parse().with_context(bad)?),
+            "--turn" => turn_server = Some(value.parse().with_context(bad)?),
+            "--turn-username" => turn_username = Some(value),
+            "--turn-password" => turn_password = Some(value),
             other => bail!("unknown flag {other}"),
         }
     }
+    let turn = match (turn_server, turn_username, turn_password) {
+        (None, None, None) => None,
+        (Some(server), Some(username), Some(password)) => {
+            Some(ClientConfig::new(server, username, password))
+        }
+        _ => bail!("--turn, --turn-username and --turn-password go together"),
+    };
     Ok(Args {
         stun: stun.context("--stun ADDR is required")?,
         connect_timeout,
         linger,
+        turn,
     })
 }
 
@@ -125,6 +150,41 @@ fn server_reflexive(socket: &UdpSocket, server: SocketAddr) -> anyhow::Result<Op
     Ok(None)
 }
 
+/// Allocates on the TURN server, serving only TURN traffic meanwhile (nothing else is
+/// expected before the offer is out).
+fn allocate(socket: &UdpSocket, turn: &mut TurnClient) -> anyhow::Result<SocketAddr> {
+    let started = Instant::now();
+    turn.allocate(started).context("starting the allocation")?;
+    let mut buf = [0u8; 1500];
+    loop {
+        while let Some(transmit) = turn.poll_transmit() {
+            let _ = socket.send_to(&transmit.payload, transmit.destination);
+        }
+        while let Some(event) = turn.poll_event() {
+            match event {
+                ClientEvent::Allocated { relayed, .. } => return Ok(relayed),
+                ClientEvent::AllocationFailed(error) => bail!("TURN allocation failed: {error}"),
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        if now.duration_since(started) > Duration::from_secs(30) {
+            bail!("TURN allocation did not finish in 30 s");
+        }
+        let due = turn
+            .poll_timeout()
+            .unwrap_or(now + Duration::from_millis(100));
+        if due <= now {
+            turn.handle_timeout(now);
+            continue;
+        }
+        socket.set_read_timeout(Some(due - now))?;
+        if let Ok((len, from)) = socket.recv_from(&mut buf) {
+            turn.handle_datagram(Instant::now(), from, &buf[..len]);
+        }
+    }
+}
+
 fn run(args: &Args) -> anyhow::Result<()> {
     let socket = UdpSocket::bind("0.0.0.0:0").context("binding")?;
     let local = socket.local_addr()?;
@@ -134,6 +194,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
         && mapped != candidates[0].addr
     {
         candidates.push(Candidate::server_reflexive(mapped));
+    }
+    let mut turn = args
+        .turn
+        .clone()
+        .map(|config| TurnClient::new(config, rand::random()));
+    let mut relayed = None;
+    if let Some(turn) = turn.as_mut() {
+        let addr = allocate(&socket, turn)?;
+        relayed = Some(addr);
+        candidates.push(Candidate::relayed(addr));
     }
     let credentials = IceCredentials::random(&mut rand::rng());
     let offer = Offer {
@@ -162,6 +232,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         punch.add_local_candidate(candidate);
     }
     for candidate in answer.candidates {
+        if let Some(turn) = turn.as_mut() {
+            // Relayed checks to this peer need a permission on our allocation; so do the
+            // peer's checks arriving at our relayed address.
+            turn.create_permission(started, candidate.addr.ip())
+                .context("creating a TURN permission")?;
+        }
         punch.add_remote_candidate(started, candidate);
     }
     // The core gives up by itself; this only bounds a bug.
@@ -173,14 +249,50 @@ fn run(args: &Args) -> anyhow::Result<()> {
         if punch.poll_timeout().is_some_and(|due| due <= now) {
             punch.handle_timeout(now);
         }
+        if let Some(turn) = turn.as_mut()
+            && turn.poll_timeout().is_some_and(|due| due <= now)
+        {
+            turn.handle_timeout(now);
+        }
         while let Some(transmit) = punch.poll_transmit() {
-            let _ = socket.send_to(&transmit.payload, transmit.destination);
+            match (transmit.via, turn.as_mut()) {
+                (Via::Direct, _) => {
+                    let _ = socket.send_to(&transmit.payload, transmit.destination);
+                }
+                (Via::Relay { .. }, Some(turn)) => {
+                    // A refused relay send is a lost check; retransmissions cover it.
+                    let _ = turn.send_to(transmit.destination, &transmit.payload);
+                }
+                (Via::Relay { .. }, None) => {}
+            }
+        }
+        if let Some(turn) = turn.as_mut() {
+            while let Some(transmit) = turn.poll_transmit() {
+                let _ = socket.send_to(&transmit.payload, transmit.destination);
+            }
+            while let Some(event) = turn.poll_event() {
+                if let (ClientEvent::Data { peer, payload }, Some(relayed)) = (event, relayed) {
+                    punch.handle_relayed_datagram(Instant::now(), relayed, peer, &payload);
+                }
+            }
         }
         while let Some(event) = punch.poll_event() {
             let elapsed_ms = started.elapsed().as_millis();
+            let path = |kind: PathKind| match kind {
+                PathKind::Direct => "direct",
+                PathKind::Relay => "relay",
+            };
             let report = match event {
                 PunchEvent::Connected { pair } => serde_json::json!({
                     "result": "connected",
+                    "path": path(pair.kind()),
+                    "remote": pair.remote,
+                    "remote_kind": pair.remote_kind,
+                    "elapsed_ms": elapsed_ms,
+                }),
+                PunchEvent::PathChanged { pair } => serde_json::json!({
+                    "result": "path_changed",
+                    "path": path(pair.kind()),
                     "remote": pair.remote,
                     "remote_kind": pair.remote_kind,
                     "elapsed_ms": elapsed_ms,
@@ -190,10 +302,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     "reason": format!("{reason:?}"),
                     "elapsed_ms": elapsed_ms,
                 }),
-                PunchEvent::PathChanged { .. } => continue,
             };
+            println!("{report}");
             if stop_at.is_none() {
-                println!("{report}");
                 stop_at = Some(Instant::now() + args.linger);
             }
         }
@@ -204,6 +315,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         let mut wake = punch
             .poll_timeout()
             .unwrap_or(now + Duration::from_millis(100));
+        if let Some(due) = turn.as_ref().and_then(TurnClient::poll_timeout) {
+            wake = wake.min(due);
+        }
         if let Some(at) = stop_at {
             wake = wake.min(at);
         }
@@ -212,7 +326,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .max(Duration::from_millis(1));
         socket.set_read_timeout(Some(wait))?;
         if let Ok((len, from)) = socket.recv_from(&mut buf) {
-            punch.handle_datagram(Instant::now(), from, &buf[..len]);
+            let consumed = turn
+                .as_mut()
+                .is_some_and(|turn| turn.handle_datagram(Instant::now(), from, &buf[..len]));
+            if !consumed {
+                punch.handle_datagram(Instant::now(), from, &buf[..len]);
+            }
         }
     }
 }
