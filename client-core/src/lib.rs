@@ -10,6 +10,8 @@
 //! What it does not do: no IO, no clock, no tokio; no connections (the app's shell opens
 //! QUIC connections for the `Transmit`s); no end-to-end encryption of routed payloads.
 
+pub mod call;
+pub mod chat;
 pub mod homing;
 pub mod host_cache;
 pub mod search;

@@ -233,6 +233,145 @@ impl PeerToPeer {
     }
 }
 
+/// The context every device-to-device envelope is sealed under, routed or stored offline.
+pub const PEER_CONTEXT: &[u8] = b"peerphone/v1/peer-to-peer";
+
+/// The most device copies one offline bundle carries.
+pub const MAX_OFFLINE_COPIES: usize = crate::supernode::MAX_DEVICES_PER_USER;
+
+/// A routed payload or offline bundle could not be sealed or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerEnvelopeError {
+    /// The bytes are not an envelope (or bundle of envelopes).
+    #[error("not a sealed envelope")]
+    Malformed,
+    /// No copy in an offline bundle is sealed to this device.
+    #[error("no copy of the message is sealed to this device")]
+    NotForUs,
+    /// The envelope failed end-to-end checks (decryption, identity).
+    #[error(transparent)]
+    E2e(#[from] crate::e2e::E2eError),
+    /// The inner message does not decode.
+    #[error("peer message does not decode: {0}")]
+    Decode(crate::kind::DecodeError),
+    /// The inner message breaks a bound.
+    #[error(transparent)]
+    Bounds(#[from] PeerMessageError),
+    /// The sealed message is larger than a routed payload may be.
+    #[error("sealed message of {0} bytes is too large")]
+    TooLarge(usize),
+}
+
+/// Seals one message to one device; the bytes are a `Route` payload
+/// (`postcard(SealedEnvelope)` over `postcard(PeerToPeer)`).
+pub fn seal_peer_message(
+    sender_key: &crate::keys::SecretKey,
+    sender_credential: &crate::credential::SignedCredential,
+    recipient: &crate::keys::PublicKey,
+    message: &PeerToPeer,
+) -> Result<Vec<u8>, PeerEnvelopeError> {
+    let body = postcard::to_allocvec(message).map_err(|_| PeerEnvelopeError::Malformed)?;
+    let envelope = crate::e2e::seal(
+        sender_key,
+        sender_credential,
+        recipient,
+        PEER_CONTEXT,
+        &body,
+    )?;
+    let bytes = postcard::to_allocvec(&envelope).map_err(|_| PeerEnvelopeError::Malformed)?;
+    if bytes.len() > crate::supernode::MAX_ROUTE_PAYLOAD {
+        return Err(PeerEnvelopeError::TooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// Opens a `Routed` payload sealed to this device: verifies the sender's credential against
+/// the authority at `now`, decodes and bounds-checks the message. The returned credential
+/// is the only trustworthy sender identity (the supernode's `from` fields are not).
+pub fn open_peer_message(
+    recipient_key: &crate::keys::SecretKey,
+    authority: &crate::keys::PublicKey,
+    now: crate::time::UnixTime,
+    payload: &[u8],
+) -> Result<(crate::credential::Credential, PeerToPeer), PeerEnvelopeError> {
+    if payload.len() > crate::supernode::MAX_ROUTE_PAYLOAD {
+        return Err(PeerEnvelopeError::TooLarge(payload.len()));
+    }
+    let envelope: crate::e2e::SealedEnvelope =
+        crate::frame::decode_body(payload).map_err(|_| PeerEnvelopeError::Malformed)?;
+    open_envelope(recipient_key, authority, now, &envelope)
+}
+
+fn open_envelope(
+    recipient_key: &crate::keys::SecretKey,
+    authority: &crate::keys::PublicKey,
+    now: crate::time::UnixTime,
+    envelope: &crate::e2e::SealedEnvelope,
+) -> Result<(crate::credential::Credential, PeerToPeer), PeerEnvelopeError> {
+    let opened = crate::e2e::open(recipient_key, authority, now, PEER_CONTEXT, envelope)?;
+    let message = PeerToPeer::decode(&opened.payload).map_err(PeerEnvelopeError::Decode)?;
+    message.validate()?;
+    Ok((opened.sender, message))
+}
+
+/// Bundles the copies of one message sealed to each of the recipient's devices, for the
+/// offline mailbox (`Envelope::sealed`): the mailbox keeps one envelope per message id, and
+/// whichever device logs in next picks its own copy. Copies that would not fit in
+/// [`crate::login::MAX_SEALED_BYTES`] are left out (earlier recipients first).
+pub fn seal_offline_bundle(
+    sender_key: &crate::keys::SecretKey,
+    sender_credential: &crate::credential::SignedCredential,
+    recipients: &[crate::keys::PublicKey],
+    message: &PeerToPeer,
+) -> Result<Vec<u8>, PeerEnvelopeError> {
+    let body = postcard::to_allocvec(message).map_err(|_| PeerEnvelopeError::Malformed)?;
+    let mut copies: Vec<crate::e2e::SealedEnvelope> = Vec::new();
+    let mut bytes = postcard::to_allocvec(&copies).map_err(|_| PeerEnvelopeError::Malformed)?;
+    for recipient in recipients.iter().take(MAX_OFFLINE_COPIES) {
+        let envelope = crate::e2e::seal(
+            sender_key,
+            sender_credential,
+            recipient,
+            PEER_CONTEXT,
+            &body,
+        )?;
+        copies.push(envelope);
+        let candidate = postcard::to_allocvec(&copies).map_err(|_| PeerEnvelopeError::Malformed)?;
+        if candidate.len() > crate::login::MAX_SEALED_BYTES {
+            copies.pop();
+            break;
+        }
+        bytes = candidate;
+    }
+    if copies.is_empty() {
+        return Err(PeerEnvelopeError::TooLarge(body.len()));
+    }
+    Ok(bytes)
+}
+
+/// Opens this device's copy in an offline bundle (see [`seal_offline_bundle`]).
+pub fn open_offline_bundle(
+    recipient_key: &crate::keys::SecretKey,
+    authority: &crate::keys::PublicKey,
+    now: crate::time::UnixTime,
+    sealed: &[u8],
+) -> Result<(crate::credential::Credential, PeerToPeer), PeerEnvelopeError> {
+    if sealed.len() > crate::login::MAX_SEALED_BYTES {
+        return Err(PeerEnvelopeError::TooLarge(sealed.len()));
+    }
+    let copies: Vec<crate::e2e::SealedEnvelope> =
+        crate::frame::decode_body(sealed).map_err(|_| PeerEnvelopeError::Malformed)?;
+    if copies.len() > MAX_OFFLINE_COPIES {
+        return Err(PeerEnvelopeError::Malformed);
+    }
+    let me = recipient_key.public();
+    let copy = copies
+        .iter()
+        .find(|c| c.recipient == me)
+        .ok_or(PeerEnvelopeError::NotForUs)?;
+    open_envelope(recipient_key, authority, now, copy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +482,82 @@ mod tests {
             ids: vec![MessageId([0; 16]); MAX_RECEIPT_IDS + 1],
         };
         assert_eq!(many.validate(), Err(PeerMessageError::TooMany));
+    }
+
+    fn device(authority: &SecretKey, name: &str) -> (SecretKey, SignedCredential) {
+        let key = SecretKey::generate();
+        let claims = Credential {
+            serial: 7,
+            user: UserName::new(name).expect("valid"),
+            display_name: DisplayName::default(),
+            device_key: key.public(),
+            issued_at: UnixTime::from_secs(100),
+            expires_at: UnixTime::from_secs(10_000),
+        };
+        let credential = SignedCredential::issue(&claims, authority);
+        (key, credential)
+    }
+
+    #[test]
+    fn routed_and_offline_envelopes_round_trip_and_refuse_corruption() {
+        let authority = SecretKey::generate();
+        let (alice_key, alice_cred) = device(&authority, "alice");
+        let (bob1, _) = device(&authority, "bob");
+        let (bob2, _) = device(&authority, "bob");
+        let now = UnixTime::from_secs(500);
+        let message = PeerToPeer::Chat(ChatMessage {
+            id: MessageId([9; 16]),
+            sent_at_millis: 5,
+            seq: 0,
+            text: "hello".into(),
+        });
+        let payload =
+            seal_peer_message(&alice_key, &alice_cred, &bob1.public(), &message).expect("seal");
+        let (sender, opened) =
+            open_peer_message(&bob1, &authority.public(), now, &payload).expect("open");
+        assert_eq!(sender.user.as_str(), "alice");
+        assert_eq!(opened, message);
+        assert_eq!(
+            open_peer_message(&bob2, &authority.public(), now, &payload),
+            Err(PeerEnvelopeError::E2e(crate::e2e::E2eError::WrongContext))
+        );
+        let bundle = seal_offline_bundle(
+            &alice_key,
+            &alice_cred,
+            &[bob1.public(), bob2.public()],
+            &message,
+        )
+        .expect("bundle");
+        for bob in [&bob1, &bob2] {
+            let (_, opened) =
+                open_offline_bundle(bob, &authority.public(), now, &bundle).expect("open");
+            assert_eq!(opened, message);
+        }
+        assert_eq!(
+            open_offline_bundle(&alice_key, &authority.public(), now, &bundle),
+            Err(PeerEnvelopeError::NotForUs)
+        );
+        // Every truncation and single-byte corruption is an error, never a panic.
+        for i in 0..payload.len() {
+            assert!(open_peer_message(&bob1, &authority.public(), now, &payload[..i]).is_err());
+            let mut bad = payload.clone();
+            bad[i] ^= 0x41;
+            assert!(open_peer_message(&bob1, &authority.public(), now, &bad).is_err());
+        }
+        for i in (0..bundle.len()).step_by(7) {
+            let mut bad = bundle.clone();
+            bad[i] ^= 0x41;
+            let _ = open_offline_bundle(&bob1, &authority.public(), now, &bad);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_open(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let key = SecretKey::from_bytes(&[5; 32]);
+            let authority = SecretKey::from_bytes(&[6; 32]).public();
+            proptest::prop_assert!(open_peer_message(&key, &authority, UnixTime::from_secs(1), &bytes).is_err());
+            proptest::prop_assert!(open_offline_bundle(&key, &authority, UnixTime::from_secs(1), &bytes).is_err());
+        }
     }
 }
