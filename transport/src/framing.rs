@@ -19,6 +19,9 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 /// How long the rest of a frame may take once its first byte has arrived.
 pub const DEFAULT_MID_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long [`request`] waits for its response.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Bounds on reading one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameLimits {
@@ -26,6 +29,11 @@ pub struct FrameLimits {
     pub max_len: usize,
     /// How long the rest of a frame may take once its first byte has arrived.
     pub mid_frame_timeout: Duration,
+    /// How long [`request`] may take from opening its stream to having read the response;
+    /// a peer that accepts a request and never answers fails it with
+    /// [`RequestError::TimedOut`]. Not applied to [`Responses::next`], whose streams may
+    /// legitimately stay quiet.
+    pub response_timeout: Duration,
 }
 
 impl FrameLimits {
@@ -33,6 +41,7 @@ impl FrameLimits {
         Self {
             max_len,
             mid_frame_timeout: DEFAULT_MID_FRAME_TIMEOUT,
+            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
         }
     }
 }
@@ -180,10 +189,13 @@ pub enum RequestError {
     Frame(#[from] FrameIoError),
     #[error("peer ended the stream without a response")]
     NoResponse,
+    #[error("no response within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// Sends `request` on a new stream, finishes the sending side, and reads exactly one
-/// response of at most `limits.max_len` bytes.
+/// response of at most `limits.max_len` bytes, all within `limits.response_timeout`
+/// (waiting for stream credit included).
 pub async fn request<Req, Resp>(
     conn: &Conn,
     request: &Req,
@@ -193,8 +205,13 @@ where
     Req: Serialize,
     Resp: DeserializeOwned,
 {
-    let mut responses = request_stream(conn, request, limits).await?;
-    responses.next().await?.ok_or(RequestError::NoResponse)
+    let exchange = async {
+        let mut responses = request_stream(conn, request, limits).await?;
+        responses.next().await?.ok_or(RequestError::NoResponse)
+    };
+    tokio::time::timeout(limits.response_timeout, exchange)
+        .await
+        .unwrap_or(Err(RequestError::TimedOut(limits.response_timeout)))
 }
 
 /// Sends `request` on a new stream and finishes the sending side; the responses are read
@@ -306,6 +323,7 @@ mod tests {
         let limits = FrameLimits {
             max_len: 64,
             mid_frame_timeout: Duration::from_secs(5),
+            ..FrameLimits::default()
         };
         // Idle between frames: still waiting after far longer than the mid-frame timeout.
         let idle = tokio::time::timeout(

@@ -19,7 +19,8 @@
 //! - [`Conn`]: an authenticated connection over either transport: [`Conn::open_bi`],
 //!   [`Conn::accept_bi`], [`Conn::peer_key`].
 //! - [`framing`]: length-prefixed postcard frames on streams ([`write_frame`],
-//!   [`read_frame`]) with size limits and a mid-frame timeout, and [`request`].
+//!   [`read_frame`]) with size limits and a mid-frame timeout, and [`request`] with a
+//!   response timeout.
 //! - [`keyfile`]: secret key files (mode 0600, atomic creation).
 //!
 //! A server serves both transports with one loop per listener, and checks every client's

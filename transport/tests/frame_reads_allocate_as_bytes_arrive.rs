@@ -44,6 +44,7 @@ async fn a_large_announced_frame_that_never_arrives_does_not_reserve_its_length(
     let limits = FrameLimits {
         max_len: announced_bytes as usize,
         mid_frame_timeout: Duration::from_secs(5),
+        ..FrameLimits::default()
     };
     let (mut peer, mut ours) = tokio::io::duplex(256);
     peer.write_all(&announced_bytes.to_be_bytes())

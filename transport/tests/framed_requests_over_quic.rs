@@ -139,6 +139,7 @@ async fn a_peer_that_stalls_mid_frame_is_dropped() {
     let limits = FrameLimits {
         max_len: 1024,
         mid_frame_timeout: Duration::from_millis(300),
+        ..FrameLimits::default()
     };
     let mut fixture = fixture(limits);
     let conn = dial(&fixture).await;
@@ -158,4 +159,51 @@ async fn a_peer_that_stalls_mid_frame_is_dropped() {
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(echo(&conn, "next").await, Response::Echo("next".into()));
+}
+
+#[tokio::test]
+async fn a_request_the_server_never_answers_times_out_with_a_typed_error() {
+    let identity = key();
+    let server =
+        Endpoint::bind(loopback(), &identity, Some(ServerOptions::default())).expect("bind server");
+    let accepting = server.clone();
+    // Accepts connections and streams, reads the request, and never answers.
+    tokio::spawn(async move {
+        let incoming = accepting.accept().await.expect("incoming");
+        let conn = incoming.complete().await.expect("handshake");
+        let mut held = Vec::new();
+        while let Ok((send, mut recv)) = conn.accept_bi().await {
+            let mut request = Vec::new();
+            let _ = recv.read_to_end(&mut request).await;
+            held.push((send, recv));
+        }
+    });
+    let client = Endpoint::bind(loopback(), &key(), None).expect("bind client");
+    let conn = client
+        .connect(
+            server.local_addr().expect("addr"),
+            PeerPolicy::Key(identity.public()),
+            &Tuning::client(),
+        )
+        .await
+        .expect("connect");
+    let response_timeout = Duration::from_millis(300);
+    let limits = FrameLimits {
+        response_timeout,
+        ..FrameLimits::default()
+    };
+    let result = tokio::time::timeout(
+        PROMPTLY,
+        transport::request::<_, Response>(&conn, &Request::Echo("hello?".into()), limits),
+    )
+    .await
+    .expect("request() must give up by itself");
+    match result {
+        Err(transport::RequestError::TimedOut(after)) => assert_eq!(after, response_timeout),
+        other => panic!("expected a response timeout, got {other:?}"),
+    }
+    assert_eq!(
+        FrameLimits::default().response_timeout,
+        Duration::from_secs(30)
+    );
 }

@@ -246,6 +246,7 @@ async fn over_tcp_a_peer_that_stalls_mid_frame_is_dropped() {
     let limits = FrameLimits {
         max_len: 1024,
         mid_frame_timeout: Duration::from_millis(300),
+        ..FrameLimits::default()
     };
     let mut fixture = fixture(limits).await;
     let conn = dial_as(&fixture, &key()).await;
