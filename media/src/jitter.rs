@@ -421,6 +421,60 @@ impl JitterBuffer {
     }
 }
 
+/// Drives a fresh jitter buffer with packets and polls decoded from arbitrary bytes and
+/// checks its invariants (one full frame per poll, bounded memory). Shared by the fuzz
+/// target `media_jitter` and the property test run in CI; panics only on a broken
+/// invariant.
+pub fn exercise_with_bytes(data: &[u8]) {
+    use crate::packet::PacketHeader;
+    let config = JitterConfig {
+        max_packets: 16,
+        ..JitterConfig::default()
+    };
+    let Ok(mut jb) = JitterBuffer::new(config) else {
+        return;
+    };
+    let mut now = Instant::now();
+    let (mut sequence, mut timestamp) = (0u32, 0u32);
+    let mut bytes = data.iter().copied();
+    while let Some(op) = bytes.next() {
+        match op % 4 {
+            0 | 1 => {
+                let step = i32::from(bytes.next().unwrap_or(1) as i8);
+                sequence = sequence.wrapping_add_signed(step.signum());
+                timestamp = timestamp.wrapping_add_signed(step * FRAME_SAMPLES as i32);
+                let flags = Flags::from_bits_truncate(bytes.next().unwrap_or(0));
+                let len = usize::from(bytes.next().unwrap_or(0));
+                let payload: Vec<u8> = bytes.by_ref().take(len).collect();
+                jb.handle_packet(
+                    now,
+                    MediaPacket {
+                        header: PacketHeader {
+                            sequence,
+                            timestamp,
+                            flags,
+                        },
+                        payload,
+                    },
+                );
+            }
+            2 => {
+                let frame = jb.poll_frame(now);
+                assert_eq!(frame.samples.len(), FRAME_SAMPLES);
+                assert!(
+                    frame.samples.iter().all(|s| s.is_finite()),
+                    "decoder output must be finite"
+                );
+                now += FRAME_DURATION;
+            }
+            _ => now += Duration::from_millis(u64::from(bytes.next().unwrap_or(0))),
+        }
+        assert!(jb.packets.len() <= 16, "buffer holds at most max_packets");
+        assert!(jb.transit_millis.len() <= config.history_packets.max(2));
+        assert!(jb.recent_missing.len() <= config.history_packets.max(1));
+    }
+}
+
 /// Convenience for callers that want one frame's duration as a `Duration`.
 pub const FRAME_DURATION: Duration = Duration::from_millis(FRAME_MILLIS);
 
@@ -485,6 +539,13 @@ mod tests {
         }
         assert_eq!(jb.counters().fec_frames, 1, "{kinds:?}");
         assert_eq!(jb.counters().concealed_frames, 0, "{kinds:?}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_packet_streams_keep_the_invariants(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000)) {
+            exercise_with_bytes(&data);
+        }
     }
 
     #[test]

@@ -188,6 +188,8 @@ pub struct SimOutput {
     pub quality: CallQuality,
     /// Encoder lookahead in samples (part of the latency).
     pub lookahead_samples: u32,
+    /// The jitter buffer's target level (frames) at the end.
+    pub jitter_target_frames: u32,
 }
 
 /// Why a simulation failed.
@@ -246,6 +248,7 @@ pub fn simulate(
         counters: receiver.jitter_counters(),
         quality: receiver.quality(),
         lookahead_samples,
+        jitter_target_frames: receiver.jitter_target_frames(),
     })
 }
 

@@ -36,7 +36,7 @@ fn pair() -> (MediaSender, MediaReceiver) {
 
 /// Speech-like test signal: 1 s of a warbling tone, then 1 s of near silence, repeating.
 fn frame(i: u64) -> Vec<f32> {
-    let talking = (i / 50) % 2 == 0;
+    let talking = (i / 50).is_multiple_of(2);
     (0..960)
         .map(|j| {
             let t = (i * 960 + j) as f32 / 48_000.0;

@@ -50,7 +50,8 @@ impl From<ffi::OpusCode> for CodecError {
 /// Encoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncoderConfig {
-    /// Target bitrate (the issue asks for 24 to 32 kbit/s for voice).
+    /// Target bitrate (24 to 32 kbit/s for voice; 32 kbit/s by default because in-band FEC
+    /// only switches on at 5% expected loss with that much room, see docs/bench/media.md).
     pub bitrate_bps: u32,
     /// Encoder complexity, 0 (cheapest) to 10.
     pub complexity: u8,

@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""Scores the WAVs written by `media_bench pesq-wavs` (media/examples/media_bench.rs) with wideband PESQ (ITU-T P.862.2).
+
+Reads <outdir>/manifest.tsv, resamples reference and degraded 48 kHz audio to 16 kHz,
+and prints a Markdown table: one row per loss condition, one column per variant.
+"""
+import csv
+import sys
+from math import gcd
+
+import numpy as np
+import soundfile as sf
+from pesq import pesq
+from scipy.signal import resample_poly
+
+
+def load16k(path):
+    data, rate = sf.read(path, dtype="float64")
+    g = gcd(16000, rate)
+    return resample_poly(data, 16000 // g, rate // g)
+
+
+def main(outdir):
+    rows = list(csv.DictReader(open(f"{outdir}/manifest.tsv"), delimiter="\t"))
+    conditions, variants, scores, lost, details = [], [], {}, {}, []
+    for r in rows:
+        c, v = r["condition"], r["variant"]
+        if c not in conditions:
+            conditions.append(c)
+        if v not in variants:
+            variants.append(v)
+        ref, deg = load16k(r["reference"]), load16k(r["degraded"])
+        n = min(len(ref), len(deg))
+        scores[(c, v)] = pesq(16000, ref[:n], deg[:n], "wb")
+        lost[c] = r["lost_pct"]
+        if r["detail"] != "-":
+            details.append(f"- {c} / {v}: {r['detail']}")
+    print("| loss (measured in scored part) | " + " | ".join(variants) + " |")
+    print("| --- | " + " | ".join("---" for _ in variants) + " |")
+    for c in conditions:
+        cells = [f"{scores[(c, v)]:.2f}" for v in variants]
+        print(f"| {c} ({lost[c]}%) | " + " | ".join(cells) + " |")
+    print()
+    print("Jitter-buffer counters per run (whole two-pass run):")
+    print("\n".join(details))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,425 @@
+//! Benchmarks of the media core (run with `--release`).
+//!
+//! ```text
+//! media_bench pesq-wavs <speech.wav> <outdir>   # degraded WAVs + manifest for bench/pesq.py
+//! media_bench latency <speech.wav>              # added latency at 0 and 30 ms jitter
+//! media_bench cpu <speech.wav>                  # CPU per call: encode, decode, encryption
+//! ```
+//! Used by `bench/pesq.sh` and `bench/media_core.sh`; figures go to docs/bench/media.md.
+
+use std::error::Error;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use media::codec::{Decoder, DecoderConfig, Encoder, EncoderConfig, FRAME_SAMPLES, plain_decoder};
+use media::jitter::JitterConfig;
+use media::packet::{Flags, PacketHeader};
+use media::pipeline::{Channel, MaskChannel, SimConfig, align, simulate};
+use media::secure::{Direction, PacketOpener, PacketSealer};
+use media::sender::SenderConfig;
+use netsim::{Impairment, ImpairmentConfig, LossModel};
+
+type Res<T> = Result<T, Box<dyn Error>>;
+
+fn read_wav(path: &Path) -> Res<Vec<f32>> {
+    let mut r = hound::WavReader::open(path)?;
+    if r.spec().sample_rate != 48_000 || r.spec().channels != 1 {
+        return Err("need a 48 kHz mono WAV".into());
+    }
+    Ok(r.samples::<i16>()
+        .map(|s| s.map(|s| f32::from(s) / 32768.0))
+        .collect::<Result<_, _>>()?)
+}
+
+fn write_wav(path: &Path, samples: &[f32]) -> Res<()> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)?;
+    for s in samples {
+        w.write_sample((s.clamp(-1.0, 1.0) * 32767.0) as i16)?;
+    }
+    w.finalize()?;
+    Ok(())
+}
+
+/// Which packets (by send index) a loss model drops, drawn once so every variant loses
+/// exactly the same packets.
+fn loss_mask(loss: LossModel, packets: usize, seed: u64) -> Vec<bool> {
+    let mut net: Impairment<usize> = Impairment::new(
+        ImpairmentConfig {
+            loss,
+            ..ImpairmentConfig::default()
+        },
+        seed,
+    );
+    let now = Instant::now();
+    let mut lost = vec![true; packets];
+    for i in 0..packets {
+        net.handle_packet(now, i);
+        while let Some(d) = net.poll_packet(now) {
+            lost[d] = false;
+        }
+    }
+    lost
+}
+
+/// Plain libopus: no FEC, no DRED, default decoder (complexity 0 PLC), perfect timing.
+fn baseline(input: &[f32], lost: &[bool]) -> Res<Vec<f32>> {
+    let mut enc = Encoder::new(EncoderConfig {
+        fec: false,
+        bitrate_bps: bitrate_bps(),
+        ..EncoderConfig::default()
+    })?;
+    let mut dec = plain_decoder()?;
+    let mut out = Vec::with_capacity(input.len());
+    let mut frame = [0.0f32; FRAME_SAMPLES];
+    for (i, chunk) in input.chunks(FRAME_SAMPLES).enumerate() {
+        let mut pcm = [0.0f32; FRAME_SAMPLES];
+        pcm[..chunk.len()].copy_from_slice(chunk);
+        let packet = enc.encode(&pcm)?;
+        if lost.get(i).copied().unwrap_or(false) || dec.decode(&packet, &mut frame).is_err() {
+            dec.conceal(&mut frame)?;
+        }
+        out.extend_from_slice(&frame);
+    }
+    Ok(out)
+}
+
+/// Encoder bitrate for the PESQ runs: `MEDIA_BENCH_BITRATE_BPS`, default: the encoder default.
+fn bitrate_bps() -> u32 {
+    std::env::var("MEDIA_BENCH_BITRATE_BPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(EncoderConfig::default().bitrate_bps)
+}
+
+#[derive(Clone, Copy)]
+struct Variant {
+    name: &'static str,
+    fec: bool,
+    dred_10ms: u8,
+    decoder_complexity: u8,
+}
+
+const VARIANTS: [Variant; 4] = [
+    Variant {
+        name: "pipeline, no FEC",
+        fec: false,
+        dred_10ms: 0,
+        decoder_complexity: 7,
+    },
+    Variant {
+        name: "pipeline, FEC",
+        fec: true,
+        dred_10ms: 0,
+        decoder_complexity: 7,
+    },
+    Variant {
+        name: "pipeline, DRED",
+        fec: false,
+        dred_10ms: 100,
+        decoder_complexity: 7,
+    },
+    Variant {
+        name: "pipeline, FEC+DRED",
+        fec: true,
+        dred_10ms: 100,
+        decoder_complexity: 7,
+    },
+];
+
+fn sim_config(v: Variant) -> SimConfig {
+    SimConfig {
+        sender: SenderConfig {
+            encoder: EncoderConfig {
+                fec: v.fec,
+                dred_duration_10ms: v.dred_10ms,
+                bitrate_bps: bitrate_bps(),
+                ..EncoderConfig::default()
+            },
+            ..SenderConfig::default()
+        },
+        jitter: JitterConfig {
+            decoder: DecoderConfig {
+                complexity: v.decoder_complexity,
+                dred: v.dred_10ms > 0,
+            },
+            ..JitterConfig::default()
+        },
+        tail_frames: 25,
+        ..SimConfig::default()
+    }
+}
+
+/// Cuts the part of `output` that lines up with the second half of `input`.
+fn aligned_second_half(input: &[f32], output: &[f32], half: usize) -> (Vec<f32>, Vec<f32>, usize) {
+    let (lag, _) = align(input, output, 48 * 300);
+    let reference = input[half..].to_vec();
+    let mut degraded: Vec<f32> = output
+        .iter()
+        .skip(half + lag)
+        .take(reference.len())
+        .copied()
+        .collect();
+    degraded.resize(reference.len(), 0.0);
+    (reference, degraded, lag)
+}
+
+fn pesq_wavs(speech: &Path, outdir: &Path) -> Res<()> {
+    std::fs::create_dir_all(outdir)?;
+    let once = read_wav(speech)?;
+    // Two passes: the first lets the loss feedback and the jitter buffer settle, the second
+    // is scored (a call in steady state).
+    let input: Vec<f32> = once.iter().chain(once.iter()).copied().collect();
+    let half = once.len().div_ceil(FRAME_SAMPLES) * FRAME_SAMPLES;
+    let mut input_padded = once.clone();
+    input_padded.resize(half, 0.0);
+    input_padded.extend_from_slice(&once);
+    let input = if input.len() == input_padded.len() {
+        input
+    } else {
+        input_padded
+    };
+    let packets = input.len().div_ceil(FRAME_SAMPLES) + 40;
+    let conditions: [(&str, LossModel); 5] = [
+        ("0% random", LossModel::Bernoulli { loss_pct: 0.0 }),
+        ("5% random", LossModel::Bernoulli { loss_pct: 5.0 }),
+        ("10% random", LossModel::Bernoulli { loss_pct: 10.0 }),
+        ("20% random", LossModel::Bernoulli { loss_pct: 20.0 }),
+        ("5% bursty (mean burst 3)", LossModel::bursty(5.0, 3.0)),
+    ];
+    let mut manifest = std::fs::File::create(outdir.join("manifest.tsv"))?;
+    writeln!(
+        manifest,
+        "condition\tvariant\treference\tdegraded\tlost_pct\tdetail"
+    )?;
+    for (ci, (cname, loss)) in conditions.iter().enumerate() {
+        let lost = loss_mask(*loss, packets, 1000 + ci as u64);
+        let scored = &lost[half / FRAME_SAMPLES..input.len() / FRAME_SAMPLES];
+        let lost_pct = scored.iter().filter(|l| **l).count() as f64 * 100.0 / scored.len() as f64;
+        let reference_path = outdir.join(format!("c{ci}_reference.wav"));
+        write_wav(&reference_path, &input[half..])?;
+        let base = baseline(&input, &lost)?;
+        let base_path = outdir.join(format!("c{ci}_baseline.wav"));
+        write_wav(&base_path, &base[half..input.len()])?;
+        writeln!(
+            manifest,
+            "{cname}\tplain libopus (baseline)\t{}\t{}\t{lost_pct:.1}\t-",
+            reference_path.display(),
+            base_path.display()
+        )?;
+        for (vi, v) in VARIANTS.iter().enumerate() {
+            let out = simulate(&input, sim_config(*v), &mut MaskChannel::new(lost.clone()))?;
+            let (_, degraded, lag) = aligned_second_half(&input, &out.output, half);
+            let path = outdir.join(format!("c{ci}_v{vi}.wav"));
+            write_wav(&path, &degraded)?;
+            let c = out.counters;
+            writeln!(
+                manifest,
+                "{cname}\t{}\t{}\t{}\t{lost_pct:.1}\tlag {:.1} ms; fec {} dred {} concealed {} dropped {}",
+                v.name,
+                reference_path.display(),
+                path.display(),
+                lag as f64 / 48.0,
+                c.fec_frames,
+                c.dred_frames,
+                c.concealed_frames,
+                c.dropped_frames
+            )?;
+        }
+        eprintln!("condition {cname}: done");
+    }
+    Ok(())
+}
+
+/// `netsim` as a channel.
+struct Net(Impairment<Vec<u8>>);
+
+impl Channel for Net {
+    fn send(&mut self, now: Instant, datagram: Vec<u8>) {
+        self.0.handle_packet(now, datagram);
+    }
+    fn poll_receive(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.0.poll_packet(now)
+    }
+}
+
+fn latency(speech: &Path) -> Res<()> {
+    let input = read_wav(speech)?;
+    println!(
+        "| network jitter | playout phase | jitter-buffer target (frames) | added latency (ms) |"
+    );
+    println!("| --- | --- | --- | --- |");
+    for jitter_millis in [0u64, 30] {
+        let mut total = 0.0;
+        let mut n = 0.0;
+        for phase_millis in [0u64, 5, 10, 15] {
+            let net = ImpairmentConfig {
+                delay: Duration::from_millis(50),
+                jitter: Duration::from_millis(jitter_millis),
+                ..ImpairmentConfig::default()
+            };
+            let config = SimConfig {
+                playout_phase: Duration::from_millis(phase_millis),
+                tail_frames: 40,
+                ..SimConfig::default()
+            };
+            // Tick times are quantised to the receiver's playout ticks; arrival at
+            // send + 50 ms (+ jitter) lands on the next tick.
+            let out = simulate(
+                &input,
+                config,
+                &mut Net(Impairment::new(net, 7 + phase_millis)),
+            )?;
+            let (lag, _) = align(&input, &out.output, 48 * 400);
+            // The output index lags the input index by `lag`; a captured sample additionally
+            // waited for its 20 ms frame to fill and the receiver ticks `phase` after the
+            // sender. The network's fixed 50 ms is excluded; its jitter is not.
+            let added = lag as f64 / 48.0 + 20.0 + phase_millis as f64 - 50.0;
+            println!(
+                "| {jitter_millis} ms | {phase_millis} ms | {} | {added:.1} |",
+                out.jitter_target_frames
+            );
+            total += added;
+            n += 1.0;
+        }
+        println!(
+            "| {jitter_millis} ms | mean over phases | | **{:.1}** |",
+            total / n
+        );
+    }
+    Ok(())
+}
+
+fn cpu(speech: &Path) -> Res<()> {
+    let input = read_wav(speech)?;
+    let frames: Vec<&[f32]> = input.chunks_exact(FRAME_SAMPLES).collect();
+    let rounds = 10;
+    let mut enc = Encoder::new(EncoderConfig {
+        expected_loss_pct: 10,
+        dred_duration_10ms: 0,
+        ..EncoderConfig::default()
+    })?;
+    let mut enc_dred = Encoder::new(EncoderConfig {
+        expected_loss_pct: 10,
+        dred_duration_10ms: 100,
+        ..EncoderConfig::default()
+    })?;
+    let mut dec = Decoder::new(DecoderConfig {
+        complexity: 7,
+        dred: false,
+    })?;
+    let mut dec_plain = plain_decoder()?;
+    let mut sealer = PacketSealer::new([1; 32], b"bench", Direction::CallerToCallee);
+    let mut opener = PacketOpener::new([1; 32], b"bench", Direction::CallerToCallee);
+    let packets: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|f| enc.encode(f))
+        .collect::<Result<_, _>>()?;
+    let n = (frames.len() * rounds) as f64;
+    let frame_secs = 0.020;
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64() / n
+    };
+    let mut sink = 0usize;
+    let t_enc = time(&mut || {
+        for _ in 0..rounds {
+            for f in &frames {
+                sink += enc.encode(f).map(|p| p.len()).unwrap_or(0);
+            }
+        }
+    });
+    let t_enc_dred = time(&mut || {
+        for _ in 0..rounds {
+            for f in &frames {
+                sink += enc_dred.encode(f).map(|p| p.len()).unwrap_or(0);
+            }
+        }
+    });
+    let mut out = [0.0f32; FRAME_SAMPLES];
+    let t_dec = time(&mut || {
+        for _ in 0..rounds {
+            for p in &packets {
+                sink += usize::from(dec.decode(p, &mut out).is_ok());
+            }
+        }
+    });
+    let t_dec_plain = time(&mut || {
+        for _ in 0..rounds {
+            for p in &packets {
+                sink += usize::from(dec_plain.decode(p, &mut out).is_ok());
+            }
+        }
+    });
+    let mut seq = 0u32;
+    let mut sealed = Vec::with_capacity(packets.len() * rounds);
+    let t_seal = time(&mut || {
+        for _ in 0..rounds {
+            for p in &packets {
+                let h = PacketHeader {
+                    sequence: seq,
+                    timestamp: seq.wrapping_mul(960),
+                    flags: Flags::empty(),
+                };
+                seq += 1;
+                if let Ok(w) = sealer.seal(h, p) {
+                    sealed.push(w);
+                }
+            }
+        }
+    });
+    let t_open = time(&mut || {
+        for w in &sealed {
+            sink += opener.open(w).map(|p| p.payload.len()).unwrap_or(0);
+        }
+    });
+    let pct = |t: f64| t / frame_secs * 100.0;
+    println!("| stage (one 20 ms frame) | time per frame (µs) | share of one core per call |");
+    println!("| --- | --- | --- |");
+    for (name, t) in [
+        ("encode (complexity 9, FEC)", t_enc),
+        ("encode (complexity 9, FEC + DRED 1 s)", t_enc_dred),
+        ("decode (complexity 7: OSCE NoLACE)", t_dec),
+        ("decode (complexity 0, baseline)", t_dec_plain),
+        ("seal (ChaCha20-Poly1305)", t_seal),
+        ("open (ChaCha20-Poly1305 + replay window)", t_open),
+    ] {
+        println!("| {name} | {:.1} | {:.2}% |", t * 1e6, pct(t));
+    }
+    let call = t_enc + t_dec + t_seal + t_open;
+    let call_dred = t_enc_dred + t_dec + t_seal + t_open;
+    println!(
+        "| **per call: encode + decode + seal + open** | {:.1} | **{:.2}%** |",
+        call * 1e6,
+        pct(call)
+    );
+    println!(
+        "| per call with DRED encoding | {:.1} | {:.2}% |",
+        call_dred * 1e6,
+        pct(call_dred)
+    );
+    eprintln!("(checksum {sink})");
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let default_speech = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/speech_48k.wav"
+    ));
+    let speech = args.get(2).map(PathBuf::from).unwrap_or(default_speech);
+    match args.get(1).map(String::as_str) {
+        Some("pesq-wavs") => pesq_wavs(&speech, Path::new(args.get(3).ok_or("outdir missing")?)),
+        Some("latency") => latency(&speech),
+        Some("cpu") => cpu(&speech),
+        _ => Err("usage: media_bench pesq-wavs|latency|cpu [speech.wav] [outdir]".into()),
+    }
+}
