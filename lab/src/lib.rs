@@ -15,6 +15,11 @@
 //! - [`agent::Agent`]: drives the `lab-agent` helper binary inside a host: UDP sockets to
 //!   send, receive and reflect datagrams, for measuring what a NAT does.
 //!
+//! Helper binaries (for tests; `env!("CARGO_BIN_EXE_…")` here, [`target_binary`] elsewhere):
+//! `lab-agent` (see [`agent`]), `stun-server` (`nat::stun::server` on four sockets),
+//! `netcheck-probe` (`nat::discovery`, prints the netcheck JSON) and `holepunch-probe`
+//! (`nat::holepunch`, optionally with a `nat::turn::client` allocation; signalling on stdio).
+//!
 //! Addresses: the public segment is 203.0.113.0/24 (public hosts from .2, routers from
 //! .100), every private LAN a 100.64.N.0/24 of its own. Nothing is routed outside the lab.
 //!
