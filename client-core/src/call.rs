@@ -664,14 +664,54 @@ impl Calls {
     /// Opens a `Routed` payload and handles it when it is call signalling. Chat messages come
     /// back as `Err(NotCall)`: open once with [`DeviceCrypto`] and dispatch by
     /// [`PeerToPeer::call_id`] when both cores run.
+    ///
+    /// `from_device` is the `Routed` message's (unverified) sender device: when an envelope
+    /// from a device this side invited fails its identity checks, that call fails with the
+    /// identity error instead of waiting to time out.
     pub fn handle_routed(
         &mut self,
         now: Instant,
         wall: UnixTime,
+        from_device: PublicKey,
         payload: &[u8],
     ) -> Result<(), CallInputError> {
-        let (sender, message) = self.crypto.open(wall, payload)?;
-        self.handle_message(now, wall, &sender, message)
+        match self.crypto.open(wall, payload) {
+            Ok((sender, message)) => self.handle_message(now, wall, &sender, message),
+            Err(error) => {
+                self.handle_open_failure(now, from_device, &error);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// An envelope routed from `from_device` did not open. Identity failures (a forged or
+    /// expired credential, a bad signature) from a device of a call being set up fail that
+    /// call; anything else is ignored.
+    pub fn handle_open_failure(
+        &mut self,
+        now: Instant,
+        from_device: PublicKey,
+        error: &PeerEnvelopeError,
+    ) {
+        let PeerEnvelopeError::E2e(e2e @ (E2eError::Identity(_) | E2eError::BadSignature)) = error
+        else {
+            return;
+        };
+        let key = self.legs.iter().find_map(|(key, leg)| match &leg.state {
+            LegState::Inviting { devices, .. } if devices.contains_key(&from_device) => {
+                Some(key.clone())
+            }
+            _ => None,
+        });
+        if let Some(key) = key {
+            self.end_actively(
+                now,
+                &key,
+                EndReason::Failed,
+                Some(CallFailure::Identity(e2e.clone())),
+                CancelReason::Hangup,
+            );
+        }
     }
 
     /// Handles an opened message from a verified sender.
@@ -683,8 +723,36 @@ impl Calls {
         message: PeerToPeer,
     ) -> Result<(), CallInputError> {
         let call_id = message.call_id().ok_or(CallInputError::NotCall)?;
-        let key = (call_id, sender.user.clone());
+        let mut key = (call_id, sender.user.clone());
         let device = sender.device_key;
+        if !self.legs.contains_key(&key) {
+            // A device we invited answering as someone else: its key was substituted.
+            let invited = self.legs.iter().find_map(|(k, leg)| match &leg.state {
+                LegState::Inviting { devices, .. }
+                    if k.0 == call_id && devices.contains_key(&device) =>
+                {
+                    Some(k.clone())
+                }
+                _ => None,
+            });
+            if let Some(invited) = invited {
+                if !matches!(message, PeerToPeer::CallRinging { .. }) {
+                    let failure = CallFailure::Identity(E2eError::UnexpectedPeer {
+                        expected: invited.1.clone(),
+                        actual: sender.user.clone(),
+                    });
+                    self.end_actively(
+                        now,
+                        &invited,
+                        EndReason::Failed,
+                        Some(failure),
+                        CancelReason::Hangup,
+                    );
+                    return Ok(());
+                }
+                key = invited;
+            }
+        }
         let Some(leg) = self.legs.get_mut(&key) else {
             return match message {
                 PeerToPeer::CallInvite {

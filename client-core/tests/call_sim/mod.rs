@@ -16,6 +16,7 @@ pub const WALL: UnixTime = UnixTime::from_secs(1_800_000_000);
 
 #[derive(Clone)]
 pub struct Packet {
+    pub from_device: PublicKey,
     pub to_device: PublicKey,
     pub payload: Vec<u8>,
 }
@@ -137,6 +138,7 @@ impl Sim {
                         self.link.handle_packet(
                             now,
                             Packet {
+                                from_device: key,
                                 to_device: target,
                                 payload: t.payload,
                             },
@@ -179,7 +181,9 @@ impl Sim {
                 if let Some(dev) = self.devices.get_mut(&p.to_device)
                     && dev.online
                 {
-                    let _ = dev.calls.handle_routed(now, WALL, &p.payload);
+                    let _ = dev
+                        .calls
+                        .handle_routed(now, WALL, p.from_device, &p.payload);
                 }
             }
             let now = self.now;
