@@ -112,7 +112,9 @@ impl LoginServer {
         let options = transport::ServerOptions {
             policy: transport::PeerPolicy::AnyKey,
             tuning: transport::Tuning::server(),
-            max_connections: config.limits.max_connections,
+            // One budget shared by the QUIC and TCP listeners.
+            connections: transport::ConnectionLimiter::new(config.limits.max_connections)
+                .with_max_per_ip(config.limits.max_connections_per_ip),
         };
         let endpoint = transport::Endpoint::bind(config.listen, &authority, Some(options.clone()))
             .map_err(|e| StartError::Bind {

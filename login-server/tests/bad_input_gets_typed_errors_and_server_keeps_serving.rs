@@ -126,7 +126,7 @@ async fn a_flood_of_connections_is_refused_beyond_the_limit_and_service_resumes(
     let server = login_server::LoginServer::start(cfg).await.expect("start");
     let mut held = Vec::new();
     let mut refused = 0;
-    // QUIC only (the limit applies to each transport; TCP has its own 8 slots).
+    // QUIC only, so every attempt meets the limit on the same transport.
     for _ in 0..16 {
         let device = Device::new();
         let attempt = tokio::time::timeout(

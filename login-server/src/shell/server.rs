@@ -2,8 +2,8 @@
 //! connections (TLS identity = the authority key), serves each bidirectional stream as one
 //! request, and shuts down cleanly.
 //!
-//! Bounds on what a peer can make us hold: a connection limit per transport (each refuses
-//! beyond it), 32 streams per connection (flow control), a global limit of requests in flight
+//! Bounds on what a peer can make us hold: a connection limit (QUIC and TCP together, and
+//! per source address), 32 streams per connection (flow control), a global limit of requests in flight
 //! (answered with `Busy` beyond it, without reading the request), frames of at most
 //! [`MAX_LOGIN_FRAME`] bytes and [`REQUEST_READ_TIMEOUT`] to send a whole request.
 
@@ -28,7 +28,11 @@ const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Limits of the listener.
 #[derive(Debug, Clone)]
 pub struct ListenerLimits {
+    /// Connections open at once, QUIC and TCP together.
     pub max_connections: usize,
+    /// Connections open at once from one source address (IPv6: one /64); loopback is
+    /// exempt.
+    pub max_connections_per_ip: usize,
     pub max_requests_in_flight: usize,
     pub request_read_timeout: Duration,
 }
@@ -37,6 +41,7 @@ impl Default for ListenerLimits {
     fn default() -> Self {
         Self {
             max_connections: 4096,
+            max_connections_per_ip: 16,
             max_requests_in_flight: 1024,
             request_read_timeout: REQUEST_READ_TIMEOUT,
         }
