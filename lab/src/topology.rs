@@ -279,6 +279,11 @@ impl Lab {
         &self.prefix
     }
 
+    /// Every namespace of this lab, the public bridge's first.
+    pub fn netns_names(&self) -> &[String] {
+        &self.namespaces
+    }
+
     fn add_netns(&mut self, netns: &str) -> Result<(), LabError> {
         run("ip", &["netns", "add", netns])?;
         self.namespaces.push(netns.to_string());
