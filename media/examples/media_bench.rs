@@ -73,6 +73,7 @@ fn baseline(input: &[f32], lost: &[bool]) -> Res<Vec<f32>> {
     let mut enc = Encoder::new(EncoderConfig {
         fec: false,
         bitrate_bps: bitrate_bps(),
+        complexity: encoder_complexity(),
         ..EncoderConfig::default()
     })?;
     let mut dec = plain_decoder()?;
@@ -96,6 +97,24 @@ fn bitrate_bps() -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(EncoderConfig::default().bitrate_bps)
+}
+
+/// Encoder complexity of every run: `MEDIA_BENCH_ENCODER_COMPLEXITY`, default the encoder
+/// default.
+fn encoder_complexity() -> u8 {
+    std::env::var("MEDIA_BENCH_ENCODER_COMPLEXITY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(EncoderConfig::default().complexity)
+}
+
+/// Decoder complexity of the pipeline variants: `MEDIA_BENCH_DECODER_COMPLEXITY`, default
+/// the decoder default (7: deep PLC + NoLACE).
+fn decoder_complexity() -> u8 {
+    std::env::var("MEDIA_BENCH_DECODER_COMPLEXITY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DecoderConfig::default().complexity)
 }
 
 #[derive(Clone, Copy)]
@@ -140,13 +159,14 @@ fn sim_config(v: Variant) -> SimConfig {
                 fec: v.fec,
                 dred_duration_10ms: v.dred_10ms,
                 bitrate_bps: bitrate_bps(),
+                complexity: encoder_complexity(),
                 ..EncoderConfig::default()
             },
             ..SenderConfig::default()
         },
         jitter: JitterConfig {
             decoder: DecoderConfig {
-                complexity: v.decoder_complexity,
+                complexity: v.decoder_complexity.min(decoder_complexity()),
                 dred: v.dred_10ms > 0,
             },
             ..JitterConfig::default()
@@ -310,11 +330,20 @@ fn cpu(speech: &Path) -> Res<()> {
         dred_duration_10ms: 100,
         ..EncoderConfig::default()
     })?;
+    let mut enc7 = Encoder::new(EncoderConfig {
+        expected_loss_pct: 10,
+        complexity: 7,
+        ..EncoderConfig::default()
+    })?;
     let mut dec = Decoder::new(DecoderConfig {
         complexity: 7,
         dred: false,
     })?;
     let mut dec_plain = plain_decoder()?;
+    let mut dec_lace = Decoder::new(DecoderConfig {
+        complexity: 6,
+        dred: false,
+    })?;
     let mut sealer = PacketSealer::new([1; 32], b"bench", Direction::CallerToCallee);
     let mut opener = PacketOpener::new([1; 32], b"bench", Direction::CallerToCallee);
     let packets: Vec<Vec<u8>> = frames
@@ -323,10 +352,20 @@ fn cpu(speech: &Path) -> Res<()> {
         .collect::<Result<_, _>>()?;
     let n = (frames.len() * rounds) as f64;
     let frame_secs = 0.020;
+    // CPU time of this thread (Linux schedstat, ns), so other load on the machine does not
+    // count; wall time where that is unavailable.
+    let cpu_now = || -> Option<f64> {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        Some(text.split_whitespace().next()?.parse::<f64>().ok()? / 1e9)
+    };
     let time = |f: &mut dyn FnMut()| {
-        let t = Instant::now();
+        let (wall, cpu) = (Instant::now(), cpu_now());
         f();
-        t.elapsed().as_secs_f64() / n
+        let secs = match (cpu, cpu_now()) {
+            (Some(a), Some(b)) => b - a,
+            _ => wall.elapsed().as_secs_f64(),
+        };
+        secs / n
     };
     let mut sink = 0usize;
     let t_enc = time(&mut || {
@@ -343,11 +382,25 @@ fn cpu(speech: &Path) -> Res<()> {
             }
         }
     });
+    let t_enc7 = time(&mut || {
+        for _ in 0..rounds {
+            for f in &frames {
+                sink += enc7.encode(f).map(|p| p.len()).unwrap_or(0);
+            }
+        }
+    });
     let mut out = [0.0f32; FRAME_SAMPLES];
     let t_dec = time(&mut || {
         for _ in 0..rounds {
             for p in &packets {
                 sink += usize::from(dec.decode(p, &mut out).is_ok());
+            }
+        }
+    });
+    let t_dec_lace = time(&mut || {
+        for _ in 0..rounds {
+            for p in &packets {
+                sink += usize::from(dec_lace.decode(p, &mut out).is_ok());
             }
         }
     });
@@ -386,7 +439,9 @@ fn cpu(speech: &Path) -> Res<()> {
     for (name, t) in [
         ("encode (complexity 9, FEC)", t_enc),
         ("encode (complexity 9, FEC + DRED 1 s)", t_enc_dred),
+        ("encode (complexity 7, FEC)", t_enc7),
         ("decode (complexity 7: OSCE NoLACE)", t_dec),
+        ("decode (complexity 6: OSCE LACE)", t_dec_lace),
         ("decode (complexity 0, baseline)", t_dec_plain),
         ("seal (ChaCha20-Poly1305)", t_seal),
         ("open (ChaCha20-Poly1305 + replay window)", t_open),

@@ -67,7 +67,7 @@ pub struct EncoderConfig {
 impl Default for EncoderConfig {
     fn default() -> Self {
         Self {
-            bitrate_bps: 28_000,
+            bitrate_bps: 32_000,
             complexity: 9,
             fec: true,
             dred_duration_10ms: 0,
