@@ -1,8 +1,10 @@
 //! One authenticated connection, over QUIC or over TLS-over-TCP, with the same stream API.
 
+use crate::limits::ConnectionPermit;
 use crate::tcp::TcpConn;
 use proto::PublicKey;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The sending half of a bidirectional stream. `shutdown()` (from `AsyncWriteExt`) finishes
@@ -61,6 +63,9 @@ pub struct Conn {
     inner: Inner,
     peer_key: PublicKey,
     remote_address: SocketAddr,
+    /// An accepted QUIC connection's slot in the server's limiter, freed when the last
+    /// clone goes: quinn closes a connection once nothing refers to it.
+    _permit: Option<Arc<ConnectionPermit>>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -80,7 +85,13 @@ impl Conn {
             inner: Inner::Quic(connection),
             peer_key,
             remote_address,
+            _permit: None,
         }
+    }
+
+    pub(crate) fn holding(mut self, permit: ConnectionPermit) -> Self {
+        self._permit = Some(Arc::new(permit));
+        self
     }
 
     pub(crate) fn tcp(connection: TcpConn, peer_key: PublicKey, remote: SocketAddr) -> Self {
@@ -88,6 +99,7 @@ impl Conn {
             inner: Inner::Tcp(connection),
             peer_key,
             remote_address: remote,
+            _permit: None,
         }
     }
 

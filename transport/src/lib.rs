@@ -22,6 +22,8 @@
 //!   [`read_frame`]) with size limits and a mid-frame timeout, and [`request`] with a
 //!   response timeout.
 //! - [`keyfile`]: secret key files (mode 0600, atomic creation).
+//! - [`ConnectionLimiter`] (in [`ServerOptions`]): one connection budget shared by a
+//!   server's QUIC and TCP listeners, with a cap per source address.
 //!
 //! A server serves both transports with one loop per listener, and checks every client's
 //! key at the application layer before serving anything else; a client pins the server's
@@ -67,6 +69,7 @@
 pub mod conn;
 pub mod framing;
 pub mod keyfile;
+pub mod limits;
 pub mod quic;
 pub mod raw;
 pub mod tcp;
@@ -79,6 +82,7 @@ pub use framing::{
     request_stream, write_frame, write_frame_limited,
 };
 pub use keyfile::{KeyFileError, load_or_create_secret_key, load_secret_key};
+pub use limits::{AdmissionError, ConnectionLimiter, ConnectionPermit};
 pub use quic::{ConnectError, Endpoint, Incoming, ServerOptions, TCP_FALLBACK_DELAY};
 pub use raw::{RawUdp, is_raw_datagram};
 pub use tcp::{TcpListener, connect_tcp};

@@ -1,6 +1,7 @@
 //! QUIC endpoints: one UDP socket that both accepts and dials.
 
 use crate::conn::Conn;
+use crate::limits::{ConnectionLimiter, ConnectionPermit};
 use crate::tcp;
 use crate::tls::{self, IdentityError, PeerPolicy, RefusalSlot};
 use crate::tuning::Tuning;
@@ -14,15 +15,19 @@ use std::time::Duration;
 /// [`Endpoint::connect_with_tcp_fallback`] also tries TCP.
 pub const TCP_FALLBACK_DELAY: Duration = Duration::from_secs(1);
 
-/// How an endpoint accepts connections.
+/// How an endpoint or TCP listener accepts connections.
+///
+/// Clones share [`ServerOptions::connections`]: give clones of one `ServerOptions` to a
+/// server's [`Endpoint`] and [`crate::TcpListener`] and both draw on one connection budget.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Which client keys the TLS handshake accepts; usually [`PeerPolicy::AnyKey`], with the
     /// key then checked against a credential or directory entry.
     pub policy: PeerPolicy,
     pub tuning: Tuning,
-    /// Connections beyond this many (established or in handshake) are refused at once.
-    pub max_connections: usize,
+    /// Caps on open connections (established or in handshake), server-wide and per source
+    /// address; attempts beyond them are refused at once.
+    pub connections: ConnectionLimiter,
 }
 
 impl Default for ServerOptions {
@@ -30,7 +35,7 @@ impl Default for ServerOptions {
         Self {
             policy: PeerPolicy::AnyKey,
             tuning: Tuning::server(),
-            max_connections: 10_000,
+            connections: ConnectionLimiter::default(),
         }
     }
 }
@@ -111,7 +116,7 @@ fn quinn_server_config(
         .map_err(|e| ConnectError::Config(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(options.tuning.quinn_transport());
-    config.max_incoming(options.max_connections.max(1));
+    config.max_incoming(options.connections.max_connections());
     Ok(config)
 }
 
@@ -251,25 +256,33 @@ impl Endpoint {
     }
 
     /// The next connection attempt; `None` once the endpoint is closed or does not accept.
-    /// Attempts beyond [`ServerOptions::max_connections`] are refused here and never
-    /// returned. Complete each attempt in its own task so slow handshakes do not hold up
-    /// the others.
+    /// Attempts beyond [`ServerOptions::connections`] are refused here and never returned.
+    /// Complete each attempt in its own task so slow handshakes do not hold up the others.
     pub async fn accept(&self) -> Option<Incoming> {
         let options = self.server.as_ref()?;
         loop {
             let incoming = self.inner.accept().await?;
-            if self.inner.open_connections() >= options.max_connections {
-                incoming.refuse();
-                continue;
-            }
+            let permit = match options
+                .connections
+                .try_acquire(incoming.remote_address().ip())
+            {
+                Ok(permit) => permit,
+                Err(refusal) => {
+                    tracing::debug!(%refusal, "refusing a QUIC connection");
+                    incoming.refuse();
+                    continue;
+                }
+            };
             return Some(Incoming {
-                inner: IncomingInner::Quic(Box::new(incoming)),
+                inner: IncomingInner::Quic(Box::new(incoming), permit),
                 handshake_timeout: options.tuning.handshake_timeout,
             });
         }
     }
 
-    /// Connections currently open (including handshakes in progress).
+    /// Connections currently open (including handshakes in progress and connections we
+    /// dialed). [`ConnectionLimiter::open_connections`] counts only accepted ones, on every
+    /// listener sharing the limiter.
     pub fn open_connections(&self) -> usize {
         self.inner.open_connections()
     }
@@ -291,7 +304,7 @@ impl Endpoint {
 }
 
 pub(crate) enum IncomingInner {
-    Quic(Box<quinn::Incoming>),
+    Quic(Box<quinn::Incoming>, ConnectionPermit),
     Tcp(tcp::PendingTcp),
 }
 
@@ -313,7 +326,7 @@ impl std::fmt::Debug for Incoming {
 impl Incoming {
     pub fn remote_address(&self) -> SocketAddr {
         match &self.inner {
-            IncomingInner::Quic(incoming) => incoming.remote_address(),
+            IncomingInner::Quic(incoming, _) => incoming.remote_address(),
             IncomingInner::Tcp(pending) => pending.remote_address(),
         }
     }
@@ -324,7 +337,7 @@ impl Incoming {
         let timeout = self.handshake_timeout;
         let handshake = async move {
             match self.inner {
-                IncomingInner::Quic(incoming) => {
+                IncomingInner::Quic(incoming, permit) => {
                     let connecting = incoming
                         .accept()
                         .map_err(|e| ConnectError::from_quinn(e, None))?;
@@ -332,7 +345,7 @@ impl Incoming {
                         .await
                         .map_err(|e| ConnectError::from_quinn(e, None))?;
                     let key = tls::peer_key(&connection).ok_or(IdentityError::NotEd25519)?;
-                    Ok(Conn::quic(connection, key))
+                    Ok(Conn::quic(connection, key).holding(permit))
                 }
                 IncomingInner::Tcp(pending) => pending.complete().await,
             }
@@ -345,7 +358,7 @@ impl Incoming {
     /// Refuses the attempt without a handshake.
     pub fn refuse(self) {
         match self.inner {
-            IncomingInner::Quic(incoming) => incoming.refuse(),
+            IncomingInner::Quic(incoming, _) => incoming.refuse(),
             IncomingInner::Tcp(pending) => pending.refuse(),
         }
     }

@@ -7,12 +7,19 @@
 //!
 //! Differences from QUIC that callers may notice:
 //! - no datagrams ([`crate::Conn::as_quic`] is `None`), and close codes do not travel;
-//! - yamux gives every stream a 256 KiB receive window, so one connection may buffer up to
-//!   256 KiB × 2 × [`Tuning::max_concurrent_bi_streams`] of unread data;
+//! - yamux gives every stream a fixed 256 KiB receive window and counts the streams of both
+//!   directions together, so a connection carries at most [`YAMUX_MAX_STREAMS`] (8) streams
+//!   and buffers at most 8 × 256 KiB = 2 MiB of unread data, whatever
+//!   [`Tuning::max_concurrent_bi_streams`] says. Each side opens at most half of them
+//!   ([`YAMUX_MAX_OUTBOUND_STREAMS`]); further [`crate::Conn::open_bi`] calls wait for one
+//!   to end. A peer that opens more than 8 streams has its connection ended by yamux, and
+//!   since yamux has no stream credit, a peer that keeps opening streams while we still
+//!   hold the ones it dropped can hit that too;
 //! - liveness comes from TCP keep-alive probes and `TCP_USER_TIMEOUT`, set so a dead peer
 //!   is noticed after about [`Tuning::idle_timeout`].
 
 use crate::conn::{Conn, ConnError, RecvStream, SendStream};
+use crate::limits::{ConnectionLimiter, ConnectionPermit};
 use crate::quic::{ConnectError, Incoming, IncomingInner, ServerOptions};
 use crate::tls::{self, IdentityError, PeerPolicy};
 use crate::tuning::Tuning;
@@ -32,6 +39,20 @@ use tokio_util::sync::CancellationToken;
 /// yamux's fixed initial window per stream.
 const YAMUX_STREAM_WINDOW_BYTES: usize = 256 * 1024;
 
+/// Streams of both directions together that one TCP connection may carry. yamux requires
+/// the connection window to hold a full stream window per stream, so this bounds what one
+/// connection makes us buffer: 8 × 256 KiB = 2 MiB. Both ends must agree on it, since
+/// yamux ends the connection when the peer opens one too many: it is a constant, not
+/// tuning.
+pub const YAMUX_MAX_STREAMS: usize = 8;
+
+/// Streams one side opens at once: half of [`YAMUX_MAX_STREAMS`], so the two sides'
+/// streams together never exceed it.
+pub const YAMUX_MAX_OUTBOUND_STREAMS: usize = YAMUX_MAX_STREAMS / 2;
+
+/// The connection receive window yamux gets: exactly one stream window per stream.
+const YAMUX_CONNECTION_WINDOW_BYTES: usize = YAMUX_MAX_STREAMS * YAMUX_STREAM_WINDOW_BYTES;
+
 type TlsStream = tokio_rustls::TlsStream<TcpStream>;
 
 type Opener = oneshot::Sender<Result<yamux::Stream, ConnError>>;
@@ -41,7 +62,7 @@ pub struct TcpListener {
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
     tuning: Tuning,
-    slots: Arc<Semaphore>,
+    connections: ConnectionLimiter,
 }
 
 impl std::fmt::Debug for TcpListener {
@@ -65,7 +86,7 @@ impl TcpListener {
             listener,
             acceptor: tokio_rustls::TlsAcceptor::from(tls),
             tuning: options.tuning,
-            slots: Arc::new(Semaphore::new(options.max_connections.max(1))),
+            connections: options.connections,
         })
     }
 
@@ -73,7 +94,7 @@ impl TcpListener {
         self.listener.local_addr()
     }
 
-    /// The next connection attempt. Attempts beyond [`ServerOptions::max_connections`] are
+    /// The next connection attempt. Attempts beyond [`ServerOptions::connections`] are
     /// closed at once and never returned. Complete each attempt in its own task.
     pub async fn accept(&self) -> Option<Incoming> {
         loop {
@@ -86,9 +107,12 @@ impl TcpListener {
                     continue;
                 }
             };
-            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                tracing::debug!("refusing a TCP connection: at the connection limit");
-                continue;
+            let permit = match self.connections.try_acquire(remote.ip()) {
+                Ok(permit) => permit,
+                Err(refusal) => {
+                    tracing::debug!(%refusal, "refusing a TCP connection");
+                    continue;
+                }
             };
             return Some(Incoming {
                 inner: IncomingInner::Tcp(PendingTcp {
@@ -196,7 +220,7 @@ pub(crate) struct PendingTcp {
     remote: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
     tuning: Tuning,
-    permit: OwnedSemaphorePermit,
+    permit: ConnectionPermit,
 }
 
 impl PendingTcp {
@@ -227,6 +251,15 @@ impl PendingTcp {
     }
 }
 
+fn yamux_config() -> yamux::Config {
+    let mut config = yamux::Config::default();
+    // In this order: yamux asserts after each call that the window covers a full stream
+    // window per stream.
+    config.set_max_num_streams(YAMUX_MAX_STREAMS);
+    config.set_max_connection_receive_window(Some(YAMUX_CONNECTION_WINDOW_BYTES));
+    config
+}
+
 /// A multiplexed TLS-over-TCP connection: a handle to the task that drives yamux.
 #[derive(Clone)]
 pub(crate) struct TcpConn {
@@ -246,21 +279,13 @@ impl TcpConn {
         io: TlsStream,
         mode: yamux::Mode,
         tuning: &Tuning,
-        connection_permit: Option<OwnedSemaphorePermit>,
+        connection_permit: Option<ConnectionPermit>,
     ) -> Self {
-        let per_direction = (tuning.max_concurrent_bi_streams as usize).max(1);
-        // yamux counts streams of both directions together and kills the whole connection
-        // when we open one too many, so our own opens are held to half of its limit.
-        let total = per_direction * 2;
-        let mut config = yamux::Config::default();
-        config.set_max_num_streams(total);
-        config.set_max_connection_receive_window(Some(
-            (tuning.connection_receive_window_bytes as usize)
-                .max(total * YAMUX_STREAM_WINDOW_BYTES),
-        ));
-        let connection = yamux::Connection::new(io.compat(), config, mode);
+        let per_direction =
+            (tuning.max_concurrent_bi_streams as usize).clamp(1, YAMUX_MAX_OUTBOUND_STREAMS);
+        let connection = yamux::Connection::new(io.compat(), yamux_config(), mode);
         let (openers, opener_rx) = mpsc::channel(per_direction);
-        let (inbound_tx, inbound) = mpsc::channel(total);
+        let (inbound_tx, inbound) = mpsc::channel(YAMUX_MAX_STREAMS);
         let (ended_tx, ended) = watch::channel(None);
         let close = CancellationToken::new();
         let driver = Driver {
@@ -436,6 +461,10 @@ impl std::future::Future for Driver {
                         let _ = opener.send(Ok(stream));
                     }
                 }
+                // Our own streams are capped below the limit, but streams the peer opened
+                // count too: wait for one to end (its removal wakes this task through
+                // the connection) rather than fail the connection.
+                Poll::Ready(Err(yamux::ConnectionError::TooManyStreams)) => break,
                 Poll::Ready(Err(error)) => {
                     let error = conn_error(error);
                     if let Some(opener) = this.pending.take() {
@@ -472,5 +501,18 @@ impl std::future::Future for Driver {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_tcp_connection_buffers_at_most_2_mib() {
+        const { assert!(YAMUX_CONNECTION_WINDOW_BYTES <= 2 * 1024 * 1024) };
+        const { assert!(YAMUX_MAX_OUTBOUND_STREAMS * 2 <= YAMUX_MAX_STREAMS) };
+        // yamux panics on a window below one stream window per stream.
+        let _config = yamux_config();
     }
 }

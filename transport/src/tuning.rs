@@ -17,7 +17,8 @@ pub struct Tuning {
     pub idle_timeout: Duration,
     /// Upper bound on a TLS handshake (and, over TCP, the multiplexer set-up).
     pub handshake_timeout: Duration,
-    /// Bidirectional streams the peer may have open at once.
+    /// Bidirectional streams the peer may have open at once. Over TCP, capped at
+    /// [`crate::tcp::YAMUX_MAX_OUTBOUND_STREAMS`].
     pub max_concurrent_bi_streams: u32,
     /// Unidirectional streams the peer may have open at once.
     pub max_concurrent_uni_streams: u32,
@@ -60,8 +61,10 @@ impl Tuning {
         }
     }
 
-    /// The limits both presets share: at most 32 requests in flight per connection and
-    /// well under 2 MiB of buffered data per connection, whatever the peer sends.
+    /// The limits both presets share: at most 32 requests in flight per QUIC connection and
+    /// at most 2 MiB of buffered data per connection, whatever the peer sends. Over TCP,
+    /// yamux's fixed windows set the figures instead: 8 streams of 256 KiB, 4 opened by
+    /// each side (see [`crate::tcp`]).
     fn limits() -> Self {
         Self {
             keep_alive_interval: None,

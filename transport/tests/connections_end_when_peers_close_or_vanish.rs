@@ -169,7 +169,7 @@ async fn a_vanished_server_is_noticed_through_the_idle_timeout() {
 async fn quic_connections_beyond_the_limit_are_refused() {
     let server_key = key();
     let options = ServerOptions {
-        max_connections: 1,
+        connections: transport::ConnectionLimiter::new(1),
         ..ServerOptions::default()
     };
     let server = Endpoint::bind(loopback(), &server_key, Some(options)).expect("bind");

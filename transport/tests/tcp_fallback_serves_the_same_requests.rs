@@ -272,7 +272,7 @@ async fn over_tcp_a_peer_that_stalls_mid_frame_is_dropped() {
 async fn connections_beyond_the_limit_are_refused_over_tcp() {
     let mut fixture = fixture_with(
         ServerOptions {
-            max_connections: 1,
+            connections: transport::ConnectionLimiter::new(1),
             ..ServerOptions::default()
         },
         FrameLimits::default(),
