@@ -76,9 +76,30 @@ pub(crate) fn nft(netns: &str, ruleset: &str) -> Result<(), LabError> {
     .map(|_| ())
 }
 
-/// Sets sysctls (`key=value`) inside `netns`.
+/// Sets sysctls (`key=value`, keys without dots inside their parts) inside `netns` by
+/// writing /proc/sys, which shows the settings of the writer's network namespace; the
+/// shell's builtins keep the lab free of a procps dependency.
 pub(crate) fn sysctl(netns: &str, settings: &[&str]) -> Result<(), LabError> {
-    let mut args = vec!["netns", "exec", netns, "sysctl", "-q", "-w"];
-    args.extend_from_slice(settings);
-    run("ip", &args).map(|_| ())
+    let mut script = String::from("set -e");
+    for setting in settings {
+        let Some((key, value)) = setting.split_once('=') else {
+            return Err(LabError::Agent(format!("bad sysctl setting {setting:?}")));
+        };
+        script.push_str(&format!(
+            "; echo {value} > /proc/sys/{}",
+            key.replace('.', "/")
+        ));
+    }
+    run("ip", &["netns", "exec", netns, "sh", "-c", &script]).map(|_| ())
+}
+
+/// Sends `signal` (`KILL`, `TERM`) to `pids` with the shell's builtin `kill` (no procps).
+pub(crate) fn kill(signal: &str, pids: &[&str]) -> Result<(), LabError> {
+    if pids.is_empty() {
+        return Ok(());
+    }
+    let script = format!("kill -{signal} \"$@\"");
+    let mut args = vec!["-c", script.as_str(), "kill"];
+    args.extend_from_slice(pids);
+    run("sh", &args).map(|_| ())
 }

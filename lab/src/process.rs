@@ -231,9 +231,9 @@ impl LabProcess {
             .unwrap_or_default()
     }
 
-    /// Sends SIGTERM (through `kill`, keeping this crate free of unsafe code).
+    /// Sends SIGTERM (through the shell's `kill`, keeping this crate free of unsafe code).
     pub fn terminate(&self) -> Result<(), LabError> {
-        crate::cmd::run("kill", &["-TERM", &self.pid().to_string()]).map(|_| ())
+        crate::cmd::kill("TERM", &[&self.pid().to_string()])
     }
 
     /// Whether it has exited, without blocking.

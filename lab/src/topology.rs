@@ -47,11 +47,8 @@ pub fn sweep_leftovers() -> Result<usize, LabError> {
 fn kill_all_in(netns: &str) {
     if let Ok(pids) = run("ip", &["netns", "pids", netns]) {
         let pids: Vec<&str> = pids.split_whitespace().collect();
-        if !pids.is_empty() {
-            let mut args = vec!["-KILL"];
-            args.extend(pids);
-            let _ = run("kill", &args);
-        }
+        // A process may exit between the listing and the signal: not an error.
+        let _ = crate::cmd::kill("KILL", &pids);
     }
 }
 

@@ -128,3 +128,28 @@ fn two_labs_in_one_process_are_independent() {
     drop(second);
     assert!(with_prefix(&second_prefix).is_empty());
 }
+
+#[test]
+fn a_lab_process_can_be_terminated_and_is_killed_on_drop() {
+    if !lab::require_root("lab_cleans_up_after_itself::terminate") {
+        return;
+    }
+    let mut lab = Lab::new("terminate").expect("lab");
+    let host = lab.public_host("host", 1).expect("host");
+    let mut first = host.command("sleep");
+    first.arg("600");
+    let mut sleeping = host.spawn(first).expect("sleep");
+    sleeping.terminate().expect("SIGTERM");
+    let status = sleeping
+        .wait_timeout(Duration::from_secs(5))
+        .expect("exits after SIGTERM");
+    assert!(!status.success());
+
+    let mut second = host.command("sleep");
+    second.arg("600");
+    let dropped = host.spawn(second).expect("sleep");
+    let pid = dropped.pid();
+    drop(dropped);
+    assert!(!alive(pid), "killed and reaped on drop");
+    lab.teardown().expect("teardown");
+}
