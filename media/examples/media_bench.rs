@@ -91,6 +91,48 @@ fn baseline(input: &[f32], lost: &[bool]) -> Res<Vec<f32>> {
     Ok(out)
 }
 
+/// libopus with FEC and NoLACE but perfect timing and an oracle for loss (no jitter
+/// buffer): the upper bound for the pipeline's FEC column, showing what the jitter buffer's
+/// time shifts cost.
+fn ideal_fec(input: &[f32], lost: &[bool], loss_pct: u8) -> Res<Vec<f32>> {
+    let mut enc = Encoder::new(EncoderConfig {
+        expected_loss_pct: loss_pct,
+        bitrate_bps: bitrate_bps(),
+        complexity: encoder_complexity(),
+        ..EncoderConfig::default()
+    })?;
+    let mut dec = Decoder::new(DecoderConfig {
+        complexity: decoder_complexity(),
+        dred: false,
+    })?;
+    let packets: Vec<Vec<u8>> = input
+        .chunks(FRAME_SAMPLES)
+        .map(|chunk| {
+            let mut pcm = [0.0f32; FRAME_SAMPLES];
+            pcm[..chunk.len()].copy_from_slice(chunk);
+            enc.encode(&pcm)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(input.len());
+    let mut frame = [0.0f32; FRAME_SAMPLES];
+    let is_lost = |i: usize| lost.get(i).copied().unwrap_or(false);
+    for (i, packet) in packets.iter().enumerate() {
+        let ok = if is_lost(i) {
+            match packets.get(i + 1) {
+                Some(next) if !is_lost(i + 1) => dec.decode_fec(next, &mut frame).is_ok(),
+                _ => false,
+            }
+        } else {
+            dec.decode(packet, &mut frame).is_ok()
+        };
+        if !ok {
+            dec.conceal(&mut frame)?;
+        }
+        out.extend_from_slice(&frame);
+    }
+    Ok(out)
+}
+
 /// Encoder bitrate for the PESQ runs: `MEDIA_BENCH_BITRATE_BPS`, default: the encoder default.
 fn bitrate_bps() -> u32 {
     std::env::var("MEDIA_BENCH_BITRATE_BPS")
@@ -232,6 +274,15 @@ fn pesq_wavs(speech: &Path, outdir: &Path) -> Res<()> {
             "{cname}\tplain libopus (baseline)\t{}\t{}\t{lost_pct:.1}\t-",
             reference_path.display(),
             base_path.display()
+        )?;
+        let ideal = ideal_fec(&input, &lost, lost_pct.ceil() as u8)?;
+        let ideal_path = outdir.join(format!("c{ci}_ideal.wav"));
+        write_wav(&ideal_path, &ideal[half..input.len()])?;
+        writeln!(
+            manifest,
+            "{cname}\tlibopus FEC, oracle timing\t{}\t{}\t{lost_pct:.1}\t-",
+            reference_path.display(),
+            ideal_path.display()
         )?;
         for (vi, v) in VARIANTS.iter().enumerate() {
             let out = simulate(&input, sim_config(*v), &mut MaskChannel::new(lost.clone()))?;
