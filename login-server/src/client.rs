@@ -110,10 +110,16 @@ impl LoginConnection {
                 .map_err(|e| ClientError::Connection(e.to_string()))?;
             let len = proto::frame::body_len(header, max_answer)
                 .map_err(|e| ClientError::BadAnswer(e.to_string()))?;
-            let mut body = vec![0u8; len];
-            recv.read_exact(&mut body)
+            // Grows with what arrives rather than trusting the announced length.
+            let mut body = Vec::with_capacity(len.min(4096));
+            let n = (&mut recv)
+                .take(len as u64)
+                .read_to_end(&mut body)
                 .await
                 .map_err(|e| ClientError::Connection(e.to_string()))?;
+            if n != len {
+                return Err(ClientError::BadAnswer("answer ends mid-frame".into()));
+            }
             Ok(body)
         };
         tokio::time::timeout(REQUEST_TIMEOUT, work)

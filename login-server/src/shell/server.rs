@@ -172,12 +172,12 @@ async fn read_body<R: AsyncRead + Unpin + ?Sized>(
     }
     let len =
         frame::body_len(header, max_len).map_err(|_| ReadError::Answer(LoginError::TooLarge))?;
-    let mut body = vec![0u8; len];
-    match reader.read_exact(&mut body).await {
-        Ok(_) => Ok(body),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err(ReadError::Answer(LoginError::Malformed))
-        }
+    // Grow with the bytes that actually arrive: announcing a large frame and sending
+    // nothing must not cost the announced size in memory.
+    let mut body = Vec::with_capacity(len.min(4096));
+    match (&mut *reader).take(len as u64).read_to_end(&mut body).await {
+        Ok(n) if n == len => Ok(body),
+        Ok(_) => Err(ReadError::Answer(LoginError::Malformed)),
         Err(_) => Err(ReadError::Closed),
     }
 }
