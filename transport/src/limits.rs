@@ -1,5 +1,5 @@
 //! Connection admission shared by a server's listeners: a cap on open connections for the
-//! whole server and a cap per source address.
+//! whole server, a cap per source address, and when QUIC should validate addresses first.
 //!
 //! One [`ConnectionLimiter`] is meant to be shared by every listener of a server (its QUIC
 //! [`crate::Endpoint`] and its [`crate::TcpListener`]); clones share the same counts, and
@@ -37,6 +37,7 @@ struct Settings {
     max_connections: usize,
     max_per_ip: usize,
     exempt_loopback: bool,
+    validate_above: usize,
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +98,7 @@ impl std::fmt::Debug for ConnectionLimiter {
             .field("max_connections", &self.settings.max_connections)
             .field("max_per_ip", &self.settings.max_per_ip)
             .field("exempt_loopback", &self.settings.exempt_loopback)
+            .field("validate_above", &self.settings.validate_above)
             .field("open", &self.open_connections())
             .finish()
     }
@@ -110,7 +112,8 @@ impl Default for ConnectionLimiter {
 
 impl ConnectionLimiter {
     /// At most `max_connections` open at once (at least one), at most
-    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`] of them from one non-loopback source.
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_IP`] of them from one non-loopback source, and QUIC
+    /// address validation once a quarter of the connections are in use.
     pub fn new(max_connections: usize) -> Self {
         let max_connections = max_connections.max(1);
         Self {
@@ -118,6 +121,7 @@ impl ConnectionLimiter {
                 max_connections,
                 max_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
                 exempt_loopback: true,
+                validate_above: max_connections / 4,
             },
             counts: Arc::default(),
         }
@@ -133,6 +137,15 @@ impl ConnectionLimiter {
     /// Whether loopback sources escape the per-address cap (they do by default).
     pub fn with_loopback_exempt(mut self, exempt: bool) -> Self {
         self.settings.exempt_loopback = exempt;
+        self
+    }
+
+    /// QUIC clients whose address is not yet validated are sent a Retry (one extra round
+    /// trip, proving they receive at the address they claim) once `open` connections or
+    /// more are open server-wide, or once their source has half its per-address allowance
+    /// open. Zero validates every QUIC client.
+    pub fn with_address_validation_above(mut self, open: usize) -> Self {
+        self.settings.validate_above = open;
         self
     }
 
@@ -159,6 +172,17 @@ impl ConnectionLimiter {
             .get(&Source::of(ip))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Whether a QUIC attempt from `ip` whose address is not validated should be retried
+    /// before it takes a slot.
+    pub fn wants_address_validation(&self, ip: IpAddr) -> bool {
+        let counts = self.counts();
+        if counts.total >= self.settings.validate_above {
+            return true;
+        }
+        let from_source = counts.per_source.get(&Source::of(ip)).copied().unwrap_or(0);
+        !self.is_exempt(ip) && from_source * 2 >= self.settings.max_per_ip
     }
 
     /// Takes a slot for a connection from `ip`; the slot is free again when the permit is
@@ -294,5 +318,28 @@ mod tests {
         }
         assert_eq!(limiter.open_connections(), 0);
         assert!(limiter.counts().per_source.is_empty());
+    }
+
+    #[test]
+    fn address_validation_starts_under_load_or_when_one_source_holds_many() {
+        let limiter = ConnectionLimiter::new(8).with_max_per_ip(4);
+        assert_eq!(limiter.settings.validate_above, 2);
+        assert!(!limiter.wants_address_validation(ip("192.0.2.1")));
+        let _a = limiter.try_acquire(ip("192.0.2.1")).expect("slot");
+        assert!(!limiter.wants_address_validation(ip("192.0.2.9")));
+        let _b = limiter.try_acquire(ip("192.0.2.1")).expect("slot");
+        // Two of eight open: a quarter.
+        assert!(limiter.wants_address_validation(ip("192.0.2.9")));
+
+        let roomy = ConnectionLimiter::new(1000).with_max_per_ip(4);
+        let _c = roomy.try_acquire(ip("192.0.2.1")).expect("slot");
+        let _d = roomy.try_acquire(ip("192.0.2.1")).expect("slot");
+        assert!(roomy.wants_address_validation(ip("192.0.2.1")));
+        assert!(!roomy.wants_address_validation(ip("192.0.2.2")));
+        assert!(
+            ConnectionLimiter::new(1000)
+                .with_address_validation_above(0)
+                .wants_address_validation(ip("192.0.2.3"))
+        );
     }
 }

@@ -9,6 +9,7 @@ use proto::SecretKey;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long a QUIC dial may go unanswered before
@@ -87,6 +88,7 @@ pub struct Endpoint {
     inner: quinn::Endpoint,
     identity: Arc<SecretKey>,
     server: Option<ServerOptions>,
+    retries_sent: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -150,6 +152,7 @@ impl Endpoint {
             inner,
             identity: Arc::new(identity.clone()),
             server,
+            retries_sent: Arc::default(),
         })
     }
 
@@ -174,6 +177,7 @@ impl Endpoint {
             inner,
             identity: Arc::new(identity.clone()),
             server,
+            retries_sent: Arc::default(),
         })
     }
 
@@ -262,10 +266,19 @@ impl Endpoint {
         let options = self.server.as_ref()?;
         loop {
             let incoming = self.inner.accept().await?;
-            let permit = match options
-                .connections
-                .try_acquire(incoming.remote_address().ip())
+            let ip = incoming.remote_address().ip();
+            // A Retry costs the client a round trip but proves it receives at the address it
+            // claims, so spoofed Initials cannot take slots (RFC 9000 §8.1.2).
+            if !incoming.remote_address_validated()
+                && incoming.may_retry()
+                && options.connections.wants_address_validation(ip)
             {
+                if incoming.retry().is_ok() {
+                    self.retries_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
+            let permit = match options.connections.try_acquire(ip) {
                 Ok(permit) => permit,
                 Err(refusal) => {
                     tracing::debug!(%refusal, "refusing a QUIC connection");
@@ -278,6 +291,12 @@ impl Endpoint {
                 handshake_timeout: options.tuning.handshake_timeout,
             });
         }
+    }
+
+    /// Connection attempts answered with a QUIC Retry to validate the client's address
+    /// (see [`ConnectionLimiter::with_address_validation_above`]).
+    pub fn retries_sent(&self) -> u64 {
+        self.retries_sent.load(Ordering::Relaxed)
     }
 
     /// Connections currently open (including handshakes in progress and connections we
