@@ -297,6 +297,8 @@ impl Owner {
     async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
         let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
         let listen = self.listen.clone();
+        let mut metrics_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.turn.poll_timeout().map(tokio::time::Instant::from_std);
             tokio::select! {
@@ -328,14 +330,31 @@ impl Owner {
                         }
                     }
                 }
-                () = sleep_until(deadline) => {
+                                () = sleep_until(deadline) => {
                     self.turn.handle_timeout(Instant::now());
                     self.flush();
-                    let stats = self.turn.stats();
-                    metrics::gauge!("turn_allocations").set(stats.allocations as f64);
                 }
+                _ = metrics_tick.tick() => self.export_metrics(),
             }
         }
+    }
+
+    fn export_metrics(&self) {
+        let s = self.turn.stats();
+        metrics::gauge!("turn_allocations").set(s.allocations as f64);
+        metrics::counter!("turn_allocations_granted_total").absolute(s.allocations_granted);
+        metrics::counter!("turn_packets_to_peers_total").absolute(s.packets_to_peers);
+        metrics::counter!("turn_packets_to_clients_total").absolute(s.packets_to_clients);
+        metrics::counter!("turn_relayed_bytes_total").absolute(s.relayed_bytes);
+        metrics::counter!("turn_malformed_total").absolute(s.malformed);
+        metrics::counter!("turn_dropped_no_permission_total").absolute(s.dropped_no_permission);
+        metrics::counter!("turn_dropped_bandwidth_total").absolute(s.dropped_bandwidth);
+        metrics::counter!("turn_refused_peers_total").absolute(s.refused_peers);
+        metrics::counter!("turn_unanswered_unauthenticated_total")
+            .absolute(s.unanswered_unauthenticated);
+        metrics::counter!("turn_auth_failures_total").absolute(s.auth_failures);
+        metrics::counter!("stun_binding_answered_total").absolute(self.binding_answered);
+        metrics::counter!("turn_send_errors_total").absolute(self.send_errors);
     }
 
     fn listen_datagram(&mut self, from: SocketAddr, payload: &[u8]) {
