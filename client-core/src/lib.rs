@@ -6,9 +6,14 @@
 //! - [`host_cache`]: [`HostCache`], up to 200 supernodes with their RTTs, stored in the
 //!   profile.
 //! - [`search`]: [`search::verify_hit`] checks a search result's credential.
+//! - [`call`]: [`call::Calls`], call signalling for one device as caller and callee
+//!   (multi-device ringing, first answer wins, busy, hold, conference legs), with the
+//!   end-to-end handshake that yields the media keys.
+//! - [`chat`]: [`chat::ChatCore`], reliable end-to-end chat (retransmission until receipts,
+//!   offline mailbox hand-off, de-duplication, per-device order, persistable outbox).
 //!
 //! What it does not do: no IO, no clock, no tokio; no connections (the app's shell opens
-//! QUIC connections for the `Transmit`s); no end-to-end encryption of routed payloads.
+//! QUIC connections for the `Transmit`s and routes the cores' `PeerTransmit`s).
 
 pub mod call;
 pub mod chat;

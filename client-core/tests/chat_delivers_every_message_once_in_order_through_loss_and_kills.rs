@@ -1,6 +1,7 @@
 //! Chat between three users with several devices through a lossy, reordering, duplicating
 //! router, with 1% of sends failing at the supernode, the sender's process killed on 1% of
-//! sends (rebuilt from its persisted outbox) and the recipient offline for a while (offline
+//! sends (rebuilt from its persisted outbox), one receiving device killed now and then
+//! (rebuilt from its persisted windows) and the recipient offline for a while (offline
 //! mailbox): nothing is lost, nothing shown twice, order is kept, receipts come back.
 
 mod chat_sim;
@@ -53,6 +54,11 @@ fn run(count: usize, real_crypto: bool, seed: u64, kill_pct: f64) {
             if sim.roll(kill_pct / 100.0) {
                 sim.kill(alice);
             }
+        }
+        // Now and then the receiving laptop's process dies too; it comes back from its
+        // persisted receive windows.
+        if sim.roll(kill_pct / 500.0) {
+            sim.kill(bob_laptop);
         }
         if a % 5 == 0
             && c < side
