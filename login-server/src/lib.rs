@@ -5,7 +5,7 @@
 //! - [`storage`]: the database (SQLite or PostgreSQL through sqlx), the only state.
 //! - [`password`]: argon2id hashing off the runtime, with a concurrency limit.
 //! - [`service`]: [`LoginService`], one decoded request in, one typed answer out.
-//! - [`shell`]: the QUIC listener, metrics endpoint and housekeeping.
+//! - [`shell`]: the QUIC and TLS-over-TCP listener, metrics endpoint and housekeeping.
 //! - [`client`]: [`client::LoginConnection`], for devices and supernodes.
 //! - [`LoginServer`]: everything started together, as the binary and tests run it.
 //!

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 /// A peer must deliver its hello and request within this time after opening the stream.
 pub const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,13 +68,15 @@ pub async fn serve(
                 let in_flight = in_flight.clone();
                 let limits = limits.clone();
                 let shutdown = shutdown.clone();
+                let remote = incoming.remote_address();
+                // Addresses are personal data: the span only shows at DEBUG.
+                let span = tracing::debug_span!("connection", %remote);
                 connections.spawn(async move {
-                    let remote = incoming.remote_address();
                     match incoming.complete().await {
                         Ok(conn) => serve_connection(conn, service, in_flight, limits, shutdown).await,
-                        Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
+                        Err(e) => tracing::debug!(error = %e, "handshake failed"),
                     }
-                });
+                }.instrument(span));
                 metrics::gauge!("login_connections").set(endpoint.open_connections() as f64);
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {
