@@ -147,6 +147,8 @@ pub struct JitterBuffer {
     transit_millis: VecDeque<f64>,
     /// Whether each of the recent ticks had to recover a frame.
     recent_missing: VecDeque<bool>,
+    /// Whether each of the recent ticks found its frame lost (later packets present).
+    recent_lost: VecDeque<bool>,
     expand_streak: u32,
     remote_hold: bool,
     last_output_quiet: bool,
@@ -165,6 +167,7 @@ impl JitterBuffer {
             origin: None,
             transit_millis: VecDeque::new(),
             recent_missing: VecDeque::new(),
+            recent_lost: VecDeque::new(),
             expand_streak: 0,
             remote_hold: false,
             last_output_quiet: true,
@@ -242,7 +245,6 @@ impl JitterBuffer {
 
     /// Produces the frame for the playout tick at `now` (call every 20 ms).
     pub fn poll_frame(&mut self, now: Instant) -> PlayoutFrame {
-        let _ = now;
         let mut out = PlayoutFrame {
             samples: [0.0; FRAME_SAMPLES],
             kind: FrameKind::Silence,
@@ -275,6 +277,7 @@ impl JitterBuffer {
                 self.conceal(&mut out);
                 self.counters.inserted_frames += 1;
                 self.note_missing(false);
+                self.note_lost(false);
                 return self.finish(out);
             }
         }
@@ -282,6 +285,7 @@ impl JitterBuffer {
         if let Some(payload) = self.packets.remove(&p) {
             self.expand_streak = 0;
             self.note_missing(false);
+            self.note_lost(false);
             match self.decoder.decode(&payload, &mut out.samples) {
                 Ok(()) => {
                     out.kind = FrameKind::Decoded;
@@ -298,6 +302,7 @@ impl JitterBuffer {
             Some(n) if n > p => {
                 self.expand_streak = 0;
                 self.note_missing(true);
+                self.note_lost(true);
                 self.recover(p, &mut out);
                 self.playout_ts = Some(p + FRAME_TICKS);
             }
@@ -311,6 +316,13 @@ impl JitterBuffer {
                     } else {
                         FrameKind::Silence
                     };
+                } else if self.losing_packets() && self.overdue_by_target(now, p, target) {
+                    // Packets are being lost and this one is already as late as the target
+                    // allows: treat it as lost rather than stretch, so a loss burst does not
+                    // shift the timeline (stretching here and dropping later costs quality).
+                    self.note_missing(true);
+                    self.conceal(&mut out);
+                    self.playout_ts = Some(p + FRAME_TICKS);
                 } else {
                     self.note_missing(true);
                     self.conceal(&mut out);
@@ -378,6 +390,34 @@ impl JitterBuffer {
             }
             _ => 0,
         }
+    }
+
+    fn note_lost(&mut self, lost: bool) {
+        self.recent_lost.push_back(lost);
+        while self.recent_lost.len() > self.config.history_packets.max(1) {
+            self.recent_lost.pop_front();
+        }
+    }
+
+    /// Whether frames went missing while later packets were in hand (loss, as opposed to
+    /// lateness) within the history window.
+    fn losing_packets(&self) -> bool {
+        self.recent_lost.iter().any(|l| *l)
+    }
+
+    /// Whether the frame at `p` is overdue, relative to the fastest transit seen recently,
+    /// by at least the delay the target level allows.
+    fn overdue_by_target(&self, now: Instant, p: u64, target: u32) -> bool {
+        let (Some(origin), Some(min_transit)) = (
+            self.origin,
+            self.transit_millis.iter().copied().reduce(f64::min),
+        ) else {
+            return false;
+        };
+        let now_millis = now.saturating_duration_since(origin).as_secs_f64() * 1000.0;
+        let expected_millis = p as f64 / 48.0 + min_transit;
+        let budget_millis = f64::from(target.saturating_sub(1)) * FRAME_MILLIS as f64;
+        now_millis - expected_millis >= budget_millis
     }
 
     fn note_missing(&mut self, missing: bool) {
@@ -472,6 +512,7 @@ pub fn exercise_with_bytes(data: &[u8]) {
         assert!(jb.packets.len() <= 16, "buffer holds at most max_packets");
         assert!(jb.transit_millis.len() <= config.history_packets.max(2));
         assert!(jb.recent_missing.len() <= config.history_packets.max(1));
+        assert!(jb.recent_lost.len() <= config.history_packets.max(1));
     }
 }
 

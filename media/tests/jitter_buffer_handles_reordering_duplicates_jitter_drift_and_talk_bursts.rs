@@ -291,3 +291,38 @@ fn a_talk_burst_after_hold_plays_at_once() {
     );
     assert!(!rx.remote_on_hold());
 }
+
+#[test]
+fn a_loss_burst_does_not_stretch_the_timeline_once_loss_is_known() {
+    let t0 = Instant::now();
+    let (mut tx, mut rx) = pair();
+    tx.set_expected_loss_pct(5).expect("loss");
+    let speech = pipeline_support::speech();
+    let frames: Vec<&[f32]> = speech.chunks_exact(960).collect();
+    let mut delay_before_burst = None;
+    let mut max_delay_after = 0;
+    for i in 0..600usize {
+        let now = t0 + TICK * i as u32;
+        tx.handle_frame(now, frames[i % frames.len()])
+            .expect("frame");
+        let wire = tx.poll_transmit().expect("packet");
+        // Isolated losses every 20 packets, then a burst of three at 400..403.
+        let lost = i % 20 == 7 || (400..403).contains(&i);
+        if !lost {
+            rx.handle_datagram(now, &wire).expect("authentic");
+        }
+        let _ = rx.poll_frame(now);
+        if i == 399 {
+            delay_before_burst = Some(rx.quality().jitter_buffer_delay_millis);
+        }
+        if i > 405 {
+            max_delay_after = max_delay_after.max(rx.quality().jitter_buffer_delay_millis);
+        }
+    }
+    let before = delay_before_burst.expect("measured");
+    assert!(
+        max_delay_after <= before,
+        "burst added delay: {before} ms before, up to {max_delay_after} ms after"
+    );
+    assert_eq!(rx.jitter_counters().late_packets, 0);
+}
