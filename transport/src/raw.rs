@@ -5,7 +5,10 @@
 //! Demultiplexing follows RFC 9443: with QUIC-bit greasing off, every QUIC packet has the
 //! fixed bit (0x40) of its first byte set, so a datagram whose first byte has it clear
 //! (STUN is 0x00–0x03) is not QUIC and goes to [`RawUdp`]. Everything else goes to quinn.
-//! A receive buffer holding several GRO-coalesced datagrams always goes to quinn.
+//! A receive buffer holding several GRO-coalesced datagrams (equal-sized ones from one
+//! sender, `stride` bytes apart, the last possibly shorter) is split the same way segment
+//! by segment: raw segments are taken out and the QUIC ones closed up, so quinn still sees
+//! a valid batch.
 
 use crate::quic::{ConnectError, Endpoint, ServerOptions};
 use proto::SecretKey;
@@ -61,6 +64,30 @@ struct DemuxSocket {
     raw: mpsc::Sender<(Vec<u8>, SocketAddr)>,
 }
 
+impl DemuxSocket {
+    /// Hands the raw datagrams among `buf`'s `stride`-byte segments to [`RawUdp`] and moves
+    /// the QUIC ones together at the front; returns their length. Segments keep their
+    /// order, and only the last can be short, so the result is again a valid batch.
+    fn take_raw_segments(&self, buf: &mut [u8], stride: usize, from: SocketAddr) -> usize {
+        let stride = if stride == 0 { buf.len() } else { stride };
+        let mut kept_len = 0;
+        let mut start = 0;
+        while start < buf.len() {
+            let end = start.saturating_add(stride).min(buf.len());
+            if is_raw_datagram(&buf[start..end]) {
+                // A full queue means nobody is reading raw datagrams; dropping is what
+                // the network would do.
+                let _ = self.raw.try_send((buf[start..end].to_vec(), from));
+            } else {
+                buf.copy_within(start..end, kept_len);
+                kept_len += end - start;
+            }
+            start = end;
+        }
+        kept_len
+    }
+}
+
 impl quinn::AsyncUdpSocket for DemuxSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn quinn::UdpPoller>> {
         self.inner.clone().create_io_poller()
@@ -80,20 +107,17 @@ impl quinn::AsyncUdpSocket for DemuxSocket {
             let received = ready!(self.inner.poll_recv(cx, bufs, meta))?;
             let mut kept = 0;
             for i in 0..received.min(bufs.len()).min(meta.len()) {
-                let this = meta[i];
+                let mut this = meta[i];
                 let len = this.len.min(bufs[i].len());
-                let single_datagram = this.stride >= this.len;
-                if single_datagram && is_raw_datagram(&bufs[i][..len]) {
-                    // A full queue means nobody is reading raw datagrams; dropping is what
-                    // the network would do.
-                    let _ = self.raw.try_send((bufs[i][..len].to_vec(), this.addr));
+                this.len = self.take_raw_segments(&mut bufs[i][..len], this.stride, this.addr);
+                if this.len == 0 {
                     continue;
                 }
                 if kept != i {
                     let (front, back) = bufs.split_at_mut(i);
-                    front[kept][..len].copy_from_slice(&back[0][..len]);
-                    meta[kept] = this;
+                    front[kept][..this.len].copy_from_slice(&back[0][..this.len]);
                 }
+                meta[kept] = this;
                 kept += 1;
             }
             if kept > 0 || received == 0 {
@@ -164,11 +188,25 @@ mod tests {
         assert!(!is_raw_datagram(&[]));
     }
 
-    /// Delivers one prepared batch, then nothing.
+    /// Delivers one prepared batch of (buffer, sender, GRO stride), then nothing.
     #[derive(Debug)]
-    struct Batch(std::sync::Mutex<Option<Vec<Datagram>>>);
+    struct Batch(std::sync::Mutex<Option<Vec<(Datagram, usize)>>>);
 
     type Datagram = (Vec<u8>, SocketAddr);
+
+    impl Batch {
+        /// One datagram per buffer.
+        fn whole(datagrams: Vec<Datagram>) -> Self {
+            Self::with_strides(datagrams.into_iter().map(|d| {
+                let stride = d.0.len();
+                (d, stride)
+            }))
+        }
+
+        fn with_strides(buffers: impl IntoIterator<Item = (Datagram, usize)>) -> Self {
+            Self(std::sync::Mutex::new(Some(buffers.into_iter().collect())))
+        }
+    }
 
     #[derive(Debug)]
     struct AlwaysWritable;
@@ -195,12 +233,12 @@ mod tests {
             let Some(batch) = self.0.lock().expect("lock").take() else {
                 return Poll::Pending;
             };
-            for (i, (datagram, from)) in batch.iter().enumerate() {
+            for (i, ((datagram, from), stride)) in batch.iter().enumerate() {
                 bufs[i][..datagram.len()].copy_from_slice(datagram);
                 meta[i] = quinn::udp::RecvMeta {
                     addr: *from,
                     len: datagram.len(),
-                    stride: datagram.len(),
+                    stride: *stride,
                     ..Default::default()
                 };
             }
@@ -223,7 +261,7 @@ mod tests {
         ];
         let (tx, mut rx) = mpsc::channel(8);
         let demux = DemuxSocket {
-            inner: Arc::new(Batch(std::sync::Mutex::new(Some(batch)))),
+            inner: Arc::new(Batch::whole(batch)),
             raw: tx,
         };
         let mut storage = [[0u8; 16]; 5];
@@ -251,6 +289,54 @@ mod tests {
                 (vec![0x00, 0x01, 1], from(1)),
                 (vec![0x01, 0x01, 3, 3], from(3)),
                 (vec![0x02], from(5)),
+            ]
+        );
+    }
+
+    #[test]
+    fn gro_coalesced_stun_responses_are_split_out_and_quic_segments_stay_a_valid_batch() {
+        let from = |port| SocketAddr::from(([192, 0, 2, 1], port));
+        let stun = |n: u8| vec![0x01, 0x01, 0x00, n];
+        let quic = |n: u8| vec![0x41, n, n, n];
+        let all_stun = [stun(1), stun(2), stun(3)].concat();
+        let mixed = [quic(4), stun(5), quic(6), vec![0x41, 7]].concat();
+        let demux_of = |buffers| {
+            let (tx, rx) = mpsc::channel(8);
+            let demux = DemuxSocket {
+                inner: Arc::new(Batch::with_strides(buffers)),
+                raw: tx,
+            };
+            (demux, rx)
+        };
+        let (demux, mut rx) = demux_of(vec![((all_stun, from(1)), 4), ((mixed, from(2)), 4)]);
+        let mut storage = [[0u8; 32]; 2];
+        let mut bufs: Vec<IoSliceMut<'_>> =
+            storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let mut meta = vec![quinn::udp::RecvMeta::default(); 2];
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let kept = match quinn::AsyncUdpSocket::poll_recv(&demux, &mut cx, &mut bufs, &mut meta) {
+            Poll::Ready(result) => result.expect("recv"),
+            Poll::Pending => panic!("the batch is ready"),
+        };
+        assert_eq!(kept, 1);
+        assert_eq!(meta[0].addr, from(2));
+        assert_eq!(meta[0].stride, 4);
+        assert_eq!(
+            &bufs[0][..meta[0].len],
+            [quic(4), quic(6), vec![0x41, 7]].concat().as_slice()
+        );
+        let mut raw = Vec::new();
+        while let Ok(datagram) = rx.try_recv() {
+            raw.push(datagram);
+        }
+        assert_eq!(
+            raw,
+            vec![
+                (stun(1), from(1)),
+                (stun(2), from(1)),
+                (stun(3), from(1)),
+                (stun(5), from(2)),
             ]
         );
     }
