@@ -16,8 +16,8 @@ struct Args {
     /// The login server's QUIC address (IP:PORT).
     #[arg(long)]
     login_server: Option<SocketAddr>,
-    /// The login server's authority public key (unpadded base64url).
-    #[arg(long)]
+    /// The login server's authority public key (unpadded base64url; it may start with '-').
+    #[arg(long, allow_hyphen_values = true)]
     authority_key: Option<String>,
     /// QUIC endpoint for clients and other supernodes [default: 0.0.0.0:7500].
     #[arg(long)]

@@ -235,7 +235,7 @@ impl RunningSupernode {
         let options = ServerOptions {
             policy: PeerPolicy::AnyKey,
             tuning: Tuning::server(),
-            max_connections: config.max_connections,
+            connections: transport::ConnectionLimiter::new(config.max_connections),
         };
         let endpoint = Endpoint::bind(config.listen, &key, Some(options.clone())).map_err(|e| {
             StartError::Listen {
