@@ -17,6 +17,12 @@ pub enum DecodeError {
     Malformed(FrameError),
 }
 
+impl From<FrameError> for DecodeError {
+    fn from(e: FrameError) -> Self {
+        Self::Malformed(e)
+    }
+}
+
 /// Reads postcard's varint variant index without decoding the rest.
 pub fn leading_kind(body: &[u8]) -> Option<u32> {
     let mut value: u32 = 0;

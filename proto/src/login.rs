@@ -128,11 +128,12 @@ impl fmt::Debug for Password {
 
 /// Who opens a stream to the login server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum Role {
     /// Kind 0: a device (the `peerphone` app).
-    Client,
+    Client = 0,
     /// Kind 1: a supernode.
-    Supernode,
+    Supernode = 1,
 }
 
 /// The first frame of every stream to the login server.
@@ -154,67 +155,69 @@ impl StreamHello {
 
 /// A device's request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u32)]
 pub enum ClientToLogin {
     /// Kind 0: create an account. Answered with [`LoginToClient::Registered`].
     Register {
         user: UserName,
         display_name: DisplayName,
         password: Password,
-    },
+    } = 0,
     /// Kind 1: authenticate; the credential is bound to the TLS peer key.
     /// Answered with [`LoginToClient::LoggedIn`].
-    Login { user: UserName, password: Password },
+    Login { user: UserName, password: Password } = 1,
     /// Kind 2: change the password. Revokes every credential the user holds and answers
     /// with a fresh one for this device ([`LoginToClient::LoggedIn`]).
     ChangePassword {
         user: UserName,
         old_password: Password,
         new_password: Password,
-    },
+    } = 2,
     /// Kind 3: delete the account and everything stored for it; revokes its credentials.
     /// Answered with [`LoginToClient::Done`].
-    DeleteAccount { user: UserName, password: Password },
+    DeleteAccount { user: UserName, password: Password } = 3,
     /// Kind 4: a request on behalf of a logged-in user. `credential` must be valid, not
     /// revoked, and name the TLS peer key.
     AsUser {
         credential: SignedCredential,
         request: UserRequest,
-    },
+    } = 4,
     /// Kind 5: the current signed supernode directory ([`LoginToClient::Directory`]).
-    FetchDirectory,
+    FetchDirectory = 5,
 }
 
 /// What a logged-in user asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u32)]
 pub enum UserRequest {
     /// Kind 0: a fresh credential before this one expires ([`LoginToClient::LoggedIn`]).
-    Refresh,
+    Refresh = 0,
     /// Kind 1: the buddy list ([`LoginToClient::Contacts`]).
-    ListContacts,
+    ListContacts = 1,
     /// Kind 2: ask `user` to become a contact (an authorization request). When `user`
     /// already asked us, this accepts. Answered with [`LoginToClient::Done`].
-    AddContact { user: UserName },
+    AddContact { user: UserName } = 2,
     /// Kind 3: accept `user`'s pending request.
-    AcceptContact { user: UserName },
+    AcceptContact { user: UserName } = 3,
     /// Kind 4: decline `user`'s pending request.
-    DeclineContact { user: UserName },
+    DeclineContact { user: UserName } = 4,
     /// Kind 5: remove `user` from the buddy list, both ways.
-    RemoveContact { user: UserName },
+    RemoveContact { user: UserName } = 5,
     /// Kind 6: block `user`: no requests or offline messages from them reach us.
-    BlockContact { user: UserName },
+    BlockContact { user: UserName } = 6,
     /// Kind 7: lift a block.
-    UnblockContact { user: UserName },
+    UnblockContact { user: UserName } = 7,
     /// Kind 8: store an envelope for an offline user. `envelope.from` must be the
     /// credential's user. Answered with [`LoginToClient::Stored`] only once it is durable.
-    StoreOffline { envelope: Envelope },
+    StoreOffline { envelope: Envelope } = 8,
     /// Kind 9: envelopes waiting for us, oldest first ([`LoginToClient::Mailbox`]).
-    FetchMailbox { max: u16 },
+    FetchMailbox { max: u16 } = 9,
     /// Kind 10: delete delivered envelopes (at most [`MAX_MAILBOX_BATCH`] ids).
-    AckMailbox { ids: Vec<MessageId> },
+    AckMailbox { ids: Vec<MessageId> } = 10,
     /// Kind 11: one user by exact name ([`LoginToClient::User`]).
-    Lookup { user: UserName },
+    Lookup { user: UserName } = 11,
     /// Kind 12: exact user name or display-name prefix ([`LoginToClient::Users`]).
-    Search { query: String, limit: u16 },
+    Search { query: String, limit: u16 } = 12,
 }
 
 /// An end-to-end encrypted message waiting for an offline user. The login server sees only
@@ -232,30 +235,31 @@ pub struct Envelope {
 
 /// The login server's answer to a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u32)]
 pub enum LoginToClient {
     /// Kind 0: the request failed.
-    Error(LoginError),
+    Error(LoginError) = 0,
     /// Kind 1: the account exists now.
-    Registered { user: UserName },
+    Registered { user: UserName } = 1,
     /// Kind 2: a credential for this device.
-    LoggedIn { credential: SignedCredential },
+    LoggedIn { credential: SignedCredential } = 2,
     /// Kind 3: the request succeeded and has nothing to report.
-    Done,
+    Done = 3,
     /// Kind 4: the buddy list, sorted by user name.
-    Contacts { contacts: Vec<Contact> },
+    Contacts { contacts: Vec<Contact> } = 4,
     /// Kind 5: waiting envelopes; `more` when the mailbox holds further ones.
     Mailbox {
         envelopes: Vec<Envelope>,
         more: bool,
-    },
+    } = 5,
     /// Kind 6: the envelope is stored durably (or was already).
-    Stored { id: MessageId },
+    Stored { id: MessageId } = 6,
     /// Kind 7: a lookup's answer; `None` when no such user exists.
-    User(Option<UserInfo>),
+    User(Option<UserInfo>) = 7,
     /// Kind 8: search results, at most [`MAX_SEARCH_RESULTS`].
-    Users(Vec<UserInfo>),
+    Users(Vec<UserInfo>) = 8,
     /// Kind 9: the signed supernode directory.
-    Directory(SignedDirectory),
+    Directory(SignedDirectory) = 9,
 }
 
 /// One entry of a buddy list.
@@ -268,15 +272,16 @@ pub struct Contact {
 
 /// Where a buddy-list entry stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[repr(u8)]
 pub enum ContactState {
     /// Kind 0: both agreed.
-    Accepted,
+    Accepted = 0,
     /// Kind 1: we asked them; they have not answered.
-    RequestSent,
+    RequestSent = 1,
     /// Kind 2: they asked us; we have not answered.
-    RequestReceived,
+    RequestReceived = 2,
     /// Kind 3: we blocked them.
-    Blocked,
+    Blocked = 3,
 }
 
 /// What the login server knows about a user, for search and for finding them.
@@ -295,26 +300,27 @@ pub struct UserInfo {
 
 /// A supernode's request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u32)]
 pub enum SupernodeToLogin {
     /// Kind 0: ask to be admitted (or re-admitted) to the directory with these addresses.
     /// Answered with [`LoginToSupernode::Admitted`].
-    Admit { addrs: SupernodeAddrs },
+    Admit { addrs: SupernodeAddrs } = 0,
     /// Kind 1: still alive; without one every [`SUPERNODE_STALE_SECS`] it drops out of the
     /// directory. Answered with [`LoginToSupernode::Done`] or `Error(NotAdmitted)` when it
     /// must `Admit` again.
-    Heartbeat { homed_users: u32 },
+    Heartbeat { homed_users: u32 } = 1,
     /// Kind 2: the signed directory ([`LoginToSupernode::Directory`]).
-    FetchDirectory,
+    FetchDirectory = 2,
     /// Kind 3: the signed revocation list when its version is above `known_version`
     /// ([`LoginToSupernode::Revocations`]), else [`LoginToSupernode::RevocationsUnchanged`].
-    FetchRevocations { known_version: u64 },
+    FetchRevocations { known_version: u64 } = 3,
     /// Kind 4: a user by exact name ([`LoginToSupernode::User`]).
-    Lookup { user: UserName },
+    Lookup { user: UserName } = 4,
     /// Kind 5: exact user name or display-name prefix ([`LoginToSupernode::Users`]).
-    Search { query: String, limit: u16 },
+    Search { query: String, limit: u16 } = 5,
     /// Kind 6: the holder of `credential` homed on this supernode (it proved its key).
     /// Answered with [`LoginToSupernode::Done`].
-    UserHomed { credential: SignedCredential },
+    UserHomed { credential: SignedCredential } = 6,
 }
 
 /// Seconds without a heartbeat after which a supernode drops out of the directory.
@@ -328,90 +334,85 @@ pub const REVOCATION_POLL_SECS: u64 = 30;
 
 /// The login server's answer to a supernode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u32)]
 pub enum LoginToSupernode {
     /// Kind 0: the request failed.
-    Error(LoginError),
+    Error(LoginError) = 0,
     /// Kind 1: admitted; here is the directory that lists it.
-    Admitted { directory: SignedDirectory },
+    Admitted { directory: SignedDirectory } = 1,
     /// Kind 2: the request succeeded and has nothing to report.
-    Done,
+    Done = 2,
     /// Kind 3: the signed directory.
-    Directory(SignedDirectory),
+    Directory(SignedDirectory) = 3,
     /// Kind 4: a newer signed revocation list.
-    Revocations(SignedRevocationList),
+    Revocations(SignedRevocationList) = 4,
     /// Kind 5: nothing newer than the supernode's version.
-    RevocationsUnchanged { version: u64 },
+    RevocationsUnchanged { version: u64 } = 5,
     /// Kind 6: a lookup's answer; `None` when no such user exists.
-    User(Option<UserInfo>),
+    User(Option<UserInfo>) = 6,
     /// Kind 7: search results.
-    Users(Vec<UserInfo>),
+    Users(Vec<UserInfo>) = 7,
 }
 
 /// Why a request failed. Every variant is safe to show to the requester: none reveals
 /// whether an account exists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[repr(u32)]
 pub enum LoginError {
     /// Kind 0.
     #[error("protocol version {client} is not supported (server speaks {server})")]
-    VersionMismatch { client: u16, server: u16 },
+    VersionMismatch { client: u16, server: u16 } = 0,
     /// Kind 1.
     #[error("malformed request")]
-    Malformed,
+    Malformed = 1,
     /// Kind 2.
     #[error("unknown message kind {kind}")]
-    UnknownKind { kind: u32 },
+    UnknownKind { kind: u32 } = 2,
     /// Kind 3.
     #[error("request too large")]
-    TooLarge,
+    TooLarge = 3,
     /// Kind 4: the same answer for an unknown user and a wrong password.
     #[error("wrong user name or password")]
-    InvalidCredentials,
+    InvalidCredentials = 4,
     /// Kind 5.
     #[error("too many attempts; try again in {retry_after_secs} s")]
-    Throttled { retry_after_secs: u32 },
+    Throttled { retry_after_secs: u32 } = 5,
     /// Kind 6.
     #[error("user name is taken")]
-    UserNameTaken,
+    UserNameTaken = 6,
     /// Kind 7.
     #[error("password refused: {0}")]
-    WeakPassword(String),
+    WeakPassword(String) = 7,
     /// Kind 8: the credential is invalid, expired, revoked or not for this device.
     #[error("not logged in: {0}")]
-    NotAuthenticated(String),
+    NotAuthenticated(String) = 8,
     /// Kind 9.
     #[error("no such user")]
-    NoSuchUser,
+    NoSuchUser = 9,
     /// Kind 10.
     #[error("not allowed")]
-    NotAllowed,
+    NotAllowed = 10,
     /// Kind 11.
     #[error("the recipient's mailbox is full")]
-    MailboxFull,
+    MailboxFull = 11,
     /// Kind 12.
     #[error("supernode not admitted: {0}")]
-    NotAdmitted(String),
+    NotAdmitted(String) = 12,
     /// Kind 13: the server is overloaded; retry later.
     #[error("server busy; try again in {retry_after_secs} s")]
-    Busy { retry_after_secs: u32 },
+    Busy { retry_after_secs: u32 } = 13,
     /// Kind 14: a fault on the server's side (database unavailable...).
     #[error("internal server error")]
-    Internal,
+    Internal = 14,
     /// Kind 15: the peer took too long to send its request.
     #[error("request timed out")]
-    Timeout,
+    Timeout = 15,
     /// Kind 16: the role in the stream hello is not served on this connection.
     #[error("wrong role for this request")]
-    WrongRole,
+    WrongRole = 16,
 }
 
-/// A frame body could not be turned into a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("unknown message kind {0}")]
-    UnknownKind(u32),
-    #[error("malformed message: {0}")]
-    Malformed(#[from] FrameError),
-}
+pub use crate::kind::DecodeError;
 
 impl From<DecodeError> for LoginError {
     fn from(e: DecodeError) -> Self {
@@ -426,10 +427,7 @@ impl From<DecodeError> for LoginError {
 /// Decodes an enum whose variant count is `kinds`, telling an unknown discriminant apart
 /// from a malformed body.
 fn decode_enum<T: serde::de::DeserializeOwned>(body: &[u8], kinds: u32) -> Result<T, DecodeError> {
-    match postcard::take_from_bytes::<u32>(body) {
-        Ok((kind, _)) if kind >= kinds => Err(DecodeError::UnknownKind(kind)),
-        _ => Ok(frame::decode_body(body)?),
-    }
+    crate::kind::decode_kinded(body, kinds)
 }
 
 /// Decodes a [`StreamHello`]. A hello with a version this side does not speak is still
