@@ -215,10 +215,12 @@ pub enum CallEvent {
     },
     /// The microphone of this call is muted or not (never told to the peer).
     Muted { call_id: CallId, muted: bool },
-    /// The peer's hole-punching candidates.
+    /// The peer's hole-punching candidates, from `device` (before the answer, each ringing
+    /// device of the callee may send its own).
     Candidates {
         call_id: CallId,
         peer: UserName,
+        device: PublicKey,
         ufrag: String,
         password: String,
         candidates: Vec<Candidate>,
@@ -1144,6 +1146,23 @@ impl Calls {
                     self.check_all_refused(now, key);
                 }
             }
+            // Early candidates from a ringing (verified) device, so hole punching can start
+            // before the answer.
+            PeerToPeer::Candidates {
+                call_id,
+                ufrag,
+                password,
+                candidates,
+            } if matches!(invited.status, DeviceStatus::Ringing { .. }) => {
+                self.events.push_back(CallEvent::Candidates {
+                    call_id,
+                    peer: key.1.clone(),
+                    device,
+                    ufrag,
+                    password,
+                    candidates,
+                });
+            }
             _ => {}
         }
     }
@@ -1298,6 +1317,7 @@ impl Calls {
             } => self.events.push_back(CallEvent::Candidates {
                 call_id,
                 peer: key.1.clone(),
+                device,
                 ufrag,
                 password,
                 candidates,
@@ -1383,6 +1403,7 @@ impl Calls {
             } => self.events.push_back(CallEvent::Candidates {
                 call_id,
                 peer,
+                device,
                 ufrag,
                 password,
                 candidates,

@@ -454,6 +454,11 @@ impl ChatCore {
         }
     }
 
+    /// Replaces the sealing identity (a refreshed credential); state is kept.
+    pub fn set_crypto(&mut self, crypto: Box<dyn PeerCrypto>) {
+        self.crypto = crypto;
+    }
+
     /// How many messages await a receipt or the mailbox.
     pub fn unacknowledged(&self) -> usize {
         self.outbox.len()

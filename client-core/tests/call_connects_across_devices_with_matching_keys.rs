@@ -254,3 +254,61 @@ fn the_initiator_adds_participants_to_a_conference_up_to_five() {
         assert_eq!(end_reason(sim.ended(*device)), Some("hangup"));
     }
 }
+
+#[test]
+fn candidates_pass_through_once_the_peer_device_is_known() {
+    use proto::peer::{Candidate, CandidateKind};
+    let mut sim = Sim::new(netsim::ImpairmentConfig::default(), 11);
+    let alice = sim.add_device("alice");
+    let bob = sim.add_device("bob");
+    let call = CallId([11; 16]);
+    let now = sim.now;
+    sim.calls(alice)
+        .dial(now, call, user("bob"), vec![bob], MediaParams::default())
+        .expect("dial");
+    sim.run_for(Duration::from_millis(10));
+    let candidate = Candidate {
+        kind: CandidateKind::ServerReflexive,
+        addr: "203.0.113.9:4000".parse().expect("addr"),
+        priority: 7,
+    };
+    // The caller does not know which device will answer yet.
+    assert_eq!(
+        sim.calls(alice).send_candidates(
+            call,
+            &user("bob"),
+            "u".into(),
+            "p".into(),
+            vec![candidate]
+        ),
+        Err(CallError::WrongState)
+    );
+    // The ringing callee knows the caller's device already.
+    sim.calls(bob)
+        .send_candidates(
+            call,
+            &user("alice"),
+            "uf".into(),
+            "pw".into(),
+            vec![candidate],
+        )
+        .expect("candidates");
+    sim.run_for(Duration::from_millis(10));
+    let got = sim.events(alice).iter().find_map(|(_, e)| match e {
+        CallEvent::Candidates {
+            ufrag, candidates, ..
+        } => Some((ufrag.clone(), candidates.clone())),
+        _ => None,
+    });
+    assert_eq!(got, Some(("uf".to_string(), vec![candidate])));
+    assert_eq!(
+        sim.calls(bob).send_candidates(
+            call,
+            &user("alice"),
+            "u".into(),
+            "p".into(),
+            vec![candidate; 17]
+        ),
+        Err(CallError::TooManyCandidates)
+    );
+}
