@@ -11,6 +11,11 @@
 //! by default, so tests and local tools may open many connections from 127.0.0.1; they still
 //! count towards the server-wide cap.
 //!
+//! A slot is taken when an attempt is accepted (before its handshake) and freed when the
+//! handshake fails or the connection ends: over TCP when the connection closes, over QUIC
+//! when the last [`crate::Conn`] clone of it is dropped, so a server must not keep handles
+//! to dead connections around.
+//!
 //! What it does not do: it does not rate-limit connection attempts or handshakes, and it
 //! only counts connections accepted through this crate's listeners, not ones we dial.
 
