@@ -217,3 +217,63 @@ fn a_forged_credential_or_a_substituted_device_fails_the_call_with_an_identity_e
     assert!(sim.media_keys(alice).is_none());
     assert!(sim.media_keys(bob_real).is_none());
 }
+
+#[test]
+fn a_callee_refuses_an_invitation_relayed_under_another_identity() {
+    use client_core::call::{CallConfig, CallFailure, CallInputError, Calls};
+    use client_core::chat::DeviceCrypto;
+    use proto::peer::{PeerToPeer, open_peer_message, seal_peer_message};
+
+    let authority = SecretKey::generate();
+    let device = |name: &str| {
+        let key = SecretKey::generate();
+        let cred = call_sim::credential(&authority, name, &key);
+        (key, cred)
+    };
+    let (alice_key, alice_cred) = device("alice");
+    let (bob_key, bob_cred) = device("bob");
+    let (mallory_key, mallory_cred) = device("mallory");
+    let mut alice = Calls::new(
+        DeviceCrypto::new(alice_key, alice_cred, authority.public()).expect("crypto"),
+        CallConfig::default(),
+    );
+    let mut bob = Calls::new(
+        DeviceCrypto::new(bob_key.clone(), bob_cred, authority.public()).expect("crypto"),
+        CallConfig::default(),
+    );
+    let now = std::time::Instant::now();
+    // Alice was handed mallory's key for bob; mallory opens the invitation and re-seals
+    // alice's offer to bob under her own identity.
+    alice
+        .dial(
+            now,
+            CallId([12; 16]),
+            user("bob"),
+            vec![mallory_key.public()],
+            MediaParams::default(),
+        )
+        .expect("dial");
+    let invite = alice.poll_transmit().expect("invite");
+    let (_, message) = open_peer_message(
+        &mallory_key,
+        &authority.public(),
+        call_sim::WALL,
+        &invite.payload,
+    )
+    .expect("mallory opens what was sealed to her");
+    assert!(matches!(message, PeerToPeer::CallInvite { .. }));
+    let relayed =
+        seal_peer_message(&mallory_key, &mallory_cred, &bob_key.public(), &message).expect("seal");
+    let refused = bob.handle_routed(now, call_sim::WALL, mallory_key.public(), &relayed);
+    assert!(
+        matches!(
+            refused,
+            Err(CallInputError::Identity(
+                CallFailure::DeviceSubstituted { .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert!(bob.poll_event().is_none(), "bob's device does not ring");
+    assert!(!bob.in_call());
+}
