@@ -290,9 +290,13 @@ impl Decoder {
                 return Ok(false);
             }
             let offset_samples = offset_samples as i32;
+            // The redundancy starts up to ~100 ms before the packet's own audio
+            // (`dred_offset`), so ask libopus to decode that much more history than the
+            // frame we need, or `reach` falls short of it.
+            let wanted = (offset_samples + 4_800).min(SAMPLE_RATE_HZ as i32);
             let reach = state
                 .decoder
-                .parse(&mut state.parsed, later_packet, offset_samples)?;
+                .parse(&mut state.parsed, later_packet, wanted)?;
             if reach < offset_samples {
                 return Ok(false);
             }
@@ -399,6 +403,39 @@ mod tests {
         let mut out = vec![0.0; FRAME_SAMPLES];
         dec.decode(&packets[0], &mut out).expect("decode");
         dec.decode_fec(&packets[19], &mut out).expect("fec");
+    }
+
+    #[cfg(feature = "dred")]
+    #[test]
+    fn dred_rebuilds_frames_from_most_speech_packets() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/speech_48k.wav");
+        let mut reader = hound::WavReader::open(path).expect("speech sample");
+        let speech: Vec<f32> = reader
+            .samples::<i16>()
+            .map(|s| f32::from(s.expect("sample")) / 32768.0)
+            .collect();
+        let mut enc = Encoder::new(EncoderConfig {
+            fec: false,
+            dred_duration_10ms: 100,
+            expected_loss_pct: 20,
+            ..EncoderConfig::default()
+        })
+        .expect("encoder");
+        let mut dec = Decoder::new(DecoderConfig::default()).expect("decoder");
+        let mut out = vec![0.0; FRAME_SAMPLES];
+        let (mut usable, mut total) = (0, 0);
+        for frame in speech.chunks_exact(FRAME_SAMPLES) {
+            let packet = enc.encode(frame).expect("encode");
+            total += 1;
+            if dec.decode_dred(&packet, 3, &mut out).expect("dred") {
+                usable += 1;
+            }
+            dec.decode(&packet, &mut out).expect("decode");
+        }
+        assert!(
+            usable * 10 > total * 8,
+            "DRED reached 3 frames back in {usable} of {total} packets"
+        );
     }
 
     #[test]
