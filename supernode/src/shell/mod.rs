@@ -234,7 +234,12 @@ impl RunningSupernode {
         let turn_secret = load_or_create_turn_secret(&config.data_dir)?;
         let options = ServerOptions {
             policy: PeerPolicy::AnyKey,
-            tuning: Tuning::server(),
+            // Clients keep their NAT bindings alive themselves; server-side keep-alives would
+            // double the cost of every idle client (see docs/bench/supernode.md).
+            tuning: Tuning {
+                keep_alive_interval: None,
+                ..Tuning::server()
+            },
             connections: transport::ConnectionLimiter::new(config.max_connections),
         };
         let endpoint = Endpoint::bind(config.listen, &key, Some(options.clone())).map_err(|e| {
