@@ -9,7 +9,7 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-DIRECTIONS = re.compile(r"^pub enum (\w+To\w+)\b")
+DIRECTIONS = re.compile(r"^pub enum (\w+To\w+|UserRequest)\b")
 VARIANT = re.compile(r"^    (\w+)\b.*?=\s*(\d+),?\s*$")
 VARIANT_START = re.compile(r"^    (\w+)\s*[\({]?")
 

@@ -9,8 +9,9 @@ install_system_packages
 ensure_rust
 start_postgres
 
-echo "==> cargo fmt --check" >&2
+echo "==> cargo fmt --check, generated docs up to date" >&2
 cargo fmt --all --check
+python3 scripts/protocol-doc.py --check
 echo "==> cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test" >&2
