@@ -72,8 +72,11 @@ fn run(count: usize, real_crypto: bool, seed: u64, kill_pct: f64) {
         }
         sim.run_for(step);
     }
-    // Let retransmissions and the mailbox finish.
+    // Let retransmissions finish; online devices poll the mailbox once more (as the engine
+    // does every minute), then receipts flow.
     sim.run_for(Duration::from_secs(300));
+    sim.poll_mailboxes();
+    sim.run_for(Duration::from_secs(60));
     assert!(c == side && b == side);
     assert!(sim.kills > 0, "the run killed the sender");
 

@@ -303,6 +303,21 @@ impl Sim {
         }
     }
 
+    /// Every online device fetches its user's mailbox, as the engine does periodically: a
+    /// message can be stored offline while its recipient is online (a route reported
+    /// `Offline` spuriously), and must still arrive.
+    pub fn poll_mailboxes(&mut self) {
+        let online: Vec<PublicKey> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.online)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in online {
+            self.set_online(key, true);
+        }
+    }
+
     fn drain(&mut self) {
         loop {
             let mut moved = false;
