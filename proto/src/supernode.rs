@@ -16,8 +16,8 @@
 //! fields are visible to supernodes.
 
 use crate::credential::SignedCredential;
-use crate::frame::FrameError;
 use crate::keys::PublicKey;
+use crate::kind::wire_kinds;
 use crate::names::{DisplayName, UserName};
 use crate::time::UnixTime;
 use serde::{Deserialize, Serialize};
@@ -536,16 +536,7 @@ pub enum SupernodeToSupernode {
     Error { code: ErrorCode } = 13,
 }
 
-/// A frame body that is not a message of this direction.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// A kind this build does not know: answer [`ErrorCode::UnknownMessage`].
-    #[error("unknown message kind {0}")]
-    UnknownKind(u32),
-    /// A known kind whose fields do not decode, or trailing bytes.
-    #[error(transparent)]
-    Malformed(FrameError),
-}
+pub use crate::kind::DecodeError;
 
 impl DecodeError {
     /// The error to send back to the peer.
@@ -557,55 +548,7 @@ impl DecodeError {
     }
 }
 
-/// Reads postcard's varint variant index without decoding the rest.
-fn leading_kind(body: &[u8]) -> Option<u32> {
-    let mut value: u32 = 0;
-    for (i, byte) in body.iter().take(5).enumerate() {
-        value |= u32::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn decode_kinded<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-    kinds: u32,
-) -> Result<T, DecodeError> {
-    match leading_kind(body) {
-        Some(kind) if kind >= kinds => Err(DecodeError::UnknownKind(kind)),
-        _ => crate::frame::decode_body(body).map_err(DecodeError::Malformed),
-    }
-}
-
-macro_rules! kinds {
-    ($ty:ident, $count:expr, [$($variant:ident),* $(,)?]) => {
-        impl $ty {
-            /// How many message kinds this build knows.
-            pub const KINDS: u32 = $count;
-
-            /// The kind's name, for logs and metrics.
-            pub fn name(&self) -> &'static str {
-                match self {
-                    $(Self::$variant { .. } => stringify!($variant),)*
-                }
-            }
-
-            /// Decodes one frame body; unknown kinds are told apart from malformed ones.
-            pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-                decode_kinded(body, Self::KINDS)
-            }
-
-            /// Encodes as one length-prefixed frame.
-            pub fn encode_frame(&self) -> Result<Vec<u8>, FrameError> {
-                crate::frame::encode(self, crate::frame::DEFAULT_MAX_FRAME)
-            }
-        }
-    };
-}
-
-kinds!(
+wire_kinds!(
     ClientToSupernode,
     10,
     [
@@ -621,7 +564,7 @@ kinds!(
         TurnCredentialsRequest
     ]
 );
-kinds!(
+wire_kinds!(
     SupernodeToClient,
     12,
     [
@@ -639,7 +582,7 @@ kinds!(
         TurnCredentials
     ]
 );
-kinds!(
+wire_kinds!(
     SupernodeToSupernode,
     14,
     [
