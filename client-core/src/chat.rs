@@ -8,7 +8,10 @@
 //!   back [`RouteOutcome::Offline`], the core asks the shell to put a sealed bundle into the
 //!   login server's offline mailbox ([`ChatEvent::StoreOffline`]); once the shell reports it
 //!   durable ([`ChatCore::handle_stored`]) the message counts as accepted
-//!   (`chat_accepted{stored: true}`).
+//!   (`chat_accepted{stored: true}`). A stored message stays in the outbox
+//!   ([`OutboxStage::Stored`]) and is offered again directly at a slow, growing interval until
+//!   its receipt comes back: a receipt is a single routed message, and one lost on the way
+//!   (or queued by a recipient process that died) would otherwise never be sent again.
 //! - **Receiving**: de-duplication with bounded memory (per sending device a `seq` window, the
 //!   set of skipped seqs, and the most recent ids), per-device order by `seq` with a bounded
 //!   hold-back for out-of-order messages (then released with a [`ChatEvent::Gap`]), and
@@ -188,8 +191,14 @@ pub struct ChatConfig {
     pub receipt_delay: Duration,
     /// The most unacknowledged messages; `send` fails with [`ChatError::OutboxFull`] beyond.
     pub max_outbox: usize,
-    /// The most stored-offline messages whose receipt is still awaited (oldest forgotten:
-    /// only their `chat_delivered` event is lost, never the message).
+    /// A stored-offline message is offered again directly after this long, then at twice
+    /// the previous interval, so a lost receipt is asked for again.
+    pub stored_reoffer_initial: Duration,
+    /// The longest interval between two offers of a stored message.
+    pub stored_reoffer_max: Duration,
+    /// The most stored-offline messages whose receipt is still awaited (oldest forgotten
+    /// with [`ChatEvent::ReceiptAbandoned`]: only their `chat_delivered` event is lost,
+    /// never the message, which is in the mailbox).
     pub max_awaiting_receipt: usize,
     /// The most sending devices whose windows are kept (least recently heard forgotten).
     pub max_windows: usize,
@@ -207,6 +216,8 @@ impl Default for ChatConfig {
             max_held_per_device: 512,
             receipt_delay: Duration::from_millis(50),
             max_outbox: 4096,
+            stored_reoffer_initial: Duration::from_secs(60),
+            stored_reoffer_max: Duration::from_secs(30 * 60),
             max_awaiting_receipt: 16_384,
             max_windows: 256,
             recent_ids_per_device: 1024,
@@ -246,6 +257,9 @@ pub enum OutboxStage {
     Sending,
     /// Handed to the shell for the offline mailbox; not yet confirmed durable.
     StoringOffline,
+    /// Durable in the offline mailbox (accepted); offered again now and then until the
+    /// receipt arrives.
+    Stored,
 }
 
 /// One unacknowledged message, as the shell persists it.
@@ -277,8 +291,6 @@ pub struct ChatState {
     pub outbox: Vec<OutboxEntry>,
     /// The next `seq` per conversation.
     pub next_seq: BTreeMap<UserName, u64>,
-    /// Messages stored offline whose receipt is awaited.
-    pub awaiting_receipt: Vec<(MessageId, UserName)>,
     /// Receive windows per sending device (user, device).
     pub windows: Vec<(UserName, PublicKey, ReceiveWindow)>,
 }
@@ -302,6 +314,9 @@ pub enum ChatEvent {
     },
     /// `chat_delivered`: a device of the recipient confirmed it. Delete it from the outbox.
     Delivered { to: UserName, id: MessageId },
+    /// Too many stored messages await their receipt: this one (the oldest) is no longer
+    /// asked for. It stays in the mailbox; delete it from the outbox.
+    ReceiptAbandoned { to: UserName, id: MessageId },
     /// Messages from this device never came within the hold-back time; later ones were
     /// handed over without them.
     Gap {
@@ -343,8 +358,10 @@ pub struct ChatCore {
     tokens: BTreeMap<u64, (MessageId, u32)>,
     next_token: u64,
     next_seq: BTreeMap<UserName, u64>,
-    awaiting_receipt: BTreeMap<MessageId, UserName>,
-    awaiting_order: VecDeque<MessageId>,
+    /// Stored offline, receipt awaited (stage [`OutboxStage::Stored`]).
+    stored: BTreeMap<MessageId, Pending>,
+    /// `stored` ids, oldest first, for eviction (ids already removed are skipped).
+    stored_order: VecDeque<MessageId>,
     windows: BTreeMap<PublicKey, Window>,
     heard_counter: u64,
     receipts: BTreeMap<(UserName, PublicKey), Vec<MessageId>>,
@@ -376,8 +393,8 @@ impl ChatCore {
             tokens: BTreeMap::new(),
             next_token: 0,
             next_seq: BTreeMap::new(),
-            awaiting_receipt: BTreeMap::new(),
-            awaiting_order: VecDeque::new(),
+            stored: BTreeMap::new(),
+            stored_order: VecDeque::new(),
             windows: BTreeMap::new(),
             heard_counter: 0,
             receipts: BTreeMap::new(),
@@ -400,6 +417,13 @@ impl ChatCore {
         let mut core = Self::new(crypto, config, seed);
         core.next_seq = state.next_seq;
         for entry in state.outbox {
+            if entry.stage == OutboxStage::Stored {
+                let floor = entry.message.seq.saturating_add(1);
+                let next = core.next_seq.entry(entry.to.clone()).or_insert(floor);
+                *next = (*next).max(floor);
+                core.remember_stored(now, entry);
+                continue;
+            }
             let floor = entry.message.seq.saturating_add(1);
             let next = core.next_seq.entry(entry.to.clone()).or_insert(floor);
             *next = (*next).max(floor);
@@ -415,9 +439,6 @@ impl ChatCore {
                 },
             );
             core.timers.insert((now, id));
-        }
-        for (id, user) in state.awaiting_receipt {
-            core.remember_stored(id, user);
         }
         for (user, device, window) in state.windows {
             core.heard_counter += 1;
@@ -437,13 +458,13 @@ impl ChatCore {
     /// The whole persistent state (for shells that store snapshots rather than rows).
     pub fn snapshot(&self) -> ChatState {
         ChatState {
-            outbox: self.outbox.values().map(|p| p.entry.clone()).collect(),
-            next_seq: self.next_seq.clone(),
-            awaiting_receipt: self
-                .awaiting_receipt
-                .iter()
-                .map(|(id, user)| (*id, user.clone()))
+            outbox: self
+                .outbox
+                .values()
+                .chain(self.stored.values())
+                .map(|p| p.entry.clone())
                 .collect(),
+            next_seq: self.next_seq.clone(),
             windows: self
                 .windows
                 .iter()
@@ -459,9 +480,15 @@ impl ChatCore {
         self.crypto = crypto;
     }
 
-    /// How many messages await a receipt or the mailbox.
+    /// How many messages are neither acknowledged by a recipient device nor durable in the
+    /// mailbox.
     pub fn unacknowledged(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// How many messages are stored offline and still await their receipt.
+    pub fn awaiting_receipt(&self) -> usize {
+        self.stored.len()
     }
 
     /// Sends `text` to `to`'s `devices`. Returns the entry to persist before telling the
@@ -571,7 +598,7 @@ impl ChatCore {
     }
 
     /// The login server answered `Stored { id }`: the message is durable in the mailbox.
-    pub fn handle_stored(&mut self, _now: Instant, id: MessageId) {
+    pub fn handle_stored(&mut self, now: Instant, id: MessageId) {
         let Some(pending) = self.outbox.get(&id) else {
             return;
         };
@@ -581,14 +608,16 @@ impl ChatCore {
         let Some(pending) = self.remove_pending(id) else {
             return;
         };
-        if !pending.entry.accepted {
+        let mut entry = pending.entry;
+        if !entry.accepted {
+            entry.accepted = true;
             self.events.push_back(ChatEvent::Accepted {
-                to: pending.entry.to.clone(),
+                to: entry.to.clone(),
                 id,
                 stored: true,
             });
         }
-        self.remember_stored(id, pending.entry.to);
+        self.remember_stored(now, entry);
     }
 
     /// Storing in the mailbox failed (login server unreachable, mailbox full): routing
@@ -668,7 +697,8 @@ impl ChatCore {
                 Some(OutboxStage::Sending) => self.attempt(now, id),
                 // The shell never answered: ask again (the mailbox de-duplicates by id).
                 Some(OutboxStage::StoringOffline) => self.store_offline(now, id),
-                None => {}
+                Some(OutboxStage::Stored) => {}
+                None => self.reoffer(now, id),
             }
         }
         let expired: Vec<PublicKey> = self
@@ -780,18 +810,73 @@ impl ChatCore {
         Some(pending)
     }
 
-    fn remember_stored(&mut self, id: MessageId, user: UserName) {
-        if self.awaiting_receipt.insert(id, user).is_none() {
-            self.awaiting_order.push_back(id);
+    fn remember_stored(&mut self, now: Instant, mut entry: OutboxEntry) {
+        entry.stage = OutboxStage::Stored;
+        entry.accepted = true;
+        let id = entry.message.id;
+        let next_at = now + self.config.stored_reoffer_initial;
+        let pending = Pending {
+            entry,
+            attempt: 0,
+            copies: 0,
+            offline: 0,
+            next_at,
+        };
+        if let Some(old) = self.stored.insert(id, pending) {
+            self.timers.remove(&(old.next_at, id));
+        } else {
+            self.stored_order.push_back(id);
         }
-        while self.awaiting_receipt.len() > self.config.max_awaiting_receipt {
-            match self.awaiting_order.pop_front() {
-                Some(old) => {
-                    self.awaiting_receipt.remove(&old);
-                }
-                None => break,
+        self.timers.insert((next_at, id));
+        while self.stored.len() > self.config.max_awaiting_receipt {
+            let Some(old) = self.stored_order.pop_front() else {
+                break;
+            };
+            if let Some(evicted) = self.stored.remove(&old) {
+                self.timers.remove(&(evicted.next_at, old));
+                self.events.push_back(ChatEvent::ReceiptAbandoned {
+                    to: evicted.entry.to,
+                    id: old,
+                });
             }
         }
+        // Ids delivered meanwhile linger in the order queue; keep it proportionate.
+        if self.stored_order.len() > self.stored.len().saturating_mul(2).max(64) {
+            let stored = &self.stored;
+            self.stored_order.retain(|id| stored.contains_key(id));
+        }
+    }
+
+    /// Offers a stored message directly again: a device that already has it answers with a
+    /// receipt, one that does not shows it (it may also come from the mailbox; ids
+    /// de-duplicate). Route statuses of these copies are ignored.
+    fn reoffer(&mut self, now: Instant, id: MessageId) {
+        let Some(pending) = self.stored.get_mut(&id) else {
+            return;
+        };
+        pending.attempt = pending.attempt.saturating_add(1);
+        let message = PeerToPeer::Chat(pending.entry.message.clone());
+        for device in &pending.entry.devices {
+            let Ok(payload) = self.crypto.seal(device, &message) else {
+                continue;
+            };
+            let token = self.next_token;
+            self.next_token = self.next_token.wrapping_add(1);
+            self.transmits.push_back(PeerTransmit {
+                token,
+                to: pending.entry.to.clone(),
+                to_device: *device,
+                payload,
+            });
+        }
+        let exponent = pending.attempt.min(16);
+        let interval = self
+            .config
+            .stored_reoffer_initial
+            .saturating_mul(1 << exponent)
+            .min(self.config.stored_reoffer_max);
+        pending.next_at = now + interval;
+        self.timers.insert((pending.next_at, id));
     }
 
     fn receipts_arrived(&mut self, from: &UserName, ids: &[MessageId]) {
@@ -810,8 +895,10 @@ impl ChatCore {
                         id: *id,
                     });
                 }
-            } else if self.awaiting_receipt.get(id) == Some(from) {
-                self.awaiting_receipt.remove(id);
+            } else if self.stored.get(id).is_some_and(|p| &p.entry.to == from) {
+                if let Some(pending) = self.stored.remove(id) {
+                    self.timers.remove(&(pending.next_at, *id));
+                }
                 self.events.push_back(ChatEvent::Delivered {
                     to: from.clone(),
                     id: *id,
