@@ -62,6 +62,92 @@ pub enum Command {
     },
     /// Authenticate as USER (default: the profile's user); keep the credential.
     Login { user: Option<UserName> },
+    /// Find users: an exact user name or a display-name prefix, with presence.
+    Search { query: String },
+    /// The buddy list.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Send a message; exits once the network accepted it (delivered, or stored for later).
+    Chat { user: UserName, text: String },
+    /// Stay online, printing events until stopped.
+    Online {
+        /// Answer incoming calls by themselves.
+        #[arg(long)]
+        auto_answer: bool,
+        /// A WAV file that stands in for the microphone in answered calls.
+        #[arg(long, value_name = "WAV")]
+        play: Option<PathBuf>,
+        /// Write what the speaker would play (48 kHz mono 16-bit WAV).
+        #[arg(long, value_name = "WAV")]
+        record: Option<PathBuf>,
+    },
+    /// Place a call and hang up after --seconds.
+    Call {
+        user: UserName,
+        /// A WAV file that stands in for the microphone (then silence).
+        #[arg(long, value_name = "WAV")]
+        play: Option<PathBuf>,
+        /// Write what the speaker would play (48 kHz mono 16-bit WAV).
+        #[arg(long, value_name = "WAV")]
+        record: Option<PathBuf>,
+        /// Hang up this many seconds after the call connects (default: stay until stopped).
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+        /// Put the call on hold this many seconds after it connects.
+        #[arg(long, value_name = "S")]
+        hold_at: Option<u64>,
+        /// Resume a held call this many seconds after it connects.
+        #[arg(long, value_name = "S")]
+        resume_at: Option<u64>,
+    },
+    /// NAT discovery report.
+    Netcheck,
+    /// Short-lived TURN credentials from the home supernode, for any standard TURN client.
+    TurnCredentials,
+    /// Stay online as an echo test account.
+    EchoService {
+        #[arg(long, value_enum, default_value = "live")]
+        mode: EchoMode,
+    },
+    /// Run a login server, N supernodes and an `echo` account on loopback in one process.
+    Local {
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        supernodes: u16,
+    },
+}
+
+/// `contacts …`.
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// The buddy list with presence.
+    List,
+    /// Send an authorization request.
+    Add { user: UserName },
+    /// Accept a request.
+    Accept { user: UserName },
+    /// Decline a request.
+    Decline { user: UserName },
+    /// Remove a contact.
+    Remove { user: UserName },
+    /// Block a user: no requests, calls or messages from them.
+    Block { user: UserName },
+}
+
+/// `echo-service --mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EchoMode {
+    /// Send back what it hears.
+    Live,
+    /// Play a tone, record 8 s, play it back.
+    Record,
+}
+
+/// What every command runner gets.
+#[derive(Debug)]
+pub struct Context {
+    pub out: Output,
+    pub profile: Profile,
+    pub options: Options,
 }
 
 /// The configuration file: a key for every global flag.
@@ -193,6 +279,49 @@ fn init_logging(format: LogFormat) {
 pub async fn run(command: Command, options: &Options) -> Result<(), CliError> {
     let out = Output { json: options.json };
     let profile = Profile::open(&options.profile_dir)?;
+    let ctx = Context {
+        out,
+        profile: profile.clone(),
+        options: options.clone(),
+    };
+    match command {
+        Command::Search { query } => return crate::engine::commands::search(&ctx, query).await,
+        Command::Contacts(action) => return crate::engine::commands::contacts(&ctx, action).await,
+        Command::Chat { user, text } => {
+            return crate::engine::commands::chat(&ctx, user, text).await;
+        }
+        Command::Online {
+            auto_answer,
+            play,
+            record,
+        } => {
+            return crate::engine::commands::online(&ctx, auto_answer, play, record).await;
+        }
+        Command::Call {
+            user,
+            play,
+            record,
+            seconds,
+            hold_at,
+            resume_at,
+        } => {
+            let plan = crate::engine::commands::CallPlan {
+                play,
+                record,
+                seconds,
+                hold_at,
+                resume_at,
+            };
+            return crate::engine::commands::call(&ctx, user, plan).await;
+        }
+        Command::Netcheck => return crate::netcheck::run(&ctx).await,
+        Command::TurnCredentials => return crate::engine::commands::turn_credentials(&ctx).await,
+        Command::EchoService { mode } => {
+            return crate::engine::commands::echo_service(&ctx, mode).await;
+        }
+        Command::Local { supernodes } => return crate::local::run(&ctx, supernodes).await,
+        Command::Register { .. } | Command::Login { .. } => {}
+    }
     let (target, settings) =
         login_client::resolve_target(&profile, options.login_server, options.authority_key)?;
     match command {
@@ -220,6 +349,7 @@ pub async fn run(command: Command, options: &Options) -> Result<(), CliError> {
             login_client::login(&profile, &target, &user, &password).await?;
             logged_in(&out, &user);
         }
+        _ => {}
     }
     Ok(())
 }
