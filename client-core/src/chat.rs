@@ -475,6 +475,30 @@ impl ChatCore {
         }
     }
 
+    /// One sending device's receive window as it stands now (`None` before its first
+    /// message or after it was forgotten). Shells that persist rows rather than snapshots
+    /// store it in the same transaction as the [`ChatEvent::Received`] messages it covers.
+    pub fn receive_window(&self, device: &PublicKey) -> Option<(UserName, ReceiveWindow)> {
+        let window = self.windows.get(device)?;
+        Some((window.user.clone()?, window.state.clone()))
+    }
+
+    /// Whether message `id` is held back waiting for earlier ones (received, not yet handed
+    /// over, so not yet acknowledged: a mailbox copy of it must not be deleted yet).
+    pub fn is_held(&self, id: &MessageId) -> bool {
+        self.windows
+            .values()
+            .any(|w| w.held.values().any(|m| &m.id == id))
+    }
+
+    /// The unacknowledged or receipt-awaiting message `id` as the shell should persist it.
+    pub fn outbox_entry(&self, id: &MessageId) -> Option<&OutboxEntry> {
+        self.outbox
+            .get(id)
+            .or_else(|| self.stored.get(id))
+            .map(|p| &p.entry)
+    }
+
     /// Replaces the sealing identity (a refreshed credential); state is kept.
     pub fn set_crypto(&mut self, crypto: Box<dyn PeerCrypto>) {
         self.crypto = crypto;
