@@ -394,6 +394,13 @@ impl HolePunch {
         }
     }
 
+    /// Whether `remote`, reached over `via`, belongs to a pair: a signalled candidate, or a
+    /// peer-reflexive address learnt from a check that passed MESSAGE-INTEGRITY. Shells use
+    /// it to drop media from strangers before it reaches the call.
+    pub fn knows_remote(&self, via: Via, remote: SocketAddr) -> bool {
+        self.pairs.contains_key(&(via, remote))
+    }
+
     /// The selected pair, if any.
     pub fn selected_pair(&self) -> Option<PathPair> {
         self.selected.and_then(|key| self.path_pair(key))
