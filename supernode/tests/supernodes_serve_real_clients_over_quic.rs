@@ -3,143 +3,20 @@
 //! finds a user on the other supernode with a verifiable credential, routed payloads arrive,
 //! unknown message kinds get a typed error, metrics are served, and shutdown says goodbye.
 
+mod real_support;
+
 use client_core::verify_hit;
 use login_server::LoginServer;
-use login_server::client::LoginConnection;
 use login_server::config::ServerConfig;
-use proto::login::Password;
+use proto::UnixTime;
 use proto::supernode::{
     ClientToSupernode, ErrorCode, GoodbyeReason, Presence, PresenceStatus, RouteOutcome,
     SearchQuery, SupernodeToClient,
 };
-use proto::{DisplayName, SecretKey, SignedCredential, UnixTime, UserName};
+use real_support::{Client, account, hello, supernode, user};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
-use supernode::shell::{RunningSupernode, ShellConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use transport::{Endpoint, PeerPolicy, RecvStream, SendStream, Tuning};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Client {
-    _endpoint: Endpoint,
-    send: SendStream,
-    recv: RecvStream,
-}
-
-impl Client {
-    async fn connect(device: &SecretKey, supernode: &RunningSupernode) -> Client {
-        let endpoint =
-            Endpoint::bind("127.0.0.1:0".parse().expect("addr"), device, None).expect("bind");
-        let conn = endpoint
-            .connect(
-                supernode.quic_addr(),
-                PeerPolicy::Key(supernode.key()),
-                &Tuning::client(),
-            )
-            .await
-            .expect("connect");
-        let (send, recv) = conn.open_bi().await.expect("stream");
-        Client {
-            _endpoint: endpoint,
-            send,
-            recv,
-        }
-    }
-
-    async fn send(&mut self, message: &ClientToSupernode) {
-        let frame = message.encode_frame().expect("encode");
-        self.send.write_all(&frame).await.expect("write");
-    }
-
-    async fn send_raw(&mut self, body: &[u8]) {
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(body);
-        self.send.write_all(&frame).await.expect("write");
-    }
-
-    async fn recv(&mut self) -> SupernodeToClient {
-        let read = async {
-            let mut header = [0u8; 4];
-            self.recv.read_exact(&mut header).await.expect("header");
-            let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
-            self.recv.read_exact(&mut body).await.expect("body");
-            SupernodeToClient::decode(&body).expect("decode")
-        };
-        tokio::time::timeout(WAIT, read)
-            .await
-            .expect("a message in time")
-    }
-
-    /// Reads until `pick` returns something, skipping other messages.
-    async fn until<T>(&mut self, mut pick: impl FnMut(&SupernodeToClient) -> Option<T>) -> T {
-        loop {
-            let message = self.recv().await;
-            if let Some(found) = pick(&message) {
-                return found;
-            }
-        }
-    }
-}
-
-fn user(name: &str) -> UserName {
-    UserName::new(name).expect("valid")
-}
-
-async fn account(
-    login: SocketAddr,
-    authority: proto::PublicKey,
-    name: &str,
-) -> (SecretKey, SignedCredential) {
-    let device = SecretKey::generate();
-    let endpoint =
-        Endpoint::bind("127.0.0.1:0".parse().expect("addr"), &device, None).expect("bind");
-    let conn = LoginConnection::connect(&endpoint, login, authority)
-        .await
-        .expect("login server");
-    let password = Password::new("correct horse battery staple").expect("password");
-    conn.register(
-        &user(name),
-        &DisplayName::new(name.to_uppercase()).expect("valid"),
-        &password,
-    )
-    .await
-    .expect("register");
-    let credential = conn.login(&user(name), &password).await.expect("login");
-    (device, credential)
-}
-
-async fn supernode(dir: &std::path::Path, login: &LoginServer, metrics: bool) -> RunningSupernode {
-    let mut config = ShellConfig::new(login.quic_addr(), login.authority_key(), dir.to_path_buf());
-    config.listen = "127.0.0.1:0".parse().expect("addr");
-    config.directory_poll = Duration::from_millis(300);
-    config.revocation_poll = Duration::from_secs(1);
-    config.heartbeat = Duration::from_secs(2);
-    if metrics {
-        config.metrics_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    } else {
-        config.turn_listen = Some("127.0.0.1:0".parse().expect("addr"));
-        config.relay_ports = Some(41000..=41099);
-    }
-    RunningSupernode::start(config)
-        .await
-        .expect("supernode starts")
-}
-
-async fn hello(client: &mut Client, credential: &SignedCredential) {
-    client
-        .send(&ClientToSupernode::Hello {
-            version: proto::PROTOCOL_VERSION,
-            credential: credential.clone(),
-            presence: Presence::new(PresenceStatus::Online),
-        })
-        .await;
-    let welcome = client.recv().await;
-    assert!(
-        matches!(welcome, SupernodeToClient::Welcome { .. }),
-        "{welcome:?}"
-    );
-}
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -168,6 +168,12 @@ const LOGIN_QUEUE: usize = 1024;
 const LOGIN_CONCURRENCY: usize = 64;
 /// Undecodable frames a client may send before it is disconnected.
 const MAX_GARBAGE: u32 = 16;
+/// How long a new connection may take to open its stream and send its first frame.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
+/// How long a supernode the directory does not list yet may wait to be listed.
+const MESH_ADMISSION_WAIT: Duration = Duration::from_secs(10);
+/// Directory fetches asked for by unknown supernodes are at least this far apart.
+const MIN_DIRECTORY_REFRESH: Duration = Duration::from_secs(1);
 
 /// A running supernode.
 pub struct RunningSupernode {
@@ -343,6 +349,7 @@ impl RunningSupernode {
         let (login_tx, login_rx) = mpsc::channel(LOGIN_QUEUE);
         let (members_tx, members_rx) = watch::channel(Arc::new(BTreeSet::new()));
         let (homed_tx, homed_rx) = watch::channel(0u32);
+        let (refresh_tx, refresh_rx) = mpsc::channel(1);
         let core_task = tokio::spawn(core_loop(
             core,
             inbox_rx,
@@ -358,14 +365,18 @@ impl RunningSupernode {
             addrs,
             inbox_tx.clone(),
             members_tx,
-            login_rx,
             homed_rx,
+            LoginInputs {
+                requests: login_rx,
+                refresh: refresh_rx,
+            },
         )));
         let next_id = Arc::new(std::sync::atomic::AtomicU64::new(1));
         {
             let endpoint = endpoint.clone();
             let inbox = inbox_tx.clone();
             let members = members_rx.clone();
+            let refresh = refresh_tx.clone();
             let next_id = next_id.clone();
             tasks.push(tokio::spawn(async move {
                 while let Some(incoming) = endpoint.accept().await {
@@ -373,6 +384,7 @@ impl RunningSupernode {
                         incoming,
                         inbox.clone(),
                         members.clone(),
+                        refresh.clone(),
                         next_id.clone(),
                     ));
                 }
@@ -387,6 +399,7 @@ impl RunningSupernode {
                         incoming,
                         inbox.clone(),
                         members.clone(),
+                        refresh_tx.clone(),
                         next_id.clone(),
                     ));
                 }
@@ -656,10 +669,73 @@ async fn read_body<R: AsyncRead + Unpin>(recv: &mut R) -> Result<Option<Vec<u8>>
     Ok(Some(body))
 }
 
+/// The peer that opened a connection, as far as its first frame and the directory tell.
+enum Opener {
+    /// A directory member: a mesh link, with the stream it opened first when that had to
+    /// be read to tell.
+    Member {
+        first_stream: Option<transport::RecvStream>,
+    },
+    /// Anyone else: a client, whose first message has been read.
+    Client {
+        send: transport::SendStream,
+        recv: transport::RecvStream,
+        first: Vec<u8>,
+    },
+}
+
+/// Tells a mesh link from a client. A member of the directory this supernode holds is a
+/// mesh peer. Anyone else is a client, unless its first frame is a supernode's `Hello`:
+/// then it is a supernode admitted after this one last fetched the directory (the newcomer
+/// knows this supernode from the directory it got at admission and connects at once). The
+/// directory is fetched again and the connection waits, bounded, for the newcomer to be
+/// listed; taking its link for a client would lose everything sent over it.
+async fn identify(
+    conn: &Conn,
+    members: &mut watch::Receiver<Arc<BTreeSet<PublicKey>>>,
+    refresh: &mpsc::Sender<()>,
+) -> Option<Opener> {
+    let peer = conn.peer_key();
+    if members.borrow().contains(&peer) {
+        return Some(Opener::Member { first_stream: None });
+    }
+    let Ok(Ok((send, mut recv))) = tokio::time::timeout(FIRST_FRAME_WAIT, conn.accept_bi()).await
+    else {
+        conn.close(1, "no session stream");
+        return None;
+    };
+    let Ok(Ok(Some(first))) = tokio::time::timeout(FIRST_FRAME_WAIT, read_body(&mut recv)).await
+    else {
+        conn.close(1, "no first message");
+        return None;
+    };
+    let mesh_hello = ClientToSupernode::decode(&first).is_err()
+        && matches!(
+            SupernodeToSupernode::decode(&first),
+            Ok(SupernodeToSupernode::Hello { .. })
+        );
+    if !mesh_hello {
+        return Some(Opener::Client { send, recv, first });
+    }
+    let _ = refresh.try_send(());
+    let listed =
+        tokio::time::timeout(MESH_ADMISSION_WAIT, members.wait_for(|m| m.contains(&peer))).await;
+    if matches!(listed, Ok(Ok(_))) {
+        Some(Opener::Member {
+            first_stream: Some(recv),
+        })
+    } else {
+        debug!(peer = %peer.fingerprint(), "a supernode the directory does not list");
+        conn.close(4, "not in the directory");
+        None
+    }
+}
+
 async fn serve_incoming(
     incoming: transport::Incoming,
     inbox: mpsc::Sender<Input>,
-    members: watch::Receiver<Arc<BTreeSet<PublicKey>>>,
+    mut members: watch::Receiver<Arc<BTreeSet<PublicKey>>>,
+    refresh: mpsc::Sender<()>,
     next_id: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let conn = match incoming.complete().await {
@@ -670,46 +746,59 @@ async fn serve_incoming(
         }
     };
     let peer = conn.peer_key();
-    if members.borrow().contains(&peer) {
-        serve_mesh_peer(conn, peer, inbox).await;
-    } else {
-        let id = ClientId(next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-        serve_client(conn, id, inbox).await;
+    match identify(&conn, &mut members, &refresh).await {
+        None => {}
+        Some(Opener::Member { first_stream }) => {
+            if let Some(recv) = first_stream {
+                tokio::spawn(forward_mesh_stream(recv, peer, inbox.clone()));
+            }
+            serve_mesh_peer(conn, peer, inbox).await;
+        }
+        Some(Opener::Client { send, recv, first }) => {
+            let id = ClientId(next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+            serve_client(conn, id, inbox, send, recv, first).await;
+        }
     }
 }
 
 async fn serve_mesh_peer(conn: Conn, peer: PublicKey, inbox: mpsc::Sender<Input>) {
-    while let Ok((_send, mut recv)) = conn.accept_bi().await {
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(body)) = read_body(&mut recv).await {
-                match SupernodeToSupernode::decode(&body) {
-                    Ok(message) => {
-                        if inbox
-                            .send(Input::Mesh {
-                                from: peer,
-                                message,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(error) => debug!(%error, "undecodable mesh message"),
-                }
-            }
-        });
+    while let Ok((_send, recv)) = conn.accept_bi().await {
+        tokio::spawn(forward_mesh_stream(recv, peer, inbox.clone()));
     }
 }
 
-async fn serve_client(conn: Conn, id: ClientId, inbox: mpsc::Sender<Input>) {
-    let Ok(Ok((mut send, mut recv))) =
-        tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await
-    else {
-        conn.close(1, "no session stream");
-        return;
-    };
+async fn forward_mesh_stream(
+    mut recv: transport::RecvStream,
+    peer: PublicKey,
+    inbox: mpsc::Sender<Input>,
+) {
+    while let Ok(Some(body)) = read_body(&mut recv).await {
+        match SupernodeToSupernode::decode(&body) {
+            Ok(message) => {
+                if inbox
+                    .send(Input::Mesh {
+                        from: peer,
+                        message,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(error) => debug!(%error, "undecodable mesh message"),
+        }
+    }
+}
+
+async fn serve_client(
+    conn: Conn,
+    id: ClientId,
+    inbox: mpsc::Sender<Input>,
+    mut send: transport::SendStream,
+    mut recv: transport::RecvStream,
+    first: Vec<u8>,
+) {
     let (out_tx, mut out_rx) = mpsc::channel(CLIENT_QUEUE);
     if inbox
         .send(Input::ClientConnected {
@@ -741,14 +830,16 @@ async fn serve_client(conn: Conn, id: ClientId, inbox: mpsc::Sender<Input>) {
             }
         }
     });
-    while let Ok(Some(body)) = read_body(&mut recv).await {
-        let input = match ClientToSupernode::decode(&body) {
+    let mut body = Some(first);
+    while let Some(frame) = body.take() {
+        let input = match ClientToSupernode::decode(&frame) {
             Ok(message) => Input::ClientMessage { id, message },
             Err(error) => Input::ClientGarbage { id, error },
         };
         if inbox.send(input).await.is_err() {
             break;
         }
+        body = read_body(&mut recv).await.ok().flatten();
     }
     let _ = inbox.send(Input::ClientDisconnected { id }).await;
     writer.abort();
@@ -760,9 +851,13 @@ async fn login_loop(
     addrs: SupernodeAddrs,
     inbox: mpsc::Sender<Input>,
     members: watch::Sender<Arc<BTreeSet<PublicKey>>>,
-    mut requests: mpsc::Receiver<LoginRequest>,
     homed: watch::Receiver<u32>,
+    inputs: LoginInputs,
 ) {
+    let LoginInputs {
+        mut requests,
+        mut refresh,
+    } = inputs;
     let mut link: Option<LoginLink> = None;
     let mut admitted = false;
     let mut retry = Duration::from_millis(500);
@@ -775,32 +870,23 @@ async fn login_loop(
     let concurrency = Arc::new(Semaphore::new(LOGIN_CONCURRENCY));
 
     let directory_file = config.data_dir.join("directory.bin");
-    let apply_directory =
-        |signed: proto::directory::SignedDirectory, version: &mut u64| match signed
-            .verify(&config.authority, wall_now())
-        {
-            Ok(directory) if directory.version >= *version => {
-                if directory.version > *version
-                    && let Err(error) = std::fs::write(&directory_file, signed.to_bytes())
-                {
-                    debug!(%error, "cannot store the directory");
-                }
-                *version = directory.version;
-                let keys: BTreeSet<PublicKey> = directory.entries.iter().map(|e| e.key).collect();
-                let _ = members.send(Arc::new(keys));
-                let _ = inbox.try_send(Input::Directory(directory));
-            }
-            Ok(_) => {}
-            Err(error) => warn!(%error, "refusing a directory"),
-        };
+    let directories = DirectorySink {
+        authority: config.authority,
+        file: &directory_file,
+        inbox: &inbox,
+        members: &members,
+    };
 
     // The last directory this supernode verified lets it rejoin the mesh while the login
     // server is still unreachable (it is refused once expired).
     if let Ok(bytes) = std::fs::read(&directory_file)
         && let Ok(signed) = proto::directory::SignedDirectory::from_bytes(&bytes)
     {
-        apply_directory(signed, &mut directory_version);
+        directories.apply(signed, &mut directory_version).await;
     }
+    // Any fetch counts towards the spacing of fetches asked for by unknown supernodes.
+    let mut last_fetch = tokio::time::Instant::now();
+    let mut refresh_wanted = false;
     loop {
         if link.as_ref().is_none_or(|l| !l.is_open()) {
             admitted = false;
@@ -824,7 +910,8 @@ async fn login_loop(
                     info!("admitted by the login server");
                     admitted = true;
                     retry = Duration::from_millis(500);
-                    apply_directory(directory, &mut directory_version);
+                    directories.apply(directory, &mut directory_version).await;
+                    last_fetch = tokio::time::Instant::now();
                 }
                 Err(error) => {
                     warn!(%error, "admission failed; retrying");
@@ -854,8 +941,18 @@ async fn login_loop(
                 }
             }
             _ = directory_tick.tick() => {
+                last_fetch = tokio::time::Instant::now();
                 match current.directory().await {
-                    Ok(signed) => apply_directory(signed, &mut directory_version),
+                    Ok(signed) => directories.apply(signed, &mut directory_version).await,
+                    Err(error) => debug!(%error, "directory fetch failed"),
+                }
+            }
+            Some(()) = refresh.recv() => refresh_wanted = true,
+            _ = tokio::time::sleep_until(last_fetch + MIN_DIRECTORY_REFRESH), if refresh_wanted => {
+                refresh_wanted = false;
+                last_fetch = tokio::time::Instant::now();
+                match current.directory().await {
+                    Ok(signed) => directories.apply(signed, &mut directory_version).await,
                     Err(error) => debug!(%error, "directory fetch failed"),
                 }
             }
@@ -905,6 +1002,53 @@ async fn login_loop(
                 });
             }
         }
+    }
+}
+
+/// What the login task is asked to do.
+struct LoginInputs {
+    /// Look-ups and reports for the login server, from the core.
+    requests: mpsc::Receiver<LoginRequest>,
+    /// Fetch the directory soon: a supernode it may not list yet connected.
+    refresh: mpsc::Receiver<()>,
+}
+
+/// Where verified directories go: the core, the accept path's member set, the data dir.
+struct DirectorySink<'a> {
+    authority: PublicKey,
+    file: &'a std::path::Path,
+    inbox: &'a mpsc::Sender<Input>,
+    members: &'a watch::Sender<Arc<BTreeSet<PublicKey>>>,
+}
+
+impl DirectorySink<'_> {
+    /// Verifies `signed` and, when it is not older than `version`, hands it on.
+    async fn apply(&self, signed: proto::directory::SignedDirectory, version: &mut u64) {
+        let directory = match signed.verify(&self.authority, wall_now()) {
+            Ok(directory) if directory.version >= *version => directory,
+            Ok(_) => return,
+            Err(error) => {
+                warn!(%error, "refusing a directory");
+                return;
+            }
+        };
+        if directory.version > *version
+            && let Err(error) = std::fs::write(self.file, signed.to_bytes())
+        {
+            debug!(%error, "cannot store the directory");
+        }
+        let keys: BTreeSet<PublicKey> = directory.entries.iter().map(|e| e.key).collect();
+        // The core learns the members before the accept path does: a newcomer's link is
+        // served as a mesh link only once the member set lists it, so its first message
+        // reaches a core that already accepts messages from it. Waiting for room in the
+        // inbox (never dropping) keeps the core from missing a directory it would then
+        // not see again until a newer version.
+        let new_version = directory.version;
+        if self.inbox.send(Input::Directory(directory)).await.is_err() {
+            return;
+        }
+        *version = new_version;
+        self.members.send_replace(Arc::new(keys));
     }
 }
 
