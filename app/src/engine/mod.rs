@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 pub use calls::CallOptions;
 pub use client_core::Homing;
@@ -724,7 +724,7 @@ impl Actor {
     fn handle_homing_event(&mut self, event: HomingEvent) {
         match event {
             HomingEvent::Homed { supernode } => {
-                info!(supernode = ?supernode, "homed");
+                debug!(supernode = ?supernode, "homed");
                 save_host_cache(&self.profile, self.homing.host_cache());
                 if self.home_reported != Some(supernode.key) {
                     self.home_reported = Some(supernode.key);
@@ -738,7 +738,7 @@ impl Actor {
                 }
             }
             HomingEvent::Lost { supernode } => {
-                info!(supernode = ?supernode, "lost the home supernode; re-homing");
+                debug!(supernode = ?supernode, "lost the home supernode; re-homing");
             }
             HomingEvent::Refused { error } => {
                 warn!(%error, "supernode refused the session");

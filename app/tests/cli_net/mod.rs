@@ -1,0 +1,243 @@
+//! A network for process tests: a login server and supernodes in this process, and the real
+//! `peerphone` binary run as separate processes against them.
+#![allow(dead_code)]
+
+use login_server::LoginServer;
+use login_server::config::ServerConfig;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use supernode::shell::{RunningSupernode, ShellConfig};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Generous: debug builds on a loaded machine.
+pub const WAIT: Duration = Duration::from_secs(60);
+pub const PASSWORD: &str = "correct horse battery staple";
+
+pub struct Net {
+    pub dir: tempfile::TempDir,
+    pub login: LoginServer,
+    pub supernodes: Vec<RunningSupernode>,
+}
+
+impl Net {
+    pub async fn start(supernodes: usize) -> Net {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let login = LoginServer::start(ServerConfig::local(dir.path().join("login")))
+            .await
+            .expect("login server");
+        let base = 42_000 + (std::process::id() % 100) as u16 * 40;
+        let mut running = Vec::new();
+        for i in 0..supernodes {
+            let mut config = ShellConfig::new(
+                login.quic_addr(),
+                login.authority_key(),
+                dir.path().join(format!("sn{i}")),
+            );
+            config.listen = "127.0.0.1:0".parse().expect("addr");
+            config.turn_listen = Some("127.0.0.1:0".parse().expect("addr"));
+            let low = base + i as u16 * 20;
+            config.relay_ports = Some(low..=low + 19);
+            config.allow_relay_to = vec!["127.0.0.0/8".parse().expect("cidr")];
+            config.directory_poll = Duration::from_millis(300);
+            config.revocation_poll = Duration::from_secs(1);
+            config.heartbeat = Duration::from_secs(2);
+            running.push(
+                RunningSupernode::start(config)
+                    .await
+                    .expect("supernode starts"),
+            );
+        }
+        Net {
+            dir,
+            login,
+            supernodes: running,
+        }
+    }
+
+    pub fn peer(&self, name: &str) -> Peer {
+        Peer {
+            name: name.to_owned(),
+            profile: self.dir.path().join(format!("profile-{name}")),
+            login: self.login.quic_addr().to_string(),
+            authority: self.login.authority_key().to_string(),
+        }
+    }
+
+    pub async fn stop(self) {
+        for supernode in self.supernodes {
+            supernode.shutdown().await;
+        }
+        self.login.shutdown().await;
+    }
+}
+
+/// One user's profile, driven through the CLI.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub name: String,
+    pub profile: PathBuf,
+    login: String,
+    authority: String,
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: Option<i32>,
+    pub lines: Vec<Value>,
+    pub stderr: String,
+}
+
+impl Peer {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_peerphone"));
+        command
+            .arg("--profile")
+            .arg(&self.profile)
+            .args(["--login-server", &self.login])
+            .args(["--authority-key", &self.authority])
+            .arg("--json")
+            .args(args)
+            .env("PEERPHONE_PASSWORD", PASSWORD)
+            .env("RUST_LOG", "app=debug,warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs a command to its end.
+    pub async fn run(&self, args: &[&str]) -> Finished {
+        let output = tokio::time::timeout(WAIT, self.command(args).output())
+            .await
+            .unwrap_or_else(|_| panic!("{} {args:?} did not finish in time", self.name))
+            .expect("run peerphone");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        Finished {
+            code: output.status.code(),
+            lines: stdout
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("stdout line {l:?} is not JSON: {e}"))
+                })
+                .collect(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that must succeed; its JSON lines.
+    pub async fn ok(&self, args: &[&str]) -> Vec<Value> {
+        let finished = self.run(args).await;
+        assert_eq!(
+            finished.code,
+            Some(0),
+            "{} {args:?} failed: {}\n{:?}",
+            self.name,
+            finished.stderr,
+            finished.lines
+        );
+        finished.lines
+    }
+
+    /// Starts a long-running command.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn peerphone");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[{name}] {line}");
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line {line:?} is not JSON: {e}"));
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        Running {
+            name: self.name.clone(),
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+}
+
+/// A running `peerphone` process and the JSON lines it printed.
+pub struct Running {
+    pub name: String,
+    child: Child,
+    lines: mpsc::UnboundedReceiver<Value>,
+    pub seen: Vec<Value>,
+}
+
+impl Running {
+    /// Waits for a line matching `pred` (also among lines seen earlier and not yet matched).
+    pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(i) = self.seen.iter().position(&pred) {
+            return self.seen.remove(i);
+        }
+        let wait = async {
+            loop {
+                match self.lines.recv().await {
+                    Some(line) if pred(&line) => return line,
+                    Some(line) => self.seen.push(line),
+                    None => panic!("{} exited before {what}", self.name),
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{}: no {what} in time; saw {:?}", self.name, self.seen))
+    }
+
+    /// Waits for an event by name with the given field values.
+    pub async fn wait_event(&mut self, event: &str, fields: &[(&str, &str)]) -> Value {
+        let what = format!("{event} {fields:?}");
+        self.wait_for(&what, |v| {
+            v["event"] == event && fields.iter().all(|(k, val)| v[*k] == *val)
+        })
+        .await
+    }
+
+    /// SIGTERM; must exit 0 within 5 s.
+    pub async fn stop(mut self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill");
+        assert!(status.success());
+        let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not stop within 5 s", self.name))
+            .expect("wait");
+        assert!(status.success(), "{} exited with {status}", self.name);
+    }
+
+    /// Waits for the process to exit by itself; its exit code.
+    pub async fn finish(mut self) -> (Option<i32>, Vec<Value>) {
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not finish in time", self.name))
+            .expect("wait");
+        let mut lines = self.seen;
+        // The reader task ends at the end of stdout.
+        while let Ok(Some(line)) = tokio::time::timeout(WAIT, self.lines.recv()).await {
+            lines.push(line);
+        }
+        (status.code(), lines)
+    }
+}
