@@ -1,1 +1,26 @@
-//! The desktop app (being written).
+//! The desktop app (egui/eframe): contacts with presence, chat with delivery ticks, calls,
+//! an incoming-call dialog with a ringtone, settings with the NAT report, and toasts.
+//!
+//! Split between logic and drawing:
+//! - [`model`]: [`UiModel`], the whole state, pure: fed [`UiEvent`]s, it records
+//!   [`UiAction`]s (commands for the engine) and [`SoundCue`]s. Tested without egui.
+//! - [`view`]: draws the model and calls its intent methods; no IO.
+//! - [`link`]: the channel boundary to the engine: actions go out over a bounded channel to
+//!   a glue task that calls a [`link::Backend`] (the real engine, or a fake in tests), and
+//!   events come back over another bounded channel.
+//! - [`app`]: the eframe [`eframe::App`]: `logic()` drains events and sends actions,
+//!   `ui()` only draws.
+//! - [`theme`], [`resources`], [`sound`]: colours and spacing, assets, and the ringtone.
+//!
+//! What it does not do: talk to the network or the sound card for calls (the engine does).
+
+pub mod app;
+pub mod link;
+pub mod model;
+pub mod resources;
+pub mod sound;
+pub mod theme;
+pub mod view;
+
+pub use app::DesktopApp;
+pub use model::{Now, SoundCue, UiAction, UiEvent, UiModel};

@@ -1,0 +1,104 @@
+//! Colours, spacing and text sizes of the desktop app, in one place.
+//!
+//! Presence is shown by colour *and* shape (filled disc, half moon, bar, ring) so people
+//! who do not tell green from red can still read it.
+
+use crate::events::Status;
+use egui::{Color32, CornerRadius, Margin, Painter, Pos2, Stroke, Vec2};
+
+/// The brand blue (buttons, own chat bubbles, selection).
+pub const ACCENT: Color32 = Color32::from_rgb(0x00, 0x78, 0xd4);
+pub const ACCENT_LIGHT: Color32 = Color32::from_rgb(0xdc, 0xee, 0xfb);
+pub const ONLINE: Color32 = Color32::from_rgb(0x2e, 0x9d, 0x3a);
+pub const AWAY: Color32 = Color32::from_rgb(0xe0, 0x9b, 0x00);
+pub const BUSY: Color32 = Color32::from_rgb(0xd1, 0x34, 0x38);
+pub const OFFLINE: Color32 = Color32::from_rgb(0x8a, 0x8a, 0x8a);
+pub const DANGER: Color32 = Color32::from_rgb(0xc4, 0x2b, 0x1c);
+pub const SUCCESS: Color32 = Color32::from_rgb(0x10, 0x7c, 0x10);
+pub const PANEL: Color32 = Color32::from_rgb(0xf3, 0xf6, 0xf9);
+pub const SIDEBAR: Color32 = Color32::from_rgb(0xe9, 0xf0, 0xf7);
+pub const BUBBLE_THEIRS: Color32 = Color32::from_rgb(0xff, 0xff, 0xff);
+pub const BUBBLE_MINE: Color32 = Color32::from_rgb(0xcf, 0xe6, 0xfa);
+pub const MUTED_TEXT: Color32 = Color32::from_rgb(0x5a, 0x62, 0x6b);
+pub const TOAST_ERROR: Color32 = Color32::from_rgb(0xfd, 0xe7, 0xe9);
+pub const TOAST_INFO: Color32 = Color32::from_rgb(0xe5, 0xf1, 0xfb);
+
+/// Inner margin of panels.
+pub const PANEL_MARGIN: Margin = Margin::same(10);
+/// Rounding of bubbles and cards.
+pub const ROUNDING: CornerRadius = CornerRadius::same(8);
+/// Diameter of a presence marker.
+pub const PRESENCE_SIZE: f32 = 12.0;
+/// Height of big call buttons.
+pub const CALL_BUTTON_HEIGHT: f32 = 32.0;
+
+/// Applies the light theme and comfortable spacing.
+pub fn apply(ctx: &egui::Context) {
+    ctx.set_theme(egui::Theme::Light);
+    ctx.global_style_mut(|style| {
+        style.spacing.item_spacing = Vec2::new(8.0, 6.0);
+        style.spacing.button_padding = Vec2::new(10.0, 5.0);
+        style.spacing.interact_size.y = 26.0;
+        style.visuals.selection.bg_fill = ACCENT;
+        style.visuals.hyperlink_color = ACCENT;
+        style.visuals.panel_fill = PANEL;
+        style.visuals.window_corner_radius = ROUNDING;
+    });
+}
+
+/// The colour of a presence status.
+pub fn status_color(status: Status) -> Color32 {
+    match status {
+        Status::Online => ONLINE,
+        Status::Away => AWAY,
+        Status::Busy => BUSY,
+        Status::Offline => OFFLINE,
+    }
+}
+
+/// A person's word for a status.
+pub fn status_label(status: Status) -> &'static str {
+    match status {
+        Status::Online => "online",
+        Status::Away => "away",
+        Status::Busy => "busy",
+        Status::Offline => "offline",
+    }
+}
+
+/// Paints a presence marker centred on `center`: online a filled disc, away a disc with a
+/// bite (moon), busy a disc with a white bar, offline a ring.
+pub fn paint_presence(painter: &Painter, center: Pos2, status: Status) {
+    let r = PRESENCE_SIZE / 2.0;
+    let color = status_color(status);
+    match status {
+        Status::Online => {
+            painter.circle_filled(center, r, color);
+        }
+        Status::Away => {
+            painter.circle_filled(center, r, color);
+            painter.circle_filled(
+                center + Vec2::new(r * 0.45, -r * 0.45),
+                r * 0.6,
+                painter_bg(),
+            );
+        }
+        Status::Busy => {
+            painter.circle_filled(center, r, color);
+            painter.line_segment(
+                [
+                    center - Vec2::new(r * 0.55, 0.0),
+                    center + Vec2::new(r * 0.55, 0.0),
+                ],
+                Stroke::new(2.0, Color32::WHITE),
+            );
+        }
+        Status::Offline => {
+            painter.circle_stroke(center, r - 1.0, Stroke::new(2.0, color));
+        }
+    }
+}
+
+fn painter_bg() -> Color32 {
+    SIDEBAR
+}

@@ -1,0 +1,644 @@
+//! The desktop app's main window, rendered by egui_kittest and driven like a person would:
+//! find widgets by their accessible names, click, type, and check the resulting
+//! `UiAction`s and what the window shows.
+
+use app::events::{CallStats, EndReason, Event, PathKind, Status};
+use app::ui::model::{
+    Authorization, CallPhase, ContactEntry, LoginMode, NetworkInfo, Screen, Tick,
+};
+use app::ui::{DesktopApp, Now, UiAction, UiEvent, UiModel};
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use proto::UserName;
+
+const T0_UNIX_MILLIS: u64 = 1_764_000_000_000;
+
+fn user(name: &str) -> UserName {
+    name.parse().expect("valid user name")
+}
+
+fn contact(name: &str, display: &str, status: Status) -> ContactEntry {
+    ContactEntry {
+        user: user(name),
+        display_name: display.into(),
+        status,
+        authorization: Authorization::Contact,
+    }
+}
+
+/// A window logged in as alice with bob (online) and carol (offline).
+fn logged_in() -> Harness<'static, DesktopApp> {
+    let mut model = UiModel::new();
+    let now = Now::default();
+    model.handle(
+        now,
+        UiEvent::Engine(Event::LoggedIn {
+            user: user("alice"),
+            supernode: None,
+        }),
+    );
+    model.handle(
+        now,
+        UiEvent::Contacts {
+            contacts: vec![
+                contact("bob", "Bob", Status::Online),
+                contact("carol", "Carol", Status::Offline),
+            ],
+            requests: vec![],
+        },
+    );
+    harness(model)
+}
+
+fn harness(model: UiModel) -> Harness<'static, DesktopApp> {
+    Harness::builder().with_size([960.0, 640.0]).build_ui_state(
+        |ui, app: &mut DesktopApp| {
+            app.logic_step(ui.ctx());
+            app.draw(ui);
+        },
+        DesktopApp::detached(model, T0_UNIX_MILLIS),
+    )
+}
+
+/// Lets the window process input and redraw (a few frames: spinners never settle).
+fn step(harness: &mut Harness<'static, DesktopApp>) {
+    harness.run_steps(4);
+}
+
+fn feed(harness: &mut Harness<'static, DesktopApp>, event: UiEvent) {
+    let now = harness.state().now(&harness.ctx);
+    harness.state_mut().model.handle(now, event);
+    step(harness);
+}
+
+fn engine(harness: &mut Harness<'static, DesktopApp>, event: Event) {
+    feed(harness, UiEvent::Engine(event));
+}
+
+fn actions(harness: &mut Harness<'static, DesktopApp>) -> Vec<UiAction> {
+    step(harness);
+    harness.state_mut().take_sent_actions()
+}
+
+#[test]
+fn contact_list_shows_presence_and_follows_presence_events() {
+    let mut h = logged_in();
+    h.get_by_label("bob is online");
+    h.get_by_label("carol is offline");
+    engine(
+        &mut h,
+        Event::Presence {
+            user: user("carol"),
+            status: Status::Busy,
+        },
+    );
+    h.get_by_label("carol is busy");
+    assert!(h.query_by_label("carol is offline").is_none());
+    // Online contacts come first.
+    let bob_y = h.get_by_label("Chat with bob").rect().top();
+    let carol_y = h.get_by_label("Chat with carol").rect().top();
+    assert!(bob_y < carol_y, "bob {bob_y} above carol {carol_y}");
+}
+
+#[test]
+fn search_box_filters_contacts_and_searches_the_directory() {
+    let mut h = logged_in();
+    h.get_by_label("Search contacts").click();
+    step(&mut h);
+    h.get_by_label("Search contacts").type_text("car");
+    step(&mut h);
+    assert!(h.query_by_label("Chat with bob").is_none());
+    h.get_by_label("Chat with carol");
+    h.get_by_role_and_label(Role::Button, "Find").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::Search {
+            query: "car".into()
+        }]
+    );
+    feed(
+        &mut h,
+        UiEvent::SearchResults {
+            query: "car".into(),
+            results: vec![app::events::SearchResult {
+                user: user("carlos"),
+                display_name: "Carlos".into(),
+                status: Status::Away,
+            }],
+        },
+    );
+    h.get_by_label("carlos is away");
+    h.get_by_label("Add carlos").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::AddContact {
+            user: user("carlos")
+        }]
+    );
+    h.get_by_label_contains("waiting for authorization");
+}
+
+#[test]
+fn sending_a_chat_shows_it_with_a_tick_that_advances() {
+    let mut h = logged_in();
+    h.get_by_label("Chat with bob").click();
+    step(&mut h);
+    h.get_by_label("Message").click();
+    step(&mut h);
+    h.get_by_label("Message").type_text("hello bob");
+    step(&mut h);
+    h.get_by_role_and_label(Role::Button, "Send").click();
+    let sent = actions(&mut h);
+    let [UiAction::SendChat { to, local_id, text }] = sent.as_slice() else {
+        panic!("expected one SendChat, got {sent:?}");
+    };
+    assert_eq!((to, text.as_str()), (&user("bob"), "hello bob"));
+    h.get_by_label("hello bob");
+    h.get_by_label("sending");
+    // The input is cleared for the next message.
+    assert_eq!(h.get_by_label("Message").value().as_deref(), Some(""));
+
+    feed(
+        &mut h,
+        UiEvent::ChatQueued {
+            to: user("bob"),
+            local_id: *local_id,
+            id: "0a1b".into(),
+        },
+    );
+    engine(
+        &mut h,
+        Event::ChatAccepted {
+            to: user("bob"),
+            id: "0a1b".into(),
+            stored: false,
+        },
+    );
+    h.get_by_label("sent");
+    assert!(h.query_by_label("sending").is_none());
+    engine(
+        &mut h,
+        Event::ChatDelivered {
+            to: user("bob"),
+            id: "0a1b".into(),
+        },
+    );
+    h.get_by_label("delivered");
+    assert!(h.query_by_label("sent").is_none());
+}
+
+#[test]
+fn enter_sends_and_a_message_to_an_offline_contact_is_marked_stored() {
+    let mut h = logged_in();
+    h.get_by_label("Chat with carol").click();
+    step(&mut h);
+    h.get_by_label("Message").click();
+    step(&mut h);
+    h.get_by_label("Message").type_text("see you");
+    step(&mut h);
+    h.key_press(egui::Key::Enter);
+    let sent = actions(&mut h);
+    let [UiAction::SendChat { local_id, .. }] = sent.as_slice() else {
+        panic!("Enter did not send: {sent:?}");
+    };
+    feed(
+        &mut h,
+        UiEvent::ChatQueued {
+            to: user("carol"),
+            local_id: *local_id,
+            id: "77".into(),
+        },
+    );
+    engine(
+        &mut h,
+        Event::ChatAccepted {
+            to: user("carol"),
+            id: "77".into(),
+            stored: true,
+        },
+    );
+    h.get_by_label("stored for later");
+}
+
+#[test]
+fn incoming_messages_count_as_unread_until_opened() {
+    let mut h = logged_in();
+    for (i, text) in ["one", "two"].into_iter().enumerate() {
+        engine(
+            &mut h,
+            Event::Chat {
+                from: user("bob"),
+                id: format!("m{i}"),
+                text: text.into(),
+                sent_at: T0_UNIX_MILLIS,
+            },
+        );
+    }
+    h.get_by_label("2 unread");
+    h.get_by_label("Chat with bob").click();
+    step(&mut h);
+    assert!(h.query_by_label("2 unread").is_none());
+    h.get_by_label("one");
+    h.get_by_label("two");
+}
+
+#[test]
+fn incoming_call_dialog_answers() {
+    let mut h = logged_in();
+    engine(
+        &mut h,
+        Event::CallIncoming {
+            from: user("bob"),
+            call_id: "c1".into(),
+        },
+    );
+    h.get_by_label("Incoming call");
+    h.get_by_label("Bob");
+    assert!(h.state().model.ringing());
+    h.get_by_role_and_label(Role::Button, "Answer").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::Answer {
+            call_id: "c1".into()
+        }]
+    );
+    assert!(h.query_by_label("Incoming call").is_none());
+    assert!(!h.state().model.ringing());
+    engine(
+        &mut h,
+        Event::CallConnected {
+            call_id: "c1".into(),
+            peer: user("bob"),
+            path: PathKind::Direct,
+            setup_ms: 120,
+        },
+    );
+    h.get_by_label("In call with bob");
+    h.get_by_label("direct");
+    h.get_by_label_contains("Call timer 00:0");
+}
+
+#[test]
+fn incoming_call_dialog_declines_with_the_button_or_escape() {
+    let mut h = logged_in();
+    engine(
+        &mut h,
+        Event::CallIncoming {
+            from: user("bob"),
+            call_id: "c1".into(),
+        },
+    );
+    h.get_by_role_and_label(Role::Button, "Decline").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::Decline {
+            call_id: "c1".into()
+        }]
+    );
+    assert!(h.query_by_label("Incoming call").is_none());
+
+    engine(
+        &mut h,
+        Event::CallIncoming {
+            from: user("carol"),
+            call_id: "c2".into(),
+        },
+    );
+    h.get_by_label("Incoming call");
+    h.key_press(egui::Key::Escape);
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::Decline {
+            call_id: "c2".into()
+        }]
+    );
+    assert!(h.query_by_label("Incoming call").is_none());
+}
+
+#[test]
+fn call_controls_dial_hold_mute_and_hang_up() {
+    let mut h = logged_in();
+    h.get_by_label("Call bob").click();
+    assert_eq!(actions(&mut h), vec![UiAction::Dial { to: user("bob") }]);
+    h.get_by_label("Calling bob…");
+    engine(
+        &mut h,
+        Event::CallRinging {
+            call_id: "c9".into(),
+            setup_ms: 40,
+        },
+    );
+    h.get_by_label("Ringing bob…");
+    engine(
+        &mut h,
+        Event::CallConnected {
+            call_id: "c9".into(),
+            peer: user("bob"),
+            path: PathKind::Relay,
+            setup_ms: 300,
+        },
+    );
+    h.get_by_label("In call with bob");
+    h.get_by_label("relayed");
+    feed(
+        &mut h,
+        UiEvent::CallStats {
+            call_id: "c9".into(),
+            stats: CallStats {
+                mos: 4.2,
+                loss_pct: 0.5,
+                rtt_ms: 40.0,
+                jitter_ms: 3.0,
+                ..CallStats::default()
+            },
+        },
+    );
+    h.get_by_label_contains("Call quality excellent");
+
+    h.get_by_role_and_label(Role::Button, "Hold").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::Hold {
+            call_id: "c9".into()
+        }]
+    );
+    engine(
+        &mut h,
+        Event::CallHeld {
+            call_id: "c9".into(),
+        },
+    );
+    h.get_by_label("bob (on hold)");
+    h.get_by_role_and_label(Role::Button, "Resume").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::Resume {
+            call_id: "c9".into()
+        }]
+    );
+
+    h.get_by_role_and_label(Role::Button, "Mute").click();
+    assert_eq!(actions(&mut h), vec![UiAction::SetMuted { muted: true }]);
+    h.get_by_role_and_label(Role::Button, "Unmute");
+
+    h.get_by_role_and_label(Role::Button, "Hang up").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::HangUp {
+            call_id: Some("c9".into()),
+            peer: user("bob"),
+        }]
+    );
+    assert!(h.state().model.call.is_none());
+}
+
+#[test]
+fn the_call_timer_counts_connected_time() {
+    let mut h = logged_in();
+    h.get_by_label("Call bob").click();
+    step(&mut h);
+    engine(
+        &mut h,
+        Event::CallConnected {
+            call_id: "c3".into(),
+            peer: user("bob"),
+            path: PathKind::Direct,
+            setup_ms: 80,
+        },
+    );
+    let call = h.state().model.call.clone().expect("call");
+    assert_eq!(call.phase, CallPhase::Connected);
+    let later = Now {
+        elapsed: call.connected_at.expect("connected") + std::time::Duration::from_secs(75),
+        unix_millis: 0,
+    };
+    assert_eq!(
+        app::ui::model::format_duration(call.duration(later)),
+        "01:15"
+    );
+}
+
+#[test]
+fn a_declined_call_ends_with_a_toast() {
+    let mut h = logged_in();
+    h.get_by_label("Call bob").click();
+    step(&mut h);
+    engine(
+        &mut h,
+        Event::CallRinging {
+            call_id: "c5".into(),
+            setup_ms: 10,
+        },
+    );
+    engine(
+        &mut h,
+        Event::CallEnded {
+            call_id: "c5".into(),
+            reason: EndReason::Declined,
+            stats: CallStats::default(),
+            detail: None,
+        },
+    );
+    h.get_by_label("bob declined the call");
+    assert!(h.state().model.call.is_none());
+}
+
+#[test]
+fn errors_show_as_dismissable_toasts() {
+    let mut h = logged_in();
+    engine(
+        &mut h,
+        Event::Error {
+            message: "cannot reach the supernode".into(),
+        },
+    );
+    h.get_by_label("cannot reach the supernode");
+    h.get_by_label("Dismiss").click();
+    step(&mut h);
+    assert!(h.query_by_label("cannot reach the supernode").is_none());
+}
+
+#[test]
+fn contact_requests_can_be_accepted_or_declined() {
+    let mut h = logged_in();
+    engine(&mut h, Event::ContactRequest { from: user("dave") });
+    engine(&mut h, Event::ContactRequest { from: user("erin") });
+    h.get_by_label("Accept dave").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::AcceptContact { user: user("dave") }]
+    );
+    h.get_by_label("Chat with dave");
+    h.get_by_label("Decline erin").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::DeclineContact { user: user("erin") }]
+    );
+    assert!(h.query_by_label("Accept erin").is_none());
+}
+
+#[test]
+fn status_selector_sets_presence() {
+    let mut h = logged_in();
+    h.get_by_label("My status").click();
+    step(&mut h);
+    h.get_by_label("Away").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::SetPresence(app::ui::model::MyStatus::Away)]
+    );
+}
+
+#[test]
+fn register_form_sends_register_and_shows_login_errors() {
+    let mut model = UiModel::new();
+    model.handle(
+        Now::default(),
+        UiEvent::Network(NetworkInfo {
+            login_server: "127.0.0.1:7400".into(),
+            embedded: true,
+            echo_user: Some(user("echo")),
+        }),
+    );
+    let mut h = harness(model);
+    assert_eq!(h.state().model.screen, Screen::Login);
+    h.get_by_label_contains("Built-in local network on 127.0.0.1:7400");
+    h.get_by_label("User name").click();
+    step(&mut h);
+    h.get_by_label("User name").type_text("alice");
+    h.get_by_label("Password").click();
+    step(&mut h);
+    h.get_by_label("Password")
+        .type_text("correct horse battery");
+    step(&mut h);
+    h.get_by_role_and_label(Role::Button, "Create account and sign in")
+        .click();
+    let sent = actions(&mut h);
+    let [
+        UiAction::Register {
+            user: u,
+            display_name,
+            ..
+        },
+    ] = sent.as_slice()
+    else {
+        panic!("expected Register, got {sent:?}");
+    };
+    assert_eq!((u, display_name.as_str()), (&user("alice"), "alice"));
+    h.get_by_label("Creating account…");
+
+    feed(
+        &mut h,
+        UiEvent::LoginFailed {
+            message: "user name alice is already taken".into(),
+        },
+    );
+    h.get_by_label("user name alice is already taken");
+    h.get_by_label("I have an account").click();
+    step(&mut h);
+    assert_eq!(h.state().model.login.mode, LoginMode::Login);
+    h.get_by_role_and_label(Role::Button, "Sign in").click();
+    let sent = actions(&mut h);
+    assert!(
+        matches!(sent.as_slice(), [UiAction::Login { user: u, .. }] if *u == user("alice")),
+        "{sent:?}"
+    );
+    engine(
+        &mut h,
+        Event::LoggedIn {
+            user: user("alice"),
+            supernode: None,
+        },
+    );
+    assert_eq!(h.state().model.screen, Screen::Main);
+    h.get_by_label_contains("Call the echo test service")
+        .click();
+    assert_eq!(actions(&mut h), vec![UiAction::Dial { to: user("echo") }]);
+}
+
+#[test]
+fn a_bad_user_name_is_refused_before_anything_is_sent() {
+    let mut h = harness(UiModel::new());
+    h.get_by_label("User name").click();
+    step(&mut h);
+    h.get_by_label("User name").type_text("A!");
+    h.get_by_label("Password").click();
+    step(&mut h);
+    h.get_by_label("Password").type_text("whatever password");
+    step(&mut h);
+    h.get_by_role_and_label(Role::Button, "Create account and sign in")
+        .click();
+    assert!(actions(&mut h).is_empty());
+    h.get_by_label_contains("User name:");
+}
+
+#[test]
+fn settings_show_the_nat_report() {
+    let mut h = logged_in();
+    h.get_by_role_and_label(Role::Button, "Settings").click();
+    step(&mut h);
+    h.get_by_role_and_label(Role::Button, "Run network check")
+        .click();
+    assert_eq!(actions(&mut h), vec![UiAction::Netcheck]);
+    feed(
+        &mut h,
+        UiEvent::Netcheck(app::ui::model::NatReport {
+            udp: true,
+            public_addr: Some("203.0.113.7:40000".into()),
+            mapping: "endpoint-independent".into(),
+            filtering: "address-dependent".into(),
+            hairpin: Some(false),
+            nat_type: "restricted-cone".into(),
+            supernode_rtt_ms: Some(12.0),
+        }),
+    );
+    h.get_by_label("restricted-cone");
+    h.get_by_label("203.0.113.7:40000");
+    h.get_by_label("12 ms");
+}
+
+#[test]
+fn ticks_never_go_backwards() {
+    let mut h = logged_in();
+    h.get_by_label("Chat with bob").click();
+    step(&mut h);
+    h.state_mut().model.draft = "x".into();
+    let now = h.state().now(&h.ctx);
+    h.state_mut().model.send_draft(now);
+    let sent = actions(&mut h);
+    let [UiAction::SendChat { local_id, .. }] = sent.as_slice() else {
+        panic!("{sent:?}");
+    };
+    feed(
+        &mut h,
+        UiEvent::ChatQueued {
+            to: user("bob"),
+            local_id: *local_id,
+            id: "ff".into(),
+        },
+    );
+    engine(
+        &mut h,
+        Event::ChatDelivered {
+            to: user("bob"),
+            id: "ff".into(),
+        },
+    );
+    engine(
+        &mut h,
+        Event::ChatAccepted {
+            to: user("bob"),
+            id: "ff".into(),
+            stored: false,
+        },
+    );
+    let line = h
+        .state()
+        .model
+        .conversation(&user("bob"))
+        .expect("chat")
+        .lines[0]
+        .clone();
+    assert_eq!(line.tick, Some(Tick::Delivered));
+}
