@@ -20,14 +20,13 @@
 
 pub mod calls;
 pub mod chat;
-pub mod chat_direct;
 pub mod commands;
 mod links;
 
 use crate::events::{Event, SearchResult, Status};
 use crate::login_client::LoginTarget;
 use crate::profile::Profile;
-use chat_direct::{ChatOutput, ChatService};
+use chat::{ChatOutput, ChatService};
 use client_core::chat::{DeviceCrypto, PeerTransmit};
 use client_core::{HomingConfig, HomingEvent, HostCache, verify_hit};
 use links::{Link, LinkInput, LoginLink};
@@ -434,7 +433,15 @@ impl Engine {
             now,
         );
         let calls = calls::CallGlue::new(crypto.clone(), config.calls.clone());
-        let chat = ChatService::open(crypto.clone(), rand::random());
+        let chat = if config.home {
+            Some(
+                ChatService::open(config.profile.dir(), crypto.clone(), now)
+                    .await
+                    .map_err(|e| EngineError::Chat(format!("history: {e}")))?,
+            )
+        } else {
+            None
+        };
         let refresh_at = refresh_time(&config.credential, now);
         let mut actor = Actor {
             user: claims.user.clone(),
@@ -548,7 +555,8 @@ struct Actor {
     credential: SignedCredential,
     homing: Homing,
     calls: calls::CallGlue,
-    chat: ChatService,
+    /// The chat service; `None` when not homing (one-shot buddy-list commands).
+    chat: Option<ChatService>,
     links: BTreeMap<PublicKey, Link>,
     next_generation: u64,
     routes: BTreeMap<u64, RouteOwner>,
@@ -582,7 +590,7 @@ impl Actor {
     ) {
         let mut shutdown_reply = None;
         loop {
-            self.pump();
+            self.pump().await;
             let deadline = self.next_deadline();
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
             tokio::select! {
@@ -591,20 +599,25 @@ impl Actor {
                         shutdown_reply = Some(reply);
                         break;
                     }
-                    Some(command) => self.handle_command(command),
+                    Some(command) => self.handle_command(command).await,
                     None => break,
                 },
                 Some(input) = net.recv() => self.handle_link(input),
-                Some(result) = login.recv() => self.handle_login(result),
-                () = sleep => self.handle_timeout(),
+                Some(result) = login.recv() => self.handle_login(result).await,
+                () = sleep => self.handle_timeout().await,
             }
         }
         self.stopping = true;
         let now = Instant::now();
         self.calls.shutdown(now);
-        self.pump();
+        self.pump().await;
         self.homing.shutdown();
-        self.pump();
+        self.pump().await;
+        // The history (cloned: the chat core is not `Sync`, so no borrow of the service may
+        // live across an await) is checkpointed and closed.
+        if let Some(history) = self.chat.as_ref().map(|c| c.history().clone()) {
+            history.close().await;
+        }
         save_host_cache(&self.profile, self.homing.host_cache());
         // Dropping the links flushes their queues (the goodbye included) and closes them.
         self.links.clear();
@@ -630,7 +643,7 @@ impl Actor {
         };
         consider(self.homing.poll_timeout());
         consider(self.calls.poll_timeout());
-        consider(self.chat.poll_timeout());
+        consider(self.chat.as_ref().and_then(ChatService::poll_timeout));
         consider(Some(self.next_contacts));
         consider(self.next_mailbox);
         consider(Some(self.refresh_at));
@@ -640,7 +653,7 @@ impl Actor {
     }
 
     /// Drains every core's output until all are quiet.
-    fn pump(&mut self) {
+    async fn pump(&mut self) {
         for _ in 0..64 {
             let mut busy = false;
             if !self.homing_enabled {
@@ -653,7 +666,7 @@ impl Actor {
             }
             while let Some(event) = self.homing.poll_event() {
                 busy = true;
-                self.handle_homing_event(event);
+                self.handle_homing_event(event).await;
             }
             while let Some(transmit) = self.calls.poll_transmit() {
                 busy = true;
@@ -664,11 +677,19 @@ impl Actor {
                 busy = true;
                 self.emit(event);
             }
-            while let Some(transmit) = self.chat.poll_transmit() {
+            while let Some(transmit) = self.chat.as_mut().and_then(ChatService::poll_transmit) {
                 busy = true;
                 self.route(RouteOwner::Chat(transmit.token), transmit);
             }
-            while let Some(output) = self.chat.next_output() {
+            while let Some(chat) = self.chat.as_mut() {
+                let output = match chat.next_output().await {
+                    Ok(Some(output)) => output,
+                    Ok(None) => break,
+                    Err(error) => {
+                        warn!(%error, "cannot write the chat history; chat waits");
+                        break;
+                    }
+                };
                 busy = true;
                 match output {
                     ChatOutput::Event(event) => self.emit(event),
@@ -716,12 +737,16 @@ impl Actor {
 
     fn route_status(&mut self, now: Instant, owner: RouteOwner, outcome: RouteOutcome) {
         match owner {
-            RouteOwner::Chat(token) => self.chat.handle_route_status(now, token, outcome),
+            RouteOwner::Chat(token) => {
+                if let Some(chat) = self.chat.as_mut() {
+                    chat.handle_route_status(now, token, outcome);
+                }
+            }
             RouteOwner::Call(token) => self.calls.handle_route_status(now, token, outcome),
         }
     }
 
-    fn handle_homing_event(&mut self, event: HomingEvent) {
+    async fn handle_homing_event(&mut self, event: HomingEvent) {
         match event {
             HomingEvent::Homed { supernode } => {
                 debug!(supernode = ?supernode, "homed");
@@ -748,7 +773,7 @@ impl Actor {
                 // A refreshed credential may be what it wants.
                 self.refresh_at = Instant::now();
             }
-            HomingEvent::Message(message) => self.handle_supernode_message(message),
+            HomingEvent::Message(message) => self.handle_supernode_message(message).await,
             HomingEvent::Disconnect { supernode } => {
                 self.links.remove(&supernode.key);
             }
@@ -762,7 +787,7 @@ impl Actor {
         }
     }
 
-    fn handle_supernode_message(&mut self, message: SupernodeToClient) {
+    async fn handle_supernode_message(&mut self, message: SupernodeToClient) {
         let now = Instant::now();
         match message {
             SupernodeToClient::PresenceChanged { user, presence } => {
@@ -772,16 +797,17 @@ impl Actor {
                 });
             }
             SupernodeToClient::SearchResults { query_id, hits, .. } => {
-                self.search_answer(u64::from(query_id), Ok(hits));
+                self.search_answer(u64::from(query_id), Ok(hits)).await;
             }
             SupernodeToClient::SearchFailed { query_id, error } => {
-                self.search_answer(u64::from(query_id), Err(error.to_string()));
+                self.search_answer(u64::from(query_id), Err(error.to_string()))
+                    .await;
             }
             SupernodeToClient::Routed {
                 from_device,
                 payload,
                 ..
-            } => self.routed(now, from_device, &payload),
+            } => self.routed(now, from_device, &payload).await,
             SupernodeToClient::RouteStatus { id, outcome } => {
                 if let Some(owner) = self.routes.remove(&id) {
                     self.route_status(now, owner, outcome);
@@ -816,14 +842,18 @@ impl Actor {
         }
     }
 
-    fn routed(&mut self, now: Instant, from_device: PublicKey, payload: &[u8]) {
+    async fn routed(&mut self, now: Instant, from_device: PublicKey, payload: &[u8]) {
         let wall = wall_now();
         match proto::peer::open_peer_message(&self.key, &self.authority, wall, payload) {
             Ok((sender, message)) => {
                 if message.call_id().is_some() {
                     self.calls.handle_message(now, wall, &sender, message);
                 } else {
-                    self.chat.handle_message(now, &sender, message);
+                    if let Some(chat) = self.chat.as_mut()
+                        && let Err(error) = chat.handle_message(now, &sender, message).await
+                    {
+                        debug!(%error, "chat message not taken");
+                    }
                 }
             }
             Err(error) => {
@@ -833,7 +863,7 @@ impl Actor {
         }
     }
 
-    fn search_answer(&mut self, query_id: u64, answer: Result<Vec<SearchHit>, String>) {
+    async fn search_answer(&mut self, query_id: u64, answer: Result<Vec<SearchHit>, String>) {
         // A device lookup's search?
         let resolve = self
             .resolves
@@ -857,7 +887,7 @@ impl Actor {
                     }
                 }
             }
-            self.maybe_finish_resolve(id);
+            self.maybe_finish_resolve(id).await;
             return;
         }
         let Some(search) = self
@@ -922,7 +952,7 @@ impl Actor {
         }
     }
 
-    fn handle_command(&mut self, command: Command) {
+    async fn handle_command(&mut self, command: Command) {
         let now = Instant::now();
         match command {
             Command::Search { query, reply } => self.start_search(now, query, reply),
@@ -1028,7 +1058,7 @@ impl Actor {
         );
     }
 
-    fn maybe_finish_resolve(&mut self, id: u64) {
+    async fn maybe_finish_resolve(&mut self, id: u64) {
         let now = Instant::now();
         let ready = self
             .resolves
@@ -1055,10 +1085,13 @@ impl Actor {
                     let _ = reply.send(Err(missing()));
                     return;
                 }
-                let result = self
-                    .chat
-                    .send(now, wall_millis(), user.clone(), devices, text)
-                    .map_err(|e| EngineError::Chat(e.to_string()));
+                let result = match self.chat.as_mut() {
+                    Some(chat) => chat
+                        .send(now, wall_millis(), user.clone(), devices, text)
+                        .await
+                        .map_err(|e| EngineError::Chat(e.to_string())),
+                    None => Err(EngineError::Chat("chat is off in this session".into())),
+                };
                 let _ = reply.send(result);
             }
             ResolveThen::Dial { reply } => {
@@ -1088,11 +1121,15 @@ impl Actor {
         }
     }
 
-    fn handle_timeout(&mut self) {
+    async fn handle_timeout(&mut self) {
         let now = Instant::now();
         self.homing.handle_timeout(now);
         self.calls.handle_timeout(now);
-        self.chat.handle_timeout(now);
+        if let Some(chat) = self.chat.as_mut()
+            && let Err(error) = chat.handle_timeout(now).await
+        {
+            warn!(%error, "cannot write the chat history");
+        }
         self.finish_searches(now, true);
         let due: Vec<u64> = self
             .resolves
@@ -1101,7 +1138,7 @@ impl Actor {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
-            self.maybe_finish_resolve(id);
+            self.maybe_finish_resolve(id).await;
         }
         if now >= self.next_contacts && !self.contacts_in_flight {
             self.fetch_contacts();
@@ -1208,7 +1245,7 @@ impl Actor {
         });
     }
 
-    fn handle_login(&mut self, result: LoginResult) {
+    async fn handle_login(&mut self, result: LoginResult) {
         let now = Instant::now();
         match result {
             LoginResult::Directory(Ok(contacts)) => {
@@ -1257,10 +1294,15 @@ impl Actor {
                 }
             }
             LoginResult::Stored { id, ok } => {
-                if ok {
-                    self.chat.handle_stored(now, id);
-                } else {
-                    self.chat.handle_store_failed(now, id);
+                if let Some(chat) = self.chat.as_mut() {
+                    let result = if ok {
+                        chat.handle_stored(now, id).await
+                    } else {
+                        chat.handle_store_failed(now, id).await
+                    };
+                    if let Err(error) = result {
+                        warn!(%error, "cannot write the chat history");
+                    }
                 }
             }
             LoginResult::Mailbox(result) => {
@@ -1268,7 +1310,7 @@ impl Actor {
                 self.next_mailbox = self.mailbox_poll.map(|every| now + every);
                 match result {
                     Ok((envelopes, more)) => {
-                        self.mailbox(now, envelopes);
+                        self.mailbox(now, envelopes).await;
                         if more {
                             self.next_mailbox = Some(now);
                         }
@@ -1291,7 +1333,7 @@ impl Actor {
                         }
                     }
                 }
-                self.maybe_finish_resolve(resolve);
+                self.maybe_finish_resolve(resolve).await;
             }
         }
     }
@@ -1312,23 +1354,28 @@ impl Actor {
         let _ = self.credential_tx.send(credential.clone());
         self.homing.set_credential(now, credential.clone());
         self.calls.set_crypto(crypto.clone());
-        self.chat.set_crypto(crypto);
+        if let Some(chat) = self.chat.as_mut() {
+            chat.set_crypto(crypto);
+        }
         self.refresh_at = refresh_time(&credential, now);
         self.last_expiry_warning = None;
     }
 
-    fn mailbox(&mut self, now: Instant, envelopes: Vec<Envelope>) {
+    async fn mailbox(&mut self, now: Instant, envelopes: Vec<Envelope>) {
         let wall = wall_now();
         let mut acks = Vec::new();
         for envelope in &envelopes {
-            match self.chat.handle_mailbox(now, wall, envelope) {
+            let Some(chat) = self.chat.as_mut() else {
+                return;
+            };
+            match chat.handle_mailbox(now, wall, envelope).await {
                 Ok(true) => acks.push(envelope.id),
                 Ok(false) => {}
                 Err(error) => debug!(%error, "mailbox envelope not handled"),
             }
         }
         // The chat service persisted what it handed over; events go out before the ack.
-        self.pump();
+        self.pump().await;
         if acks.is_empty() {
             return;
         }
