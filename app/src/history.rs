@@ -327,7 +327,7 @@ impl History {
             let next_seq: Option<i64> = row.try_get("next_seq").map_err(|e| self.db(e))?;
             let missing: Vec<u8> = row.try_get("missing").map_err(|e| self.db(e))?;
             let recent: Vec<u8> = row.try_get("recent_ids").map_err(|e| self.db(e))?;
-            if missing.len() % 8 != 0 || recent.len() % 16 != 0 {
+            if !missing.len().is_multiple_of(8) || !recent.len().is_multiple_of(16) {
                 return Err(self.corrupt("a receive window has a truncated field"));
             }
             let missing: BTreeSet<u64> = missing
@@ -363,7 +363,7 @@ impl History {
         let id = self.id(row, "id")?;
         let to = self.user(row, "peer")?;
         let devices_blob: Vec<u8> = row.try_get("devices").map_err(|e| self.db(e))?;
-        if devices_blob.len() % 32 != 0 {
+        if !devices_blob.len().is_multiple_of(32) {
             return Err(self.corrupt("an outbox row has a truncated device list"));
         }
         let mut devices = Vec::with_capacity(devices_blob.len() / 32);
