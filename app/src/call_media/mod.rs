@@ -1,0 +1,522 @@
+//! A call's audio in real time: capture → Opus → seal → path, and path → open → jitter
+//! buffer → decode → speaker, for one peer or (conference host) up to four.
+//!
+//! [`CallMedia::start`] opens the audio endpoints ([`Source`], [`Sink`]: sound cards with
+//! failover, WAV files paced in real time, silence, or the echo-test modes) and runs the
+//! call on one dedicated audio thread, paced by the capture clock: every 20 ms frame the
+//! microphone delivers is encoded and sent on every leg, and one frame per leg is taken
+//! from its jitter buffer and played. Datagrams from the path are stamped with their
+//! arrival time by a small tokio task and handed to the audio thread, so jitter and the
+//! jitter buffer's delay estimate see real arrival times.
+//!
+//! The media crate does the work: [`media::sender::MediaSender`] (encoding, no silence
+//! suppression, keep-alive every 3 s on hold, silence frames when muted, sealing),
+//! [`media::pipeline::MediaReceiver`] (opening with a replay window, statistics,
+//! adaptive jitter buffer with FEC, DRED and concealment) and [`media::mixer`] (the soft
+//! limiter of the conference mix). This module is only the shell: threads, channels,
+//! endpoints and the conference mix.
+//!
+//! Each direction has its own key ([`MediaKeys`]); which of the two nonce spaces a side
+//! sends in follows from the order of the two keys, so the two sides agree without being
+//! told who dialled. The session id (the handshake's transcript hash) binds every packet
+//! to this call.
+//!
+//! The encoder's expected loss (which sizes in-band FEC) follows the loss this side
+//! measures on the reverse direction: the packet format has no receiver reports, so the
+//! path is assumed symmetric. For the same reason the round-trip time is an input
+//! ([`CallMedia::set_rtt`], from the path layer).
+//!
+//! Not here: signalling, key agreement, the path itself (the engine passes datagram
+//! channels), noise suppression and echo cancellation.
+
+mod echo;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use media::codec::{CodecError, DecoderConfig, EncoderConfig};
+use media::device::DeviceError;
+use media::jitter::JitterConfig;
+use media::mixer::MAX_PARTICIPANTS;
+use media::secure::Direction;
+use media::sender::SenderConfig;
+use proto::peer::MediaParams;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::events::CallStats;
+
+/// Legs one call carries at most: the host plus four others is a full conference.
+pub const MAX_LEGS: usize = MAX_PARTICIPANTS - 1;
+/// Datagrams from the path waiting for the audio thread, per leg (1 s of audio).
+const INCOMING_QUEUE: usize = 50;
+
+/// The keys of one leg's media, from the call handshake.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MediaKeys {
+    /// Encrypts what this side sends.
+    pub send_key: [u8; 32],
+    /// Decrypts what this side receives.
+    pub recv_key: [u8; 32],
+    /// Both sides hold the same value (the handshake transcript hash); it is the
+    /// associated data that ties packets to this call.
+    pub session_id: [u8; 32],
+}
+
+impl std::fmt::Debug for MediaKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaKeys").finish_non_exhaustive()
+    }
+}
+
+impl From<&proto::e2e::SessionKeys> for MediaKeys {
+    fn from(keys: &proto::e2e::SessionKeys) -> Self {
+        Self {
+            send_key: *keys.send_key,
+            recv_key: *keys.recv_key,
+            session_id: keys.transcript_hash,
+        }
+    }
+}
+
+impl MediaKeys {
+    /// The nonce spaces of (sending, receiving). The side whose send key sorts first
+    /// sends as "caller"; both sides compute the same split.
+    fn directions(&self) -> Result<(Direction, Direction), CallMediaError> {
+        match self.send_key.cmp(&self.recv_key) {
+            std::cmp::Ordering::Less => Ok((Direction::CallerToCallee, Direction::CalleeToCaller)),
+            std::cmp::Ordering::Greater => {
+                Ok((Direction::CalleeToCaller, Direction::CallerToCallee))
+            }
+            // Equal keys would make both sides seal in one nonce space under one key.
+            std::cmp::Ordering::Equal => Err(CallMediaError::EqualKeys),
+        }
+    }
+}
+
+/// Where the microphone signal comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The system default input device, following it when it changes or fails.
+    Device,
+    /// A WAV file (PCM 16-bit or float, any rate and channel count) paced in real time;
+    /// silence after its end.
+    Wav(PathBuf),
+    /// Silence in real time.
+    Silence,
+    /// The echo test account, live mode: every leg gets back what it sends.
+    Echo,
+    /// The echo test account, record mode: a beep, 8 s recorded, played back, repeated.
+    EchoRecord,
+}
+
+/// Where the speaker signal goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// The system default output device, following it when it changes or fails.
+    Device,
+    /// What the speaker would play, as 48 kHz mono 16-bit WAV, one frame per 20 ms of
+    /// the call (silence or concealment when nothing arrived).
+    Wav(PathBuf),
+    /// Nowhere, in real time.
+    Discard,
+}
+
+/// One leg: the keys, the media parameters and the path's datagram channels.
+#[derive(Debug)]
+pub struct LegConfig {
+    /// The leg's keys.
+    pub keys: MediaKeys,
+    /// What this side proposes or accepted.
+    pub local_params: MediaParams,
+    /// What the peer proposed or accepted.
+    pub remote_params: MediaParams,
+    /// Sealed media packets for the path.
+    pub outgoing: mpsc::Sender<Vec<u8>>,
+    /// Datagrams from the path.
+    pub incoming: mpsc::Receiver<Vec<u8>>,
+}
+
+/// Everything [`CallMedia::start`] needs.
+#[derive(Debug)]
+pub struct CallMediaConfig {
+    /// The first (usually only) leg.
+    pub leg: LegConfig,
+    /// The microphone.
+    pub source: Source,
+    /// The speaker.
+    pub sink: Sink,
+}
+
+impl CallMediaConfig {
+    /// A call with one peer, both sides using `params`.
+    pub fn new(
+        keys: MediaKeys,
+        params: MediaParams,
+        source: Source,
+        sink: Sink,
+        outgoing: mpsc::Sender<Vec<u8>>,
+        incoming: mpsc::Receiver<Vec<u8>>,
+    ) -> Self {
+        Self {
+            leg: LegConfig {
+                keys,
+                local_params: params,
+                remote_params: params,
+                outgoing,
+                incoming,
+            },
+            source,
+            sink,
+        }
+    }
+}
+
+/// Why call media could not start or change.
+#[derive(Debug, thiserror::Error)]
+pub enum CallMediaError {
+    /// The parameters ask for something this pipeline does not do.
+    #[error("unsupported media parameters: {0}")]
+    Unsupported(String),
+    /// Send and receive keys are equal (a broken key agreement).
+    #[error("send and receive keys are equal")]
+    EqualKeys,
+    /// The codec could not be set up.
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    /// A device or WAV file could not be opened.
+    #[error("audio: {0}")]
+    Device(#[from] DeviceError),
+    /// Not called from within a tokio runtime.
+    #[error("call media needs a tokio runtime")]
+    NoRuntime,
+    /// The audio thread could not be started, or is gone.
+    #[error("audio thread: {0}")]
+    Thread(String),
+    /// A conference carries at most [`MAX_LEGS`] legs.
+    #[error("a call carries at most {MAX_LEGS} legs")]
+    TooManyLegs,
+}
+
+/// Identifies one leg of a call (the first one is `LegId(1)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LegId(pub u32);
+
+/// One leg's figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LegStats {
+    /// Datagrams handed to the path.
+    pub packets_sent: u64,
+    /// Datagrams dropped because the path's queue was full.
+    pub packets_send_dropped: u64,
+    /// Authenticated packets received (keep-alives included).
+    pub packets_received: u64,
+    /// Datagrams dropped as corrupt, forged, foreign or replayed.
+    pub packets_rejected: u64,
+    /// Datagrams dropped because the audio thread's queue was full.
+    pub packets_queue_dropped: u64,
+    /// Cumulative loss of the received stream.
+    pub loss_pct: f64,
+    /// RFC 3550 interarrival jitter.
+    pub jitter_millis: f64,
+    /// The last round-trip time set, if any.
+    pub rtt_millis: Option<f64>,
+    /// E-model MOS estimate of what this side hears.
+    pub mos: f64,
+    /// Frames concealed.
+    pub concealed_frames: u64,
+    /// Frames rebuilt from FEC or DRED.
+    pub recovered_frames: u64,
+    /// Audio waiting in the jitter buffer.
+    pub jitter_buffer_millis: u64,
+    /// Whether the peer holds the call.
+    pub remote_on_hold: bool,
+    /// How the jitter buffer made each frame (decoded, recovered, concealed, dropped,
+    /// inserted) and what it refused (late, duplicate).
+    pub jitter: media::jitter::JitterCounters,
+}
+
+/// The whole call's figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallMediaStats {
+    /// Time since [`CallMedia::start`].
+    pub duration: Duration,
+    /// Per leg.
+    pub legs: BTreeMap<LegId, LegStats>,
+    /// Capture frames the audio thread processed.
+    pub ticks: u64,
+}
+
+impl CallMediaStats {
+    /// The CONTRACT `call_ended.stats` shape: counts summed over legs, quality of the
+    /// worst leg.
+    pub fn summary(&self) -> CallStats {
+        let legs = self.legs.values();
+        let worst_mos = legs.clone().map(|l| l.mos).reduce(f64::min).unwrap_or(0.0);
+        CallStats {
+            duration_s: self.duration.as_secs_f64(),
+            packets_sent: legs.clone().map(|l| l.packets_sent).sum(),
+            packets_received: legs.clone().map(|l| l.packets_received).sum(),
+            loss_pct: legs.clone().map(|l| l.loss_pct).fold(0.0, f64::max),
+            jitter_ms: legs.clone().map(|l| l.jitter_millis).fold(0.0, f64::max),
+            rtt_ms: legs
+                .clone()
+                .filter_map(|l| l.rtt_millis)
+                .fold(0.0, f64::max),
+            mos: worst_mos,
+        }
+    }
+}
+
+/// Commands for the audio thread that carry more than a flag.
+enum Command {
+    AddLeg(LegId, Box<worker::Leg>),
+    RemoveLeg(LegId),
+}
+
+/// Flags the audio thread reads every tick.
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    hold: AtomicBool,
+    muted: AtomicBool,
+    /// Round-trip time in microseconds; 0 = unknown.
+    rtt_micros: AtomicU64,
+}
+
+/// A running call's audio. Dropping it stops the audio thread (use [`CallMedia::stop`]
+/// to wait for the recording to be flushed and get the final figures).
+#[derive(Debug)]
+pub struct CallMedia {
+    shared: Arc<Shared>,
+    commands: std::sync::mpsc::SyncSender<Command>,
+    stats: watch::Receiver<CallMediaStats>,
+    done: Option<oneshot::Receiver<CallMediaStats>>,
+    forwarders: BTreeMap<LegId, tokio::task::JoinHandle<()>>,
+    next_leg: u32,
+    started: Instant,
+}
+
+impl CallMedia {
+    /// Opens the endpoints and starts the call's audio thread. Must be called within a
+    /// tokio runtime (a task reads the incoming channel).
+    pub fn start(config: CallMediaConfig) -> Result<CallMedia, CallMediaError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| CallMediaError::NoRuntime)?;
+        let started = Instant::now();
+        let (leg, forwarder) = prepare_leg(&runtime, config.leg)?;
+        let endpoints = worker::open_endpoints(&config.source, &config.sink)?;
+        let shared = Arc::new(Shared::default());
+        let (commands, command_rx) = std::sync::mpsc::sync_channel(MAX_LEGS * 2);
+        let (stats_tx, stats) = watch::channel(CallMediaStats::default());
+        let (done_tx, done) = oneshot::channel();
+        let first = LegId(1);
+        let worker = worker::Worker::new(
+            endpoints,
+            config.source,
+            shared.clone(),
+            command_rx,
+            stats_tx,
+            started,
+            (first, leg),
+        );
+        std::thread::Builder::new()
+            .name("call-media".into())
+            .spawn(move || {
+                let final_stats = worker.run();
+                let _ = done_tx.send(final_stats);
+            })
+            .map_err(|e| {
+                forwarder.abort();
+                CallMediaError::Thread(e.to_string())
+            })?;
+        Ok(CallMedia {
+            shared,
+            commands,
+            stats,
+            done: Some(done),
+            forwarders: BTreeMap::from([(first, forwarder)]),
+            next_leg: 2,
+            started,
+        })
+    }
+
+    /// Puts the call on hold (no audio either way; one keep-alive every 3 s) or resumes.
+    pub fn set_hold(&self, hold: bool) {
+        self.shared.hold.store(hold, Ordering::Relaxed);
+    }
+
+    /// Mutes the microphone (silence frames keep flowing at 50 packets/s) or unmutes.
+    pub fn set_muted(&self, muted: bool) {
+        self.shared.muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// The round-trip time of the path, for the quality estimate.
+    pub fn set_rtt(&self, rtt: Duration) {
+        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.shared.rtt_micros.store(micros, Ordering::Relaxed);
+    }
+
+    /// Adds a conference leg: the microphone goes to every leg, and each leg hears the
+    /// mix of the microphone and the other legs.
+    pub fn add_leg(&mut self, leg: LegConfig) -> Result<LegId, CallMediaError> {
+        if self.forwarders.len() >= MAX_LEGS {
+            return Err(CallMediaError::TooManyLegs);
+        }
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| CallMediaError::NoRuntime)?;
+        let (leg, forwarder) = prepare_leg(&runtime, leg)?;
+        let id = LegId(self.next_leg);
+        if self
+            .commands
+            .try_send(Command::AddLeg(id, Box::new(leg)))
+            .is_err()
+        {
+            forwarder.abort();
+            return Err(CallMediaError::Thread("the audio thread is gone".into()));
+        }
+        self.next_leg += 1;
+        self.forwarders.insert(id, forwarder);
+        Ok(id)
+    }
+
+    /// Removes a conference leg (a participant left). Unknown ids are ignored.
+    pub fn remove_leg(&mut self, id: LegId) {
+        if let Some(forwarder) = self.forwarders.remove(&id) {
+            forwarder.abort();
+            // A full queue means the thread is gone or stalled; the leg then dies with it.
+            let _ = self.commands.try_send(Command::RemoveLeg(id));
+        }
+    }
+
+    /// The figures so far, per leg.
+    pub fn detailed_stats(&self) -> CallMediaStats {
+        let mut stats = self.stats.borrow().clone();
+        stats.duration = self.started.elapsed();
+        stats
+    }
+
+    /// The figures so far, in the CONTRACT `call_ended.stats` shape.
+    pub fn stats(&self) -> CallStats {
+        self.detailed_stats().summary()
+    }
+
+    /// Stops the audio, flushes the recording and returns the final figures.
+    pub async fn stop(mut self) -> CallStats {
+        self.stop_detailed().await.summary()
+    }
+
+    /// Like [`CallMedia::stop`], with the per-leg figures.
+    pub async fn stop_detailed(&mut self) -> CallMediaStats {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for forwarder in self.forwarders.values() {
+            forwarder.abort();
+        }
+        let final_stats = match self.done.take() {
+            Some(done) => done.await.ok(),
+            None => None,
+        };
+        final_stats.unwrap_or_else(|| self.detailed_stats())
+    }
+}
+
+impl Drop for CallMedia {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for forwarder in self.forwarders.values() {
+            forwarder.abort();
+        }
+    }
+}
+
+/// Builds a leg's sender and receiver and starts the task that stamps its datagrams.
+fn prepare_leg(
+    runtime: &tokio::runtime::Handle,
+    config: LegConfig,
+) -> Result<(worker::Leg, tokio::task::JoinHandle<()>), CallMediaError> {
+    let (send_direction, recv_direction) = config.keys.directions()?;
+    let (sender_config, jitter_config) = media_configs(config.local_params, config.remote_params)?;
+    let sender = media::sender::MediaSender::new(
+        sender_config,
+        config.keys.send_key,
+        &config.keys.session_id,
+        send_direction,
+    )?;
+    let receiver = media::pipeline::MediaReceiver::new(
+        jitter_config,
+        config.keys.recv_key,
+        &config.keys.session_id,
+        recv_direction,
+    )?;
+    let (stamped_tx, stamped_rx) = std::sync::mpsc::sync_channel(INCOMING_QUEUE);
+    let queue_dropped = Arc::new(AtomicU64::new(0));
+    let forwarder = runtime.spawn(forward_incoming(
+        config.incoming,
+        stamped_tx,
+        queue_dropped.clone(),
+    ));
+    Ok((
+        worker::Leg::new(sender, receiver, config.outgoing, stamped_rx, queue_dropped),
+        forwarder,
+    ))
+}
+
+/// Stamps each datagram with its arrival time for the audio thread.
+async fn forward_incoming(
+    mut incoming: mpsc::Receiver<Vec<u8>>,
+    stamped: std::sync::mpsc::SyncSender<(Instant, Vec<u8>)>,
+    queue_dropped: Arc<AtomicU64>,
+) {
+    while let Some(datagram) = incoming.recv().await {
+        match stamped.try_send((Instant::now(), datagram)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                queue_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+/// The sender and jitter-buffer settings both sides' parameters allow.
+fn media_configs(
+    local: MediaParams,
+    remote: MediaParams,
+) -> Result<(SenderConfig, JitterConfig), CallMediaError> {
+    for params in [local, remote] {
+        if params.frame_millis != 20 {
+            return Err(CallMediaError::Unsupported(format!(
+                "{} ms frames (only 20 ms)",
+                params.frame_millis
+            )));
+        }
+    }
+    let bitrate_bps = local
+        .bitrate_bps
+        .min(remote.bitrate_bps)
+        .clamp(6_000, 128_000);
+    let sender = SenderConfig {
+        encoder: EncoderConfig {
+            bitrate_bps,
+            fec: local.fec && remote.fec,
+            dred_duration_10ms: if local.dred && remote.dred { 100 } else { 0 },
+            ..EncoderConfig::default()
+        },
+        ..SenderConfig::default()
+    };
+    let jitter = JitterConfig {
+        // Real-time arrivals always spread a little, which makes the buffer's target two
+        // frames within the first second anyway; starting there keeps the first talk
+        // spurt from being stretched by a frame mid-word.
+        min_frames: 2,
+        decoder: DecoderConfig {
+            dred: remote.dred && DecoderConfig::default().dred,
+            ..DecoderConfig::default()
+        },
+        ..JitterConfig::default()
+    };
+    Ok((sender, jitter))
+}

@@ -1,0 +1,390 @@
+//! The audio thread: one tick per captured frame drives every leg's send and receive.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use media::device::{
+    AudioEndpoints, CaptureSpec, DeviceSelection, FRAME_DURATION, Frame, PlaybackSpec, SILENCE,
+};
+use media::mixer::soft_limit;
+use media::pipeline::MediaReceiver;
+use media::sender::{MediaSender, SendMode};
+use tokio::sync::{mpsc, watch};
+
+use super::echo::EchoRecorder;
+use super::{CallMediaError, CallMediaStats, Command, LegId, LegStats, Shared, Sink, Source};
+
+/// How long one wait for a captured frame may last before the thread checks its flags.
+const WAIT: Duration = Duration::from_millis(25);
+/// Without a captured frame for this long the thread ticks on its own clock (the source
+/// stalled), so playback and the recording keep their timeline.
+const STALL: Duration = Duration::from_millis(45);
+/// Ticks between updates of the encoder's expected loss (1 s).
+const FEEDBACK_TICKS: u64 = 50;
+/// Ticks between statistics snapshots (100 ms).
+const STATS_TICKS: u64 = 5;
+
+/// Opens the endpoints for a source and sink choice. The echo modes capture silence on
+/// a paced clock and replace it with what they send.
+pub(super) fn open_endpoints(
+    source: &Source,
+    sink: &Sink,
+) -> Result<AudioEndpoints, CallMediaError> {
+    let capture = match source {
+        Source::Device => CaptureSpec::Device(DeviceSelection::SystemDefault),
+        Source::Wav(path) => CaptureSpec::WavFile(path.clone()),
+        Source::Silence | Source::Echo | Source::EchoRecord => CaptureSpec::Silence,
+    };
+    let playback = match sink {
+        Sink::Device => PlaybackSpec::Device(DeviceSelection::SystemDefault),
+        Sink::Wav(path) => PlaybackSpec::WavFile(path.clone()),
+        Sink::Discard => PlaybackSpec::Discard,
+    };
+    Ok(media::device::open_endpoints(&capture, &playback)?)
+}
+
+/// One peer's send and receive halves and the channels to its path.
+pub(super) struct Leg {
+    sender: MediaSender,
+    receiver: MediaReceiver,
+    outgoing: mpsc::Sender<Vec<u8>>,
+    incoming: std::sync::mpsc::Receiver<(Instant, Vec<u8>)>,
+    queue_dropped: Arc<AtomicU64>,
+    /// What this leg's jitter buffer played at the current tick.
+    playout: Frame,
+    sent: u64,
+    send_dropped: u64,
+}
+
+impl std::fmt::Debug for Leg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leg")
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Leg {
+    pub(super) fn new(
+        sender: MediaSender,
+        receiver: MediaReceiver,
+        outgoing: mpsc::Sender<Vec<u8>>,
+        incoming: std::sync::mpsc::Receiver<(Instant, Vec<u8>)>,
+        queue_dropped: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            sender,
+            receiver,
+            outgoing,
+            incoming,
+            queue_dropped,
+            playout: SILENCE,
+            sent: 0,
+            send_dropped: 0,
+        }
+    }
+
+    fn receive(&mut self) {
+        while let Ok((arrived, datagram)) = self.incoming.try_recv() {
+            // Rejections are counted by the receiver and shown in the statistics.
+            if let Err(e) = self.receiver.handle_datagram(arrived, &datagram) {
+                tracing::trace!(error = %e, "media datagram dropped");
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(datagram) = self.sender.poll_transmit() {
+            match self.outgoing.try_send(datagram) {
+                Ok(()) => self.sent += 1,
+                // A full path queue means the path is slower than real time; a closed one
+                // that the engine is tearing the call down. Either way the frame is gone.
+                Err(_) => self.send_dropped += 1,
+            }
+        }
+    }
+
+    fn send(&mut self, now: Instant, frame: &Frame) {
+        if let Err(e) = self.sender.handle_frame(now, frame) {
+            tracing::warn!(error = %e, "media frame not sent");
+        }
+        self.flush();
+    }
+
+    fn stats(&self) -> LegStats {
+        let quality = self.receiver.quality();
+        LegStats {
+            packets_sent: self.sent,
+            packets_send_dropped: self.send_dropped,
+            packets_received: self.receiver.stats().received_packets(),
+            packets_rejected: self.receiver.rejected_datagrams(),
+            packets_queue_dropped: self.queue_dropped.load(Ordering::Relaxed),
+            loss_pct: quality.loss_pct,
+            jitter_millis: quality.jitter_millis,
+            rtt_millis: quality.rtt_millis,
+            mos: quality.mos,
+            concealed_frames: quality.concealed_frames,
+            recovered_frames: quality.recovered_frames,
+            jitter_buffer_millis: quality.jitter_buffer_delay_millis,
+            remote_on_hold: self.receiver.remote_on_hold(),
+            jitter: self.receiver.jitter_counters(),
+        }
+    }
+}
+
+/// What the thread sends in place of the microphone.
+enum Mode {
+    Microphone,
+    Echo,
+    EchoRecord(Box<EchoRecorder>),
+}
+
+/// The audio thread's state.
+pub(super) struct Worker {
+    endpoints: AudioEndpoints,
+    mode: Mode,
+    shared: Arc<Shared>,
+    commands: std::sync::mpsc::Receiver<Command>,
+    stats: watch::Sender<CallMediaStats>,
+    started: Instant,
+    legs: BTreeMap<LegId, Box<Leg>>,
+    send_mode: SendMode,
+    rtt_micros: u64,
+    mic: Frame,
+    speaker: Frame,
+    total: Frame,
+    scratch: Frame,
+    ticks: u64,
+}
+
+impl Worker {
+    pub(super) fn new(
+        endpoints: AudioEndpoints,
+        source: Source,
+        shared: Arc<Shared>,
+        commands: std::sync::mpsc::Receiver<Command>,
+        stats: watch::Sender<CallMediaStats>,
+        started: Instant,
+        first: (LegId, super::worker::Leg),
+    ) -> Self {
+        let mode = match source {
+            Source::Echo => Mode::Echo,
+            Source::EchoRecord => Mode::EchoRecord(Box::new(EchoRecorder::new())),
+            Source::Device | Source::Wav(_) | Source::Silence => Mode::Microphone,
+        };
+        Self {
+            endpoints,
+            mode,
+            shared,
+            commands,
+            stats,
+            started,
+            legs: BTreeMap::from([(first.0, Box::new(first.1))]),
+            send_mode: SendMode::Talking,
+            rtt_micros: 0,
+            mic: SILENCE,
+            speaker: SILENCE,
+            total: SILENCE,
+            scratch: SILENCE,
+            ticks: 0,
+        }
+    }
+
+    /// Runs until the handle asks it to stop; returns the final figures once the sink is
+    /// closed (a WAV recording is complete on disk by then).
+    pub(super) fn run(mut self) -> CallMediaStats {
+        let mut last_tick = Instant::now();
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let captured = match self.endpoints.source.wait_frame(&mut self.mic, WAIT) {
+                Ok(captured) => captured,
+                Err(e) => {
+                    tracing::warn!(error = %e, "capture failed; sending silence");
+                    false
+                }
+            };
+            let now = Instant::now();
+            self.apply_commands(now);
+            for leg in self.legs.values_mut() {
+                leg.receive();
+            }
+            if captured || now.saturating_duration_since(last_tick) >= STALL {
+                if !captured {
+                    self.mic = SILENCE;
+                }
+                self.tick(now);
+                last_tick = if captured {
+                    now
+                } else {
+                    last_tick + FRAME_DURATION
+                };
+            }
+            for leg in self.legs.values_mut() {
+                if leg.sender.poll_timeout().is_some_and(|t| t <= now)
+                    && let Err(e) = leg.sender.handle_timeout(now)
+                {
+                    tracing::warn!(error = %e, "keep-alive not sent");
+                }
+                leg.flush();
+            }
+            self.log_device_events();
+        }
+        if let Err(e) = self.endpoints.sink.close() {
+            tracing::warn!(error = %e, "speaker or recording did not close cleanly");
+        }
+        let stats = self.snapshot();
+        drop(self.endpoints);
+        stats
+    }
+
+    fn apply_commands(&mut self, now: Instant) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::AddLeg(id, mut leg) => {
+                    if let Err(e) = leg.sender.set_mode(now, self.send_mode) {
+                        tracing::warn!(error = %e, "new leg could not take the call's mode");
+                    }
+                    leg.flush();
+                    self.legs.insert(id, leg);
+                }
+                Command::RemoveLeg(id) => {
+                    self.legs.remove(&id);
+                }
+            }
+        }
+        let mode = if self.shared.hold.load(Ordering::Relaxed) {
+            SendMode::Hold
+        } else if self.shared.muted.load(Ordering::Relaxed) {
+            SendMode::Muted
+        } else {
+            SendMode::Talking
+        };
+        if mode != self.send_mode {
+            self.send_mode = mode;
+            for leg in self.legs.values_mut() {
+                if let Err(e) = leg.sender.set_mode(now, mode) {
+                    tracing::warn!(error = %e, "send mode not changed");
+                }
+                leg.flush();
+            }
+        }
+        let rtt_micros = self.shared.rtt_micros.load(Ordering::Relaxed);
+        if rtt_micros != self.rtt_micros {
+            self.rtt_micros = rtt_micros;
+            for leg in self.legs.values_mut() {
+                leg.receiver.set_rtt(Duration::from_micros(rtt_micros));
+            }
+        }
+    }
+
+    /// One 20 ms frame: play what every leg received, then send to every leg.
+    fn tick(&mut self, now: Instant) {
+        for leg in self.legs.values_mut() {
+            leg.playout = leg.receiver.poll_frame(now).samples;
+        }
+        self.mix_speaker();
+        if let Mode::EchoRecord(recorder) = &mut self.mode {
+            recorder.next_frame(&self.speaker, &mut self.mic);
+        }
+        if self.send_mode == SendMode::Hold {
+            // Nothing of the peers reaches the speaker while this side holds the call.
+            self.speaker = SILENCE;
+        }
+        match self.endpoints.sink.write_frame(&self.speaker) {
+            Ok(true) => {}
+            Ok(false) => tracing::trace!("speaker buffer full; frame dropped"),
+            Err(e) => tracing::warn!(error = %e, "playback failed"),
+        }
+        self.send_all(now);
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(FEEDBACK_TICKS) {
+            for leg in self.legs.values_mut() {
+                // No receiver reports: the loss we see is taken as the loss the peer sees.
+                let loss = leg
+                    .receiver
+                    .take_interval_loss_pct()
+                    .ceil()
+                    .clamp(0.0, 100.0);
+                if let Err(e) = leg.sender.set_expected_loss_pct(loss as u8) {
+                    tracing::debug!(error = %e, "expected loss not set");
+                }
+            }
+        }
+        if self.ticks.is_multiple_of(STATS_TICKS) {
+            let snapshot = self.snapshot();
+            self.stats.send_replace(snapshot);
+        }
+    }
+
+    /// The speaker hears every leg, through the limiter when there are several.
+    fn mix_speaker(&mut self) {
+        let mut legs = self.legs.values();
+        match (legs.next(), legs.next()) {
+            (None, _) => self.speaker = SILENCE,
+            (Some(only), None) => self.speaker = only.playout,
+            _ => {
+                self.speaker = SILENCE;
+                for leg in self.legs.values() {
+                    for (s, p) in self.speaker.iter_mut().zip(&leg.playout) {
+                        *s += p;
+                    }
+                }
+                for s in &mut self.speaker {
+                    *s = soft_limit(*s);
+                }
+            }
+        }
+    }
+
+    /// Each leg gets the microphone plus every other leg (mix-minus); in echo mode, its
+    /// own audio back.
+    fn send_all(&mut self, now: Instant) {
+        if matches!(self.mode, Mode::Echo) {
+            for leg in self.legs.values_mut() {
+                let heard = leg.playout;
+                leg.send(now, &heard);
+            }
+            return;
+        }
+        if self.legs.len() <= 1 {
+            for leg in self.legs.values_mut() {
+                leg.send(now, &self.mic);
+            }
+            return;
+        }
+        self.total = self.mic;
+        for leg in self.legs.values() {
+            for (t, p) in self.total.iter_mut().zip(&leg.playout) {
+                *t += p;
+            }
+        }
+        for leg in self.legs.values_mut() {
+            for ((out, t), own) in self.scratch.iter_mut().zip(&self.total).zip(&leg.playout) {
+                *out = soft_limit(t - own);
+            }
+            leg.send(now, &self.scratch);
+        }
+    }
+
+    fn snapshot(&self) -> CallMediaStats {
+        CallMediaStats {
+            duration: self.started.elapsed(),
+            legs: self
+                .legs
+                .iter()
+                .map(|(id, leg)| (*id, leg.stats()))
+                .collect(),
+            ticks: self.ticks,
+        }
+    }
+
+    fn log_device_events(&mut self) {
+        while let Some(event) = self.endpoints.source.poll_event() {
+            tracing::info!(?event, "microphone changed");
+        }
+        while let Some(event) = self.endpoints.sink.poll_event() {
+            tracing::info!(?event, "speaker changed");
+        }
+    }
+}
