@@ -3,6 +3,8 @@
 # starts PostgreSQL for the storage tests, checks formatting and lints, runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A whole-suite run builds from scratch or nearly: incremental caches only cost disk and time.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # shellcheck source=scripts/setup.sh
 source scripts/setup.sh
 install_system_packages
