@@ -348,6 +348,7 @@ pub async fn online(
             play,
             record,
             echo: None,
+            relay_only: false,
         },
     )
     .await
@@ -361,6 +362,7 @@ pub async fn echo_service(ctx: &Context, mode: EchoMode) -> Result<(), CliError>
             play: None,
             record: None,
             echo: Some(mode),
+            relay_only: false,
         },
     )
     .await
@@ -372,6 +374,7 @@ pub async fn call(ctx: &Context, user: UserName, plan: CallPlan) -> Result<(), C
         play: plan.play.clone(),
         record: plan.record.clone(),
         echo: None,
+        relay_only: false,
     };
     let mut session = Session::start(ctx, PresenceStatus::Online, false, options).await?;
     let result = run_call(ctx, &mut session, user, &plan).await;

@@ -52,6 +52,8 @@ const EVENT_QUEUE: usize = 4096;
 const COMMAND_QUEUE: usize = 64;
 /// How long a search or a device lookup waits for its answers.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much longer a device lookup waits for the login server once the supernode answered.
+const LOGIN_LOOKUP_GRACE: Duration = Duration::from_secs(1);
 /// Route ids remembered for their `RouteStatus` (oldest forgotten beyond).
 const MAX_ROUTES: usize = 8192;
 /// Mailbox envelopes fetched per request.
@@ -432,7 +434,8 @@ impl Engine {
             rand::random(),
             now,
         );
-        let calls = calls::CallGlue::new(crypto.clone(), config.calls.clone());
+        let (calls_tx, calls_rx) = mpsc::channel(256);
+        let calls = calls::CallGlue::new(crypto.clone(), config.calls.clone(), calls_tx);
         let chat = if config.home {
             Some(
                 ChatService::open(config.profile.dir(), crypto.clone(), now)
@@ -485,7 +488,7 @@ impl Engine {
         }
         let user = claims.user;
         tokio::spawn(async move {
-            actor.run(commands_rx, net_rx, login_rx).await;
+            actor.run(commands_rx, net_rx, login_rx, calls_rx).await;
         });
         Ok((
             EngineHandle {
@@ -587,6 +590,7 @@ impl Actor {
         mut commands: mpsc::Receiver<Command>,
         mut net: mpsc::Receiver<LinkInput>,
         mut login: mpsc::Receiver<LoginResult>,
+        mut call_inputs: mpsc::Receiver<calls::CallInput>,
     ) {
         let mut shutdown_reply = None;
         loop {
@@ -604,6 +608,7 @@ impl Actor {
                 },
                 Some(input) = net.recv() => self.handle_link(input),
                 Some(result) = login.recv() => self.handle_login(result).await,
+                Some(input) = call_inputs.recv() => self.calls.handle_input(Instant::now(), input),
                 () = sleep => self.handle_timeout().await,
             }
         }
@@ -611,6 +616,17 @@ impl Actor {
         let now = Instant::now();
         self.calls.shutdown(now);
         self.pump().await;
+        // Calls end with their audio stopped and recordings flushed.
+        let drain = async {
+            while self.calls.stopping_media() {
+                match call_inputs.recv().await {
+                    Some(input) => self.calls.handle_input(Instant::now(), input),
+                    None => break,
+                }
+                self.pump().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(4), drain).await;
         self.homing.shutdown();
         self.pump().await;
         // The history (cloned: the chat core is not `Sync`, so no borrow of the service may
@@ -751,6 +767,8 @@ impl Actor {
             HomingEvent::Homed { supernode } => {
                 debug!(supernode = ?supernode, "homed");
                 save_host_cache(&self.profile, self.homing.host_cache());
+                // The home's STUN/TURN service carries call paths.
+                let _ = self.homing.send(ClientToSupernode::TurnCredentialsRequest);
                 if self.home_reported != Some(supernode.key) {
                     self.home_reported = Some(supernode.key);
                     self.emit(Event::LoggedIn {
@@ -885,6 +903,11 @@ impl Actor {
                             r.found = true;
                         }
                     }
+                }
+                if r.login && !r.devices.is_empty() {
+                    // The home supernode's answer is enough to go on with; the login
+                    // server (which may be down) only adds other devices.
+                    r.deadline = r.deadline.min(Instant::now() + LOGIN_LOOKUP_GRACE);
                 }
             }
             self.maybe_finish_resolve(id).await;

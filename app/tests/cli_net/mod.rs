@@ -25,10 +25,15 @@ pub struct Net {
 
 impl Net {
     pub async fn start(supernodes: usize) -> Net {
+        Self::start_with(supernodes, |_| {}).await
+    }
+
+    /// With a login-server configuration of the test's own.
+    pub async fn start_with(supernodes: usize, adjust: impl FnOnce(&mut ServerConfig)) -> Net {
         let dir = tempfile::tempdir().expect("tempdir");
-        let login = LoginServer::start(ServerConfig::local(dir.path().join("login")))
-            .await
-            .expect("login server");
+        let mut config = ServerConfig::local(dir.path().join("login"));
+        adjust(&mut config);
+        let login = LoginServer::start(config).await.expect("login server");
         let base = 42_000 + (std::process::id() % 100) as u16 * 40;
         let mut running = Vec::new();
         for i in 0..supernodes {
