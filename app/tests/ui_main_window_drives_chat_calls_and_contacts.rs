@@ -379,7 +379,13 @@ fn call_controls_dial_hold_mute_and_hang_up() {
     );
 
     h.get_by_role_and_label(Role::Button, "Mute").click();
-    assert_eq!(actions(&mut h), vec![UiAction::SetMuted { muted: true }]);
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::SetMuted {
+            call_id: Some("c9".into()),
+            muted: true
+        }]
+    );
     h.get_by_role_and_label(Role::Button, "Unmute");
 
     h.get_by_role_and_label(Role::Button, "Hang up").click();

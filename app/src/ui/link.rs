@@ -37,6 +37,14 @@ impl Repaint {
             ctx.request_repaint();
         }
     }
+
+    /// Asks the window to close (a stop signal arrived).
+    pub fn close_window(&self) {
+        if let Some(ctx) = self.0.get() {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            ctx.request_repaint();
+        }
+    }
 }
 
 /// Where the glue side sends events for the UI.
@@ -131,14 +139,28 @@ pub trait Backend: Send + 'static {
     /// reported through the sink ([`EventSink::error`], [`UiEvent::LoginFailed`], …),
     /// never by panicking.
     fn perform(&mut self, action: UiAction, sink: &EventSink) -> impl Future<Output = ()> + Send;
+
+    /// Runs once before the first action (e.g. resumes the profile's session).
+    fn start(&mut self, sink: &EventSink) -> impl Future<Output = ()> + Send {
+        let _ = sink;
+        async {}
+    }
+
+    /// Runs once after the UI has closed its end (e.g. logs off).
+    fn close(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
-/// Hands every action to `backend`, in order, until the UI closes its end.
+/// Hands every action to `backend`, in order, until the UI closes its end; then closes
+/// the backend.
 pub async fn run_glue<B: Backend>(mut backend: B, end: GlueEnd) {
     let GlueEnd { mut actions, sink } = end;
+    backend.start(&sink).await;
     while let Some(action) = actions.recv().await {
         backend.perform(action, &sink).await;
     }
+    backend.close().await;
 }
 
 /// Pipes the engine's event stream to the UI until either side closes.

@@ -10,11 +10,13 @@
 //!   events come back over another bounded channel.
 //! - [`app`]: the eframe [`eframe::App`]: `logic()` drains events and sends actions,
 //!   `ui()` only draws.
+//! - [`backend`]: the real [`link::Backend`] (login client, engine, netcheck).
 //! - [`theme`], [`resources`], [`sound`]: colours and spacing, assets, and the ringtone.
 //!
 //! What it does not do: talk to the network or the sound card for calls (the engine does).
 
 pub mod app;
+pub mod backend;
 pub mod link;
 pub mod model;
 pub mod resources;
@@ -24,3 +26,4 @@ pub mod view;
 
 pub use app::DesktopApp;
 pub use model::{Now, SoundCue, UiAction, UiEvent, UiModel};
+

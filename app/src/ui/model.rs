@@ -154,8 +154,10 @@ pub enum UiAction {
     Resume {
         call_id: String,
     },
-    /// Stop or restart sending the microphone.
+    /// Stop or restart sending the microphone (`call_id` is `None` while the call has no
+    /// id yet; the engine then has nothing to mute).
     SetMuted {
+        call_id: Option<String>,
         muted: bool,
     },
     /// Run NAT discovery.
@@ -225,6 +227,13 @@ pub enum UiEvent {
         peer: UserName,
         call_id: String,
     },
+    /// The engine could not place the call.
+    DialFailed {
+        peer: UserName,
+        message: String,
+    },
+    /// No session could be resumed from the profile: the login form waits for a password.
+    SignedOut,
     /// The buddy list and pending requests (replaces what the model had).
     Contacts {
         contacts: Vec<ContactEntry>,
@@ -855,7 +864,8 @@ impl UiModel {
         };
         call.muted = !call.muted;
         let muted = call.muted;
-        self.act(UiAction::SetMuted { muted });
+        let call_id = call.call_id.clone();
+        self.act(UiAction::SetMuted { call_id, muted });
     }
 
     pub fn run_netcheck(&mut self) {
@@ -936,13 +946,40 @@ impl UiModel {
                     format!("Message to {to} not sent: {message}"),
                 );
             }
-            UiEvent::CallPlaced { peer, call_id } => {
-                if let Some(call) = self.call.as_mut()
-                    && call.peer == peer
-                    && call.call_id.is_none()
-                {
+            UiEvent::CallPlaced { peer, call_id } => match self.call.as_mut() {
+                Some(call) if call.peer == peer && call.call_id.is_none() => {
                     call.call_id = Some(call_id);
+                    if call.muted {
+                        let call_id = call.call_id.clone();
+                        self.act(UiAction::SetMuted {
+                            call_id,
+                            muted: true,
+                        });
+                    }
                 }
+                Some(call) if call.call_id.as_deref() == Some(call_id.as_str()) => {}
+                // Hung up before the engine named the call: end it now.
+                _ => self.act(UiAction::HangUp {
+                    call_id: Some(call_id),
+                    peer,
+                }),
+            },
+            UiEvent::DialFailed { peer, message } => {
+                if self
+                    .call
+                    .as_ref()
+                    .is_some_and(|c| c.peer == peer && c.call_id.is_none())
+                {
+                    self.call = None;
+                }
+                self.toast(
+                    now,
+                    ToastKind::Error,
+                    format!("Cannot call {peer}: {message}"),
+                );
+            }
+            UiEvent::SignedOut => {
+                self.login.busy = false;
             }
             UiEvent::Contacts { contacts, requests } => {
                 self.contacts = contacts
@@ -1381,6 +1418,52 @@ mod tests {
             vec![SoundCue::StartRingtone, SoundCue::StopRingtone]
         );
         assert!(m.toasts.iter().any(|t| t.text.contains("Missed call")));
+    }
+
+    #[test]
+    fn a_call_hung_up_before_it_had_an_id_is_ended_once_named() {
+        let mut m = UiModel::new();
+        m.dial(at(0), user("bob"));
+        m.hang_up();
+        assert_eq!(
+            m.take_actions(),
+            vec![
+                UiAction::Dial { to: user("bob") },
+                UiAction::HangUp {
+                    call_id: None,
+                    peer: user("bob")
+                }
+            ]
+        );
+        m.handle(
+            at(1),
+            UiEvent::CallPlaced {
+                peer: user("bob"),
+                call_id: "c7".into(),
+            },
+        );
+        assert_eq!(
+            m.take_actions(),
+            vec![UiAction::HangUp {
+                call_id: Some("c7".into()),
+                peer: user("bob")
+            }]
+        );
+    }
+
+    #[test]
+    fn a_failed_dial_clears_the_call_and_says_why() {
+        let mut m = UiModel::new();
+        m.dial(at(0), user("bob"));
+        m.handle(
+            at(1),
+            UiEvent::DialFailed {
+                peer: user("bob"),
+                message: "bob has no device that can be reached".into(),
+            },
+        );
+        assert!(m.call.is_none());
+        assert!(m.toasts.iter().any(|t| t.text.contains("Cannot call bob")));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use egui::{Color32, CornerRadius, Margin, Painter, Pos2, Stroke, Vec2};
 
 /// The brand blue (buttons, own chat bubbles, selection).
 pub const ACCENT: Color32 = Color32::from_rgb(0x00, 0x78, 0xd4);
+pub const SELECTION: Color32 = Color32::from_rgb(0xc7, 0xe0, 0xf4);
 pub const ACCENT_LIGHT: Color32 = Color32::from_rgb(0xdc, 0xee, 0xfb);
 pub const ONLINE: Color32 = Color32::from_rgb(0x2e, 0x9d, 0x3a);
 pub const AWAY: Color32 = Color32::from_rgb(0xe0, 0x9b, 0x00);
@@ -35,16 +36,28 @@ pub const CALL_BUTTON_HEIGHT: f32 = 32.0;
 /// Applies the light theme and comfortable spacing.
 pub fn apply(ctx: &egui::Context) {
     ctx.set_theme(egui::Theme::Light);
-    ctx.global_style_mut(|style| {
+    ctx.style_mut_of(egui::Theme::Light, |style| {
         style.spacing.item_spacing = Vec2::new(8.0, 6.0);
         style.spacing.button_padding = Vec2::new(10.0, 5.0);
         style.spacing.interact_size.y = 26.0;
-        style.visuals.selection.bg_fill = ACCENT;
-        style.visuals.hyperlink_color = ACCENT;
-        style.visuals.panel_fill = PANEL;
-        style.visuals.window_corner_radius = ROUNDING;
+        let visuals = &mut style.visuals;
+        // Selected tabs and text: dark blue on light blue (also the focused field's edge).
+        visuals.selection.bg_fill = SELECTION;
+        visuals.selection.stroke = Stroke::new(1.5, ACCENT);
+        visuals.hyperlink_color = ACCENT;
+        visuals.panel_fill = PANEL;
+        visuals.window_corner_radius = ROUNDING;
+        visuals.text_edit_bg_color = Some(Color32::from_rgb(0xfb, 0xfc, 0xfd));
+        // Fields and buttons get a visible edge on white cards.
+        visuals.widgets.inactive.bg_stroke = Stroke::new(1.0, FIELD_EDGE);
+        visuals.widgets.inactive.weak_bg_fill = Color32::from_rgb(0xf0, 0xf3, 0xf6);
+        visuals.widgets.hovered.bg_stroke = Stroke::new(1.0, ACCENT);
+        visuals.widgets.active.bg_stroke = Stroke::new(1.0, ACCENT);
     });
 }
+
+/// The edge of input fields and plain buttons.
+pub const FIELD_EDGE: Color32 = Color32::from_rgb(0xb8, 0xc2, 0xcc);
 
 /// The colour of a presence status.
 pub fn status_color(status: Status) -> Color32 {

@@ -63,14 +63,13 @@ fn login_ui(ui: &mut egui::Ui, model: &mut UiModel) {
                 } else {
                     format!("Login server {}", network.login_server)
                 };
-                ui.label(RichText::new(text).color(theme::MUTED_TEXT).small());
+                ui.label(RichText::new(text).color(theme::MUTED_TEXT));
                 if let Some(echo) = &network.echo_user {
                     ui.label(
                         RichText::new(format!(
                             "After signing in, call \u{201c}{echo}\u{201d} to test your microphone and speaker."
                         ))
-                        .color(theme::MUTED_TEXT)
-                        .small(),
+                        .color(theme::MUTED_TEXT),
                     );
                 }
             }

@@ -1,0 +1,363 @@
+//! The real [`Backend`]: the UI's actions carried out with [`crate::login_client`] (register,
+//! log in), the [`Engine`] (everything once logged in) and [`crate::netcheck`].
+//!
+//! Slow requests (dial, search, netcheck, buddy-list changes) run as tasks of their own so
+//! one slow lookup never holds up a chat message; replies go to the [`EventSink`].
+//!
+//! What it does not do: decide anything the user sees (the model does), or keep state
+//! beyond the running engine.
+
+use super::link::{Backend, EventSink};
+use super::model::{
+    Authorization, ContactEntry, MyStatus, NatReport, NetworkInfo, UiAction, UiEvent,
+};
+use crate::cli::{CliError, Context, LogFormat, Options, Output};
+use crate::engine::{ContactAction, Engine, EngineConfig, EngineHandle};
+use crate::events::{Event, Status};
+use crate::login_client::{self, FlowError, LoginTarget};
+use crate::profile::Profile;
+use proto::login::{Contact, ContactState, Password};
+use proto::{CallId, DisplayName, SignedCredential, UserName};
+use tokio::task::JoinHandle;
+
+/// Talks to the network on behalf of the UI.
+#[derive(Debug)]
+pub struct NetworkBackend {
+    profile: Profile,
+    target: LoginTarget,
+    network: NetworkInfo,
+    engine: Option<EngineHandle>,
+    forward: Option<JoinHandle<()>>,
+    presence: MyStatus,
+}
+
+impl NetworkBackend {
+    /// A backend for the login server `target`, described to the person by `network`.
+    pub fn new(profile: Profile, target: LoginTarget, network: NetworkInfo) -> Self {
+        Self {
+            profile,
+            target,
+            network,
+            engine: None,
+            forward: None,
+            presence: MyStatus::Online,
+        }
+    }
+
+    async fn start_engine(&mut self, credential: SignedCredential, sink: &EventSink) {
+        self.stop_engine().await;
+        let mut config = EngineConfig::new(self.profile.clone(), self.target, credential);
+        config.presence = self.presence.to_wire();
+        match Engine::start(config).await {
+            Ok((handle, events)) => {
+                self.forward = Some(tokio::spawn(super::link::forward_events(
+                    events,
+                    sink.clone(),
+                )));
+                let engine = handle.clone();
+                self.engine = Some(handle);
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    refresh_contacts(&engine, ContactAction::List, &sink).await;
+                });
+            }
+            Err(e) => {
+                sink.send(UiEvent::LoginFailed {
+                    message: format!("Cannot start: {e}"),
+                })
+                .await;
+            }
+        }
+    }
+
+    async fn stop_engine(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown().await;
+        }
+        if let Some(forward) = self.forward.take() {
+            forward.abort();
+        }
+    }
+
+    fn context(&self) -> Context {
+        Context {
+            out: Output { json: false },
+            profile: self.profile.clone(),
+            options: Options {
+                profile_dir: self.profile.dir().to_owned(),
+                login_server: Some(self.target.addr),
+                authority_key: Some(self.target.authority),
+                json: false,
+                log_format: LogFormat::Text,
+            },
+        }
+    }
+
+    async fn register(
+        &mut self,
+        user: UserName,
+        display_name: String,
+        password: String,
+        sink: &EventSink,
+    ) {
+        let result = async {
+            let password = Password::new(password).map_err(|e| format!("Password: {e}"))?;
+            password.check_new().map_err(|e| format!("Password: {e}"))?;
+            let display_name =
+                DisplayName::new(display_name.trim()).map_err(|e| format!("Display name: {e}"))?;
+            login_client::register(&self.profile, &self.target, &user, &display_name, &password)
+                .await
+                .map_err(|e| flow_message(&e))
+        }
+        .await;
+        match result {
+            Ok(credential) => {
+                sink.engine(Event::Registered { user }).await;
+                self.start_engine(credential, sink).await;
+            }
+            Err(message) => sink.send(UiEvent::LoginFailed { message }).await,
+        }
+    }
+
+    async fn login(&mut self, user: UserName, password: String, sink: &EventSink) {
+        let result = async {
+            let password = Password::new(password).map_err(|e| format!("Password: {e}"))?;
+            login_client::login(&self.profile, &self.target, &user, &password)
+                .await
+                .map_err(|e| flow_message(&e))
+        }
+        .await;
+        match result {
+            Ok(credential) => self.start_engine(credential, sink).await,
+            Err(message) => sink.send(UiEvent::LoginFailed { message }).await,
+        }
+    }
+
+    fn engine(&self) -> Option<EngineHandle> {
+        self.engine.clone()
+    }
+}
+
+/// The person's words for a login failure.
+fn flow_message(e: &FlowError) -> String {
+    match e {
+        FlowError::WrongPassword => "Wrong user name or password.".into(),
+        FlowError::Throttled(secs) => format!("Too many attempts. Try again in {secs} s."),
+        FlowError::Unreachable { addr, .. } => {
+            format!("Cannot reach the login server at {addr}. Check the address or your network.")
+        }
+        FlowError::NameTaken(user) => format!("The user name {user} is already taken."),
+        other => other.to_string(),
+    }
+}
+
+fn parse_call(call_id: &str) -> Result<CallId, String> {
+    call_id
+        .parse()
+        .map_err(|_| format!("unknown call {call_id}"))
+}
+
+/// The buddy list as the model wants it.
+fn contacts_event(list: Vec<Contact>) -> UiEvent {
+    let mut contacts = Vec::new();
+    let mut requests = Vec::new();
+    for contact in list {
+        let authorization = match contact.state {
+            ContactState::Accepted => Authorization::Contact,
+            ContactState::RequestSent => Authorization::Requested,
+            ContactState::RequestReceived => {
+                requests.push(contact.user);
+                continue;
+            }
+            ContactState::Blocked => continue,
+        };
+        contacts.push(ContactEntry {
+            user: contact.user,
+            display_name: contact.display_name.as_str().to_string(),
+            status: Status::Offline,
+            authorization,
+        });
+    }
+    UiEvent::Contacts { contacts, requests }
+}
+
+async fn refresh_contacts(engine: &EngineHandle, action: ContactAction, sink: &EventSink) {
+    match engine.contacts(action).await {
+        Ok(list) => sink.send(contacts_event(list)).await,
+        Err(e) => sink.error(format!("Contacts: {e}")).await,
+    }
+}
+
+async fn netcheck(ctx: Context, sink: EventSink) {
+    let result: Result<NatReport, String> = async {
+        let servers = crate::netcheck::stun_servers(&ctx)
+            .await
+            .map_err(|e: CliError| e.to_string())?;
+        let Some(&server) = servers.first() else {
+            return Err("no supernode offers STUN; cannot check the NAT".to_string());
+        };
+        let secondary = servers.iter().copied().find(|s| s.ip() != server.ip());
+        let report = crate::netcheck::discover(server, secondary)
+            .await
+            .map_err(|e| e.to_string())?;
+        serde_json::from_value(crate::netcheck::report_json(&report, server))
+            .map_err(|e| format!("unexpected report: {e}"))
+    }
+    .await;
+    sink.send(match result {
+        Ok(report) => UiEvent::Netcheck(report),
+        Err(message) => UiEvent::NetcheckFailed { message },
+    })
+    .await;
+}
+
+impl Backend for NetworkBackend {
+    async fn start(&mut self, sink: &EventSink) {
+        sink.send(UiEvent::Network(self.network.clone())).await;
+        // A remembered, still valid credential signs in without a password.
+        let resumed = login_client::ensure_credential(&self.profile, &self.target, || {
+            Err(FlowError::Password("needed".into()))
+        })
+        .await;
+        match resumed {
+            Ok((_user, credential)) => self.start_engine(credential, sink).await,
+            Err(_) => sink.send(UiEvent::SignedOut).await,
+        }
+    }
+
+    async fn close(&mut self) {
+        self.stop_engine().await;
+    }
+
+    async fn perform(&mut self, action: UiAction, sink: &EventSink) {
+        match action {
+            UiAction::Register {
+                user,
+                display_name,
+                password,
+            } => self.register(user, display_name, password.0, sink).await,
+            UiAction::Login { user, password } => self.login(user, password.0, sink).await,
+            // The profile keeps its credential: the next start signs in again by itself.
+            UiAction::LogOut => self.stop_engine().await,
+            UiAction::Netcheck => {
+                tokio::spawn(netcheck(self.context(), sink.clone()));
+            }
+            action => {
+                let Some(engine) = self.engine() else {
+                    sink.error("Not signed in").await;
+                    return;
+                };
+                if let UiAction::SetPresence(status) = action {
+                    self.presence = status;
+                }
+                let sink = sink.clone();
+                tokio::spawn(async move { perform_online(engine, action, sink).await });
+            }
+        }
+    }
+}
+
+/// Actions that need a running engine.
+async fn perform_online(engine: EngineHandle, action: UiAction, sink: EventSink) {
+    let result: Result<(), String> = match action {
+        UiAction::SetPresence(status) => engine
+            .set_presence(status.to_wire())
+            .await
+            .map_err(|e| e.to_string()),
+        UiAction::Search { query } => match engine.search(&query).await {
+            Ok(results) => {
+                sink.send(UiEvent::SearchResults { query, results }).await;
+                Ok(())
+            }
+            Err(e) => {
+                sink.send(UiEvent::SearchResults {
+                    query,
+                    results: Vec::new(),
+                })
+                .await;
+                Err(format!("Search: {e}"))
+            }
+        },
+        UiAction::AddContact { user } => {
+            refresh_contacts(&engine, ContactAction::Add(user), &sink).await;
+            Ok(())
+        }
+        UiAction::AcceptContact { user } => {
+            refresh_contacts(&engine, ContactAction::Accept(user), &sink).await;
+            Ok(())
+        }
+        UiAction::DeclineContact { user } => {
+            refresh_contacts(&engine, ContactAction::Decline(user), &sink).await;
+            Ok(())
+        }
+        UiAction::SendChat { to, local_id, text } => {
+            match engine.send_chat(to.clone(), text).await {
+                Ok(id) => {
+                    sink.send(UiEvent::ChatQueued {
+                        to,
+                        local_id,
+                        id: id.to_string(),
+                    })
+                    .await;
+                }
+                Err(e) => {
+                    sink.send(UiEvent::ChatFailed {
+                        to,
+                        local_id,
+                        message: e.to_string(),
+                    })
+                    .await;
+                }
+            }
+            Ok(())
+        }
+        UiAction::Dial { to } => {
+            match engine.dial(to.clone()).await {
+                Ok(call_id) => {
+                    sink.send(UiEvent::CallPlaced {
+                        peer: to,
+                        call_id: call_id.to_string(),
+                    })
+                    .await;
+                }
+                Err(e) => {
+                    sink.send(UiEvent::DialFailed {
+                        peer: to,
+                        message: e.to_string(),
+                    })
+                    .await;
+                }
+            }
+            Ok(())
+        }
+        UiAction::Answer { call_id } => call_request(&call_id, |id| engine.accept(id)).await,
+        UiAction::Decline { call_id } => call_request(&call_id, |id| engine.decline(id)).await,
+        UiAction::HangUp { call_id, .. } => match call_id {
+            Some(call_id) => call_request(&call_id, |id| engine.hangup(id)).await,
+            // The model hangs up once the engine names the call.
+            None => Ok(()),
+        },
+        UiAction::Hold { call_id } => call_request(&call_id, |id| engine.hold(id)).await,
+        UiAction::Resume { call_id } => call_request(&call_id, |id| engine.resume(id)).await,
+        UiAction::SetMuted { call_id, muted } => match call_id {
+            Some(call_id) => call_request(&call_id, |id| engine.mute(id, muted)).await,
+            None => Ok(()),
+        },
+        UiAction::Register { .. }
+        | UiAction::Login { .. }
+        | UiAction::LogOut
+        | UiAction::Netcheck => Ok(()),
+    };
+    if let Err(message) = result {
+        sink.error(message).await;
+    }
+}
+
+async fn call_request<F, Fut>(call_id: &str, request: F) -> Result<(), String>
+where
+    F: FnOnce(CallId) -> Fut,
+    Fut: std::future::Future<Output = Result<(), crate::engine::EngineError>>,
+{
+    let id = parse_call(call_id)?;
+    request(id).await.map_err(|e| format!("Call: {e}"))
+}
