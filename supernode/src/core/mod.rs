@@ -1883,9 +1883,12 @@ impl Supernode {
             self.stats.shed += 1;
             return;
         }
-        self.unreachable.remove(&from);
+        let was_unreachable = self.unreachable.remove(&from).is_some();
         self.stats.mesh_messages_in += 1;
         self.handle_mesh(now, from, message);
+        if was_unreachable {
+            self.resync_peer(now, from);
+        }
     }
 
     fn handle_mesh(&mut self, now: Instant, from: PublicKey, message: SupernodeToSupernode) {
@@ -2418,7 +2421,49 @@ impl Supernode {
         }
         self.cache.expire(now);
         self.prefix_cache.expire(now);
+        let retry: Vec<PublicKey> = self
+            .unreachable
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(k, _)| *k)
+            .collect();
         self.unreachable.retain(|_, until| *until > now);
+        for peer in retry {
+            self.resync_peer(now, peer);
+        }
+    }
+
+    /// Sends `peer` again what it holds for this supernode's sessions: the records of
+    /// users it is responsible for and the watches on users it is responsible for.
+    /// Mesh links are fire-and-forget, so whatever was queued on a link that failed is
+    /// gone; without this a record or subscription lost that way would stay lost until
+    /// the user changed something or the directory moved responsibility.
+    fn resync_peer(&mut self, now: Instant, peer: PublicKey) {
+        if peer == self.me.key || !self.members.contains_key(&peer) {
+            return;
+        }
+        let mut publishes = Vec::new();
+        let mut pairs = BTreeSet::new();
+        for conn in self.conns.values() {
+            let Some(session) = &conn.session else {
+                continue;
+            };
+            if self.responsible(&session.user).contains(&peer) {
+                publishes.push((session.user.clone(), conn.device));
+            }
+            for watched in &session.watch {
+                if self.responsible(watched).contains(&peer) {
+                    pairs.insert((session.user.clone(), watched.clone()));
+                }
+            }
+        }
+        for (user, device) in publishes {
+            if let Some(message) = self.publish_record_message(now, &user, &device) {
+                self.send_mesh(peer, message);
+            }
+        }
+        let pairs: Vec<(UserName, UserName)> = pairs.into_iter().collect();
+        self.send_pairs(now, peer, pairs, true);
     }
 
     /// Tells every client and mesh peer that this supernode is leaving.

@@ -375,3 +375,60 @@ fn turn_credentials_are_minted_for_homed_clients_only_when_a_relay_runs() {
         }]
     );
 }
+
+#[test]
+fn a_peer_that_was_unreachable_gets_its_records_and_subscriptions_again() {
+    let mut f = fixture(Config::default());
+    let (client, _) = hello(&mut f, 1, "alice");
+    let everyone: Vec<PublicKey> = f
+        .others
+        .iter()
+        .map(|c| c.key)
+        .chain([contact(1).key])
+        .collect();
+    let peer = ring::responsible(everyone.iter(), &user("alice"), 2)
+        .into_iter()
+        .find(|k| *k != contact(1).key)
+        .expect("another supernode holds alice's record");
+    // A watched user the same peer is responsible for.
+    let watched = (0..1000)
+        .map(|i| user(&format!("friend{i}")))
+        .find(|u| ring::responsible(everyone.iter(), u, 2).contains(&peer))
+        .expect("some user maps to the peer");
+    f.core.handle_client_message(
+        f.t0,
+        client,
+        ClientToSupernode::Watch {
+            contacts: vec![watched.clone()],
+        },
+    );
+    commands(&mut f.core);
+
+    // The link to the peer failed: whatever was queued on it is lost.
+    f.core.handle_supernode_unreachable(f.t0, peer);
+    assert!(commands(&mut f.core).is_empty());
+    let later = f.t0 + Config::default().unreachable_backoff + Duration::from_secs(1);
+    f.core.handle_timeout(later);
+    let out = commands(&mut f.core);
+    let to_peer: Vec<&SupernodeToSupernode> = out
+        .iter()
+        .filter_map(|c| match c {
+            Command::SendToSupernode { to, message } if to.key == peer => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        to_peer.iter().any(|m| matches!(m,
+            SupernodeToSupernode::PublishRecord { user: u, .. } if *u == user("alice"))),
+        "{to_peer:?}"
+    );
+    assert!(
+        to_peer.iter().any(|m| matches!(m,
+            SupernodeToSupernode::Subscribe { pairs }
+                if pairs.contains(&(user("alice"), watched.clone())))),
+        "{to_peer:?}"
+    );
+    // Nothing for supernodes that never failed.
+    assert!(out.iter().all(|c| !matches!(c,
+        Command::SendToSupernode { to, .. } if to.key != peer)));
+}

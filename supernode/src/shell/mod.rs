@@ -168,6 +168,8 @@ const LOGIN_QUEUE: usize = 1024;
 const LOGIN_CONCURRENCY: usize = 64;
 /// Undecodable frames a client may send before it is disconnected.
 const MAX_GARBAGE: u32 = 16;
+/// Handshakes a mesh link tries before its peer is reported unreachable.
+const MESH_CONNECT_ATTEMPTS: u32 = 2;
 /// How long a new connection may take to open its stream and send its first frame.
 const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
 /// How long a supernode the directory does not list yet may wait to be listed.
@@ -616,10 +618,22 @@ fn spawn_mesh_link(
             ..Tuning::server()
         };
         let result = async {
-            let conn = endpoint
-                .connect(peer.addr, PeerPolicy::Key(peer.key), &tuning)
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut attempts = 1;
+            let conn = loop {
+                match endpoint
+                    .connect(peer.addr, PeerPolicy::Key(peer.key), &tuning)
+                    .await
+                {
+                    Ok(conn) => break conn,
+                    // One slow handshake (a loaded host) should not cost the queued
+                    // messages; a peer that is really gone fails the second time too.
+                    Err(error) if attempts < MESH_CONNECT_ATTEMPTS => {
+                        debug!(peer = %peer.key.fingerprint(), %error, "mesh connect failed; retrying");
+                        attempts += 1;
+                    }
+                    Err(error) => return Err(error.to_string()),
+                }
+            };
             let (mut send, _recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
             write_message(
                 &mut send,
