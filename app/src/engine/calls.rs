@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 /// How long `call_ended` waits for the audio to stop and flush.
-const MEDIA_STOP_TIMEOUT: Duration = Duration::from_secs(3);
+const MEDIA_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How this device takes part in calls.
 #[derive(Debug, Clone, Default)]

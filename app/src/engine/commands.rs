@@ -388,7 +388,8 @@ async fn run_call(
     user: UserName,
     plan: &CallPlan,
 ) -> Result<(), CliError> {
-    session.homed().await?;
+    let logged_in = session.homed().await?;
+    print_event(&ctx.out, &logged_in);
     let call_id = session.handle.dial(user).await?;
     let id = call_id.to_string();
     let stop = stop_signal();

@@ -10,9 +10,10 @@ use login_server::client::{ClientError, LoginConnection};
 use proto::PublicKey;
 use proto::supernode::{ClientToSupernode, SupernodeContact, SupernodeToClient};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::mpsc;
 use tracing::debug;
 use transport::{Endpoint, PeerPolicy, Tuning};
 
@@ -191,14 +192,25 @@ impl LoginLink {
         }
     }
 
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<LoginConnection>> {
+        // The slot holds a plain value: a panic elsewhere cannot leave it inconsistent.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shared connection, dialed when there is none. The lock is never held across
+    /// the dial, so closing never waits for an unreachable server.
     async fn connection(&self) -> Result<LoginConnection, ClientError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref() {
+        if let Some(conn) = self.slot().as_ref() {
             return Ok(conn.clone());
         }
         let conn =
             LoginConnection::connect(&self.endpoint, self.target.addr, self.target.authority)
                 .await?;
+        let mut slot = self.slot();
+        if let Some(existing) = slot.as_ref() {
+            conn.close();
+            return Ok(existing.clone());
+        }
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -215,17 +227,15 @@ impl LoginLink {
         if let Err(
             ClientError::Connection(_) | ClientError::TimedOut(_) | ClientError::Unreachable { .. },
         ) = &result
+            && let Some(conn) = self.slot().take()
         {
-            let mut slot = self.conn.lock().await;
-            if let Some(conn) = slot.take() {
-                conn.close();
-            }
+            conn.close();
         }
         result
     }
 
-    pub(crate) async fn close(&self) {
-        if let Some(conn) = self.conn.lock().await.take() {
+    pub(crate) fn close(&self) {
+        if let Some(conn) = self.slot().take() {
             conn.close();
         }
     }

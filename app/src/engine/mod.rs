@@ -333,7 +333,7 @@ impl EngineHandle {
         if self.commands.send(Command::Shutdown(tx)).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(4), rx).await;
         }
-        self.login.close().await;
+        self.login.close();
     }
 }
 
@@ -626,7 +626,7 @@ impl Actor {
                 self.pump().await;
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(4), drain).await;
+        let _ = tokio::time::timeout(Duration::from_millis(2500), drain).await;
         self.homing.shutdown();
         self.pump().await;
         // The history (cloned: the chat core is not `Sync`, so no borrow of the service may

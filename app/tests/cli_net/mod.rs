@@ -5,7 +5,8 @@
 use login_server::LoginServer;
 use login_server::config::ServerConfig;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::f64::consts::PI;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use supernode::shell::{RunningSupernode, ShellConfig};
@@ -245,4 +246,65 @@ impl Running {
         }
         (status.code(), lines)
     }
+}
+
+// ---- WAV files for call tests ----
+
+pub const RATE: u32 = 48_000;
+
+/// A 16-bit mono WAV of a sine tone.
+pub fn write_tone(path: &Path, freq_hz: f64, seconds: f64) {
+    let samples = (f64::from(RATE) * seconds) as usize;
+    let mut data = Vec::with_capacity(samples * 2);
+    for n in 0..samples {
+        let value =
+            (0.5 * (2.0 * PI * freq_hz * n as f64 / f64::from(RATE)).sin() * 32767.0) as i16;
+        data.extend_from_slice(&value.to_le_bytes());
+    }
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&RATE.to_le_bytes());
+    wav.extend_from_slice(&(RATE * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).expect("write wav");
+}
+
+/// The samples of a 16-bit PCM WAV.
+pub fn read_samples(path: &Path) -> Vec<f64> {
+    let bytes = std::fs::read(path).expect("read recording");
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        if id == b"data" {
+            let end = (at + 8 + len).min(bytes.len());
+            return bytes[at + 8..end]
+                .chunks_exact(2)
+                .map(|b| f64::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+                .collect();
+        }
+        at += 8 + len + (len & 1);
+    }
+    panic!("no data chunk in {}", path.display());
+}
+
+/// Signal power at one frequency (Goertzel).
+pub fn power_at(samples: &[f64], freq_hz: f64) -> f64 {
+    let coeff = 2.0 * (2.0 * PI * freq_hz / f64::from(RATE)).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for x in samples {
+        let s = x + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    (s1 * s1 + s2 * s2 - coeff * s1 * s2) / samples.len().max(1) as f64
 }
