@@ -196,6 +196,7 @@ pub enum PathError {
 
 enum Command {
     AddRemote(Vec<NatCandidate>),
+    TurnCredentials { username: String, password: String },
 }
 
 /// One call's media path. Keep it for the whole call: dropping it stops the path.
@@ -357,6 +358,31 @@ impl MediaPath {
             incoming: in_rx,
             path: path_rx,
         })
+    }
+
+    /// Hands fresh TURN credentials (for the same user) to the relay allocation: the
+    /// supernode's expire (`ttl_s`), and a refresh signed with expired ones loses the
+    /// allocation. Call it before `ttl_s` runs out on calls that may last longer.
+    pub fn update_turn_credentials(
+        &mut self,
+        username: String,
+        password: String,
+    ) -> Result<(), PathError> {
+        if let Some(idle) = self.idle.as_mut() {
+            if let Some(relay) = idle.turn.as_mut() {
+                relay.client.set_credentials(username, password);
+            }
+            return Ok(());
+        }
+        let Some(commands) = &self.commands else {
+            return Err(PathError::Stopped);
+        };
+        commands
+            .try_send(Command::TurnCredentials { username, password })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => PathError::Busy,
+                mpsc::error::TrySendError::Closed(_) => PathError::Stopped,
+            })
     }
 
     /// Adds candidates the peer trickled after its first offer.
@@ -608,6 +634,11 @@ impl Driver {
                     match command {
                         Some(Command::AddRemote(candidates)) => {
                             self.add_remote(Instant::now().into_std(), candidates);
+                        }
+                        Some(Command::TurnCredentials { username, password }) => {
+                            if let Some(relay) = self.relay.as_mut() {
+                                relay.client.set_credentials(username, password);
+                            }
                         }
                         None => break,
                     }

@@ -101,10 +101,25 @@ async fn paths_without_host_candidates_connect_through_the_relay() {
             .expect("alive");
         assert_eq!(at_alice, format!("bob {n}").into_bytes());
     }
+    // Fresh credentials (the supernode's expire) are taken while the call runs.
+    let fresh = turn_for(&relay, "alice");
+    alice
+        .update_turn_credentials(fresh.username, fresh.password)
+        .expect("path running");
+    a.outgoing
+        .send(b"still here".to_vec())
+        .await
+        .expect("alive");
+    let at_bob = timeout(LIMIT, b.incoming.recv())
+        .await
+        .expect("within the limit")
+        .expect("alive");
+    assert_eq!(at_bob, b"still here");
+
     let stats = relay.stats().await.expect("relay running");
     assert_eq!(stats.turn.allocations_granted, 2);
     assert!(
-        stats.turn.packets_to_peers >= 40,
+        stats.turn.packets_to_peers >= 41,
         "the media went through the relay: {stats:?}"
     );
     drop((alice, bob, a, b));

@@ -195,6 +195,9 @@ struct Pending {
     rto: Duration,
     deadline: Instant,
     credentialed: bool,
+    /// The key the request was signed with: its answer is signed with the same one, even
+    /// when the credentials changed meanwhile.
+    key: Option<IntegrityKey>,
     stale_retries: u32,
 }
 
@@ -252,6 +255,14 @@ impl TurnClient {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Uses fresh credentials from now on (REST-style credentials expire, and a refresh
+    /// signed with expired ones is refused, losing the allocation). They must be for the
+    /// same user: the server keeps the allocation only for its owner.
+    pub fn set_credentials(&mut self, username: impl Into<String>, password: impl Into<String>) {
+        self.config.username = username.into();
+        self.config.password = password.into();
     }
 
     /// The TURN server this client talks to.
@@ -563,6 +574,7 @@ impl TurnClient {
             }
         }
         let credentialed = self.realm.is_some() && self.nonce.is_some();
+        let mut signing_key = None;
         let bytes = if let (Some(realm), Some(nonce)) = (&self.realm, &self.nonce) {
             let username = Username::new(self.config.username.clone())
                 .map_err(|e| ClientError::Encode(e.to_string()))?;
@@ -570,8 +582,10 @@ impl TurnClient {
             message.add_attribute(realm.clone());
             message.add_attribute(nonce.clone());
             let key = IntegrityKey::long_term(username.name(), realm.text(), &self.config.password);
-            wire::encode_stun(message, Some(&key))
-                .map_err(|e| ClientError::Encode(e.to_string()))?
+            let bytes = wire::encode_stun(message, Some(&key))
+                .map_err(|e| ClientError::Encode(e.to_string()))?;
+            signing_key = Some(key);
+            bytes
         } else {
             let unpadded = wire::encode_stun(message.clone(), None)
                 .map_err(|e| ClientError::Encode(e.to_string()))?;
@@ -596,6 +610,7 @@ impl TurnClient {
                 rto: INITIAL_RTO,
                 deadline: now + INITIAL_RTO,
                 credentialed,
+                key: signing_key,
                 stale_retries,
             },
         );
@@ -608,13 +623,12 @@ impl TurnClient {
         let Some(pending) = self.pending.get(&id) else {
             return;
         };
-        if let (true, Some(realm)) = (decoded.has_integrity(), &self.realm) {
-            let key =
-                IntegrityKey::long_term(&self.config.username, realm.text(), &self.config.password);
-            if pending.credentialed && !decoded.verify_integrity(&key) {
-                // Not from the server we share a key with: ignore, keep waiting.
-                return;
-            }
+        if decoded.has_integrity()
+            && let Some(key) = &pending.key
+            && !decoded.verify_integrity(key)
+        {
+            // Not from the server we share a key with: ignore, keep waiting.
+            return;
         }
         let Some(pending) = self.pending.remove(&id) else {
             return;
