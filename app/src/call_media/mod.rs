@@ -51,8 +51,8 @@ use crate::events::CallStats;
 
 /// Legs one call carries at most: the host plus four others is a full conference.
 pub const MAX_LEGS: usize = MAX_PARTICIPANTS - 1;
-/// Datagrams from the path waiting for the audio thread, per leg (1 s of audio).
-const INCOMING_QUEUE: usize = 50;
+/// Datagrams from the path waiting for the audio thread, per leg (5 s of audio).
+const INCOMING_QUEUE: usize = 256;
 
 /// The keys of one leg's media, from the call handshake.
 #[derive(Clone, PartialEq, Eq)]

@@ -291,3 +291,14 @@ pub fn mean_windowed_correlation(windows: &[(usize, usize, f64)]) -> f64 {
     }
     windows.iter().map(|w| w.2).sum::<f64>() / windows.len() as f64
 }
+
+/// How well `heard` reproduces `said`: the global aligned correlation, and the same
+/// allowing the timeline to shift between 1 s windows (each window aligned within
+/// ±60 ms of the global lag). A real-time call may shift its timeline by a frame in a
+/// pause (the jitter buffer adapting, a late thread); the audio is still all there.
+/// Returns (global lag, global correlation, best of global and windowed).
+pub fn heard_correlation(said: &[f32], heard: &[f32], max_lag: usize) -> (usize, f64, f64) {
+    let (lag, global) = aligned_correlation(said, heard, max_lag);
+    let windows = windowed_alignment(said, heard, lag, 48_000, 48 * 60);
+    (lag, global, global.max(mean_windowed_correlation(&windows)))
+}
