@@ -16,8 +16,9 @@
 //!
 //! One task owns the socket and every state machine; the [`MediaPath`] handle talks to it
 //! through a bounded command channel. The task ends, closing `incoming` and the `path`
-//! watch, when the handle is dropped or closed, or when no pair works (the connect timeout
-//! passed without one, or every working pair died).
+//! watch and releasing the allocation, when the handle or the `incoming` receiver is
+//! dropped, or when no pair works (the connect timeout passed without one, or every working
+//! pair died).
 //!
 //! Media is accepted only from the remote side of a candidate pair (a signalled candidate,
 //! or a peer-reflexive address whose check passed MESSAGE-INTEGRITY), so strangers cannot
