@@ -382,9 +382,10 @@ pub fn main() -> ExitCode {
     };
     init_logging(options.log_format);
     let Some(command) = cli.command else {
-        return fail(
-            &"the desktop app is not available in this build; use a subcommand (see --help)",
-        );
+        return match crate::ui::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

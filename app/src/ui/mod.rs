@@ -11,12 +11,15 @@
 //! - [`app`]: the eframe [`eframe::App`]: `logic()` drains events and sends actions,
 //!   `ui()` only draws.
 //! - [`backend`]: the real [`link::Backend`] (login client, engine, netcheck).
+//! - [`launch`]: `peerphone` with no subcommand: the network (embedded when none is
+//!   configured), the runtime, the window, the shutdown.
 //! - [`theme`], [`resources`], [`sound`]: colours and spacing, assets, and the ringtone.
 //!
 //! What it does not do: talk to the network or the sound card for calls (the engine does).
 
 pub mod app;
 pub mod backend;
+pub mod launch;
 pub mod link;
 pub mod model;
 pub mod resources;
@@ -27,3 +30,7 @@ pub mod view;
 pub use app::DesktopApp;
 pub use model::{Now, SoundCue, UiAction, UiEvent, UiModel};
 
+/// Opens the desktop app (`peerphone` with no subcommand).
+pub fn run(options: &crate::cli::Options) -> Result<(), crate::cli::CliError> {
+    launch::run(options)
+}

@@ -467,6 +467,7 @@ pub struct IncomingCall {
 /// How the last call ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndedCall {
+    pub call_id: Option<String>,
     pub peer: UserName,
     pub reason: EndReason,
     pub stats: CallStats,
@@ -832,6 +833,13 @@ impl UiModel {
         };
         if call.phase == CallPhase::Connected {
             self.cues.push(SoundCue::HangupTone);
+            // Shown at once; the engine's `call_ended` fills in the statistics.
+            self.last_call = Some(EndedCall {
+                call_id: call.call_id.clone(),
+                peer: call.peer.clone(),
+                reason: EndReason::Hangup,
+                stats: CallStats::default(),
+            });
         }
         self.act(UiAction::HangUp {
             call_id: call.call_id,
@@ -1247,6 +1255,11 @@ impl UiModel {
             c.call_id.as_deref() == Some(call_id.as_str()) || (c.call_id.is_none() && c.outgoing)
         });
         if !matches {
+            if let Some(last) = self.last_call.as_mut()
+                && last.call_id.as_deref() == Some(call_id.as_str())
+            {
+                last.stats = stats;
+            }
             return;
         }
         let Some(call) = self.call.take() else {
@@ -1277,6 +1290,7 @@ impl UiModel {
             self.toast(now, kind, why);
         }
         self.last_call = Some(EndedCall {
+            call_id: Some(call_id),
             peer,
             reason,
             stats,

@@ -186,7 +186,7 @@ fn main_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                     )),
                     end_reason_text(last.reason),
                 );
-                ui.label(RichText::new(text).color(theme::MUTED_TEXT).small());
+                ui.label(RichText::new(text).color(theme::MUTED_TEXT));
                 ui.add_space(4.0);
             }
             match model.selected.clone() {
@@ -194,7 +194,7 @@ fn main_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                 None => welcome_ui(ui, model, now),
             }
         });
-    settings_ui(ui, model);
+    settings_ui(ui, model, now);
 }
 
 fn top_bar_ui(ui: &mut egui::Ui, model: &mut UiModel) {
@@ -228,13 +228,14 @@ fn top_bar_ui(ui: &mut egui::Ui, model: &mut UiModel) {
 
 fn sidebar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
     ui.horizontal(|ui| {
-        let find = ui.button("Find");
+        let find_width = 48.0;
         let r = ui.add(
             TextEdit::singleline(&mut model.filter)
                 .id(Id::unique(SEARCH_ID))
                 .hint_text("Search (Ctrl+F)")
-                .desired_width(ui.available_width()),
+                .desired_width(ui.available_width() - find_width - 8.0),
         );
+        let find = ui.add_sized(Vec2::new(find_width, 26.0), Button::new("Find"));
         let r = r.accessible_name("Search contacts");
         if r.changed() && model.filter.trim().is_empty() {
             model.clear_search();
@@ -328,12 +329,8 @@ fn sidebar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
 }
 
 fn section_heading(ui: &mut egui::Ui, text: &str) {
-    ui.label(
-        RichText::new(text)
-            .small()
-            .strong()
-            .color(theme::MUTED_TEXT),
-    );
+    ui.add_space(2.0);
+    ui.label(RichText::new(text).strong().color(theme::MUTED_TEXT));
 }
 
 /// A presence marker with an accessible name ("bob is online").
@@ -373,7 +370,7 @@ fn contact_row_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now, contact: &Co
                         Authorization::Contact => theme::status_label(contact.status).to_string(),
                         Authorization::Requested => "waiting for authorization".to_string(),
                     };
-                    ui.label(RichText::new(sub).small().color(theme::MUTED_TEXT));
+                    ui.label(RichText::new(sub).size(12.0).color(theme::MUTED_TEXT));
                 });
                 ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
                     let call = ui
@@ -402,17 +399,18 @@ fn unread_badge_ui(ui: &mut egui::Ui, unread: u32) {
     } else {
         unread.to_string()
     };
-    Frame::new()
-        .fill(theme::BUSY)
-        .corner_radius(egui::CornerRadius::same(9))
-        .inner_margin(egui::Margin::symmetric(6, 1))
-        .show(ui, |ui| {
-            named_text_ui(
-                ui,
-                RichText::new(text).small().color(Color32::WHITE).strong(),
-                format!("{unread} unread"),
-            );
-        });
+    let galley = egui::WidgetText::from(RichText::new(text).size(11.0).strong()).into_galley(
+        ui,
+        Some(egui::TextWrapMode::Extend),
+        f32::INFINITY,
+        egui::TextStyle::Small,
+    );
+    let size = Vec2::new((galley.size().x + 10.0).max(18.0), 18.0);
+    let (rect, response) = ui.allocate_exact_size(size, Sense::hover());
+    ui.painter().rect_filled(rect, 9.0, theme::BUSY);
+    ui.painter()
+        .galley(rect.center() - galley.size() / 2.0, galley, Color32::WHITE);
+    response.accessible_name(format!("{unread} unread"));
 }
 
 fn welcome_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
@@ -422,7 +420,9 @@ fn welcome_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
         ui.label(
             RichText::new("Pick a contact on the left to chat or call.").color(theme::MUTED_TEXT),
         );
-        if let Some(echo) = model.network.as_ref().and_then(|n| n.echo_user.clone()) {
+        if let Some(echo) = model.network.as_ref().and_then(|n| n.echo_user.clone())
+            && model.call.is_none()
+        {
             ui.add_space(10.0);
             let button = Button::new(
                 RichText::new("📞  Call the echo test service")
@@ -492,6 +492,17 @@ fn conversation_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now, peer: &User
                 };
                 ui.with_layout(layout, |ui| {
                     let max_width = (ui.available_width() * 0.7).max(120.0);
+                    // The bubble is as wide as its text (wrapped at `max_width`).
+                    let text_width = egui::WidgetText::from(line.text.as_str())
+                        .into_galley(
+                            ui,
+                            Some(egui::TextWrapMode::Wrap),
+                            max_width,
+                            egui::TextStyle::Body,
+                        )
+                        .size()
+                        .x;
+                    let width = text_width.clamp(64.0, max_width);
                     Frame::new()
                         .fill(if line.from_me {
                             theme::BUBBLE_MINE
@@ -502,19 +513,24 @@ fn conversation_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now, peer: &User
                         .corner_radius(theme::ROUNDING)
                         .inner_margin(egui::Margin::symmetric(10, 6))
                         .show(ui, |ui| {
-                            ui.set_max_width(max_width);
-                            ui.with_layout(Layout::top_down(Align::LEFT), |ui| {
+                            ui.set_min_width(width);
+                            ui.set_max_width(width);
+                            ui.vertical(|ui| {
                                 ui.add(egui::Label::new(&line.text).wrap());
-                                ui.horizontal(|ui| {
-                                    ui.label(
-                                        RichText::new(format_clock(line.sent_at_millis))
-                                            .small()
-                                            .color(theme::MUTED_TEXT),
-                                    );
-                                    if let Some(tick) = line.tick {
-                                        tick_ui(ui, tick);
-                                    }
-                                });
+                                ui.allocate_ui_with_layout(
+                                    Vec2::ZERO,
+                                    Layout::left_to_right(Align::Center),
+                                    |ui| {
+                                        ui.label(
+                                            RichText::new(format_clock(line.sent_at_millis))
+                                                .small()
+                                                .color(theme::MUTED_TEXT),
+                                        );
+                                        if let Some(tick) = line.tick {
+                                            tick_ui(ui, tick);
+                                        }
+                                    },
+                                );
                             });
                         });
                 });
@@ -746,7 +762,7 @@ fn incoming_call_ui(ui: &mut egui::Ui, model: &mut UiModel) {
     });
 }
 
-fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel) {
+fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
     if !model.settings_open {
         return;
     }
@@ -758,7 +774,7 @@ fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel) {
         .default_width(380.0)
         .anchor(Align2::CENTER_CENTER, Vec2::ZERO)
         .show(ui.ctx(), |ui| {
-            section_heading(ui, "ACCOUNT");
+            section_heading(ui, "Account");
             egui::Grid::new("settings-account")
                 .num_columns(2)
                 .show(ui, |ui| {
@@ -782,8 +798,22 @@ fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel) {
                 model.log_out();
                 return;
             }
+            if let Some(echo) = model.network.as_ref().and_then(|n| n.echo_user.clone()) {
+                ui.separator();
+                section_heading(ui, "Sound test");
+                ui.horizontal(|ui| {
+                    let call = ui.add_enabled(
+                        model.call.is_none(),
+                        Button::new(format!("Call the echo test service ({echo})")),
+                    );
+                    if call.clicked() {
+                        model.dial(now, echo.clone());
+                        model.settings_open = false;
+                    }
+                });
+            }
             ui.separator();
-            section_heading(ui, "NETWORK (NAT)");
+            section_heading(ui, "Network (NAT)");
             ui.horizontal(|ui| {
                 let run = ui.add_enabled(!model.netcheck_pending, Button::new("Run network check"));
                 if run.clicked() {
@@ -799,7 +829,6 @@ fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel) {
             if let Some(nat) = &model.nat {
                 egui::Grid::new("settings-nat")
                     .num_columns(2)
-                    .striped(true)
                     .show(ui, |ui| {
                         let rows = [
                             ("NAT type", nat.nat_type.clone()),
