@@ -520,3 +520,101 @@ fn media_configs(
     };
     Ok((sender, jitter))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(send: u8, recv: u8) -> MediaKeys {
+        MediaKeys {
+            send_key: [send; 32],
+            recv_key: [recv; 32],
+            session_id: [0; 32],
+        }
+    }
+
+    #[test]
+    fn both_sides_pick_opposite_nonce_spaces() {
+        let (a_send, a_recv) = keys(1, 2).directions().expect("distinct keys");
+        let (b_send, b_recv) = keys(2, 1).directions().expect("distinct keys");
+        assert_eq!(a_send, b_recv);
+        assert_eq!(b_send, a_recv);
+        assert_ne!(a_send, b_send);
+        assert!(matches!(
+            keys(3, 3).directions(),
+            Err(CallMediaError::EqualKeys)
+        ));
+    }
+
+    #[test]
+    fn parameters_other_than_twenty_ms_frames_are_refused() {
+        let ten_ms = MediaParams {
+            frame_millis: 10,
+            ..MediaParams::default()
+        };
+        assert!(matches!(
+            media_configs(MediaParams::default(), ten_ms),
+            Err(CallMediaError::Unsupported(_))
+        ));
+        let (sender, _) = media_configs(
+            MediaParams {
+                bitrate_bps: 40_000,
+                ..MediaParams::default()
+            },
+            MediaParams {
+                bitrate_bps: 24_000,
+                fec: false,
+                ..MediaParams::default()
+            },
+        )
+        .expect("20 ms frames");
+        assert_eq!(sender.encoder.bitrate_bps, 24_000, "the lower bitrate wins");
+        assert!(!sender.encoder.fec, "FEC only when both sides want it");
+    }
+
+    #[test]
+    fn starting_outside_a_runtime_is_an_error() {
+        let (outgoing, _out_rx) = mpsc::channel(1);
+        let (_in_tx, incoming) = mpsc::channel(1);
+        let config = CallMediaConfig::new(
+            keys(1, 2),
+            MediaParams::default(),
+            Source::Silence,
+            Sink::Discard,
+            outgoing,
+            incoming,
+        );
+        assert!(matches!(
+            CallMedia::start(config),
+            Err(CallMediaError::NoRuntime)
+        ));
+    }
+
+    #[test]
+    fn the_summary_sums_counts_and_takes_the_worst_quality() {
+        let leg = |sent, loss_pct, mos| LegStats {
+            packets_sent: sent,
+            packets_received: sent / 2,
+            loss_pct,
+            jitter_millis: loss_pct,
+            rtt_millis: Some(loss_pct * 10.0),
+            mos,
+            ..LegStats::default()
+        };
+        let stats = CallMediaStats {
+            duration: Duration::from_millis(2_500),
+            legs: BTreeMap::from([
+                (LegId(1), leg(100, 1.0, 4.2)),
+                (LegId(2), leg(50, 3.0, 3.9)),
+            ]),
+            ticks: 125,
+        };
+        let summary = stats.summary();
+        assert_eq!(summary.duration_s, 2.5);
+        assert_eq!(summary.packets_sent, 150);
+        assert_eq!(summary.packets_received, 75);
+        assert_eq!(summary.loss_pct, 3.0);
+        assert_eq!(summary.rtt_ms, 30.0);
+        assert_eq!(summary.mos, 3.9);
+    }
+}
