@@ -8,8 +8,10 @@
 //!   candidate (an allocation on the supernode's relay, [`nat::turn::client::TurnClient`]);
 //! - connectivity ([`MediaPath::start`]): [`nat::holepunch::HolePunch`] runs the checks on
 //!   every pair, nominates the pair [`nat::path::select_path`] prefers (direct over relay),
-//!   moves from the relay to a direct pair when one opens and back when it dies, and keeps
-//!   the NAT bindings open with consent checks and keep-alives;
+//!   moves from the relay to a direct pair when one opens and back when it dies (sending
+//!   media on the fallback pair too while the selected pair's consent answers are overdue,
+//!   [`nat::holepunch::HolePunch::backup_pair`]), and keeps the NAT bindings open with
+//!   consent checks and keep-alives;
 //! - media: datagrams from [`PathChannels::outgoing`] leave on the selected pair (straight
 //!   from the socket, or as ChannelData/Send indications through the allocation); datagrams
 //!   that are neither STUN nor from the TURN server reach [`PathChannels::incoming`].
@@ -696,13 +698,17 @@ impl Driver {
         let Some(pair) = self.selected else {
             return;
         };
-        match pair.via {
-            Via::Direct => {
-                let _ = self.socket.send_to(&media, pair.remote).await;
-            }
-            Via::Relay { .. } => {
-                if let Some(relay) = self.relay.as_mut() {
-                    let _ = relay.client.send_to(pair.remote, &media);
+        // While the selected pair looks like it is dying, the fallback carries a copy.
+        let backup = self.punch.backup_pair(Instant::now().into_std());
+        for pair in std::iter::once(pair).chain(backup) {
+            match pair.via {
+                Via::Direct => {
+                    let _ = self.socket.send_to(&media, pair.remote).await;
+                }
+                Via::Relay { .. } => {
+                    if let Some(relay) = self.relay.as_mut() {
+                        let _ = relay.client.send_to(pair.remote, &media);
+                    }
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! A call that starts on the relay moves to the direct path once it opens (losing at most
 //! 200 ms of 20 ms media frames at the switch), and falls back to the relay when the direct
-//! path dies, without the path ending.
+//! path dies, without the path ending and with media copied onto the relay while the direct
+//! path's consent answers are overdue.
 //!
 //! The direct path runs through two test-owned UDP forwarders standing in for the peers'
 //! host addresses, so the test can open it late (trickled candidates) and cut it.
@@ -190,15 +191,26 @@ async fn call_moves_from_relay_to_direct_and_back() {
 
     let log = log.lock().expect("lock").clone();
     let mut worst_gap_before_cut = 0;
+    let mut worst_gap_after_cut = 0;
     for pair in log.windows(2) {
         let ((s0, _), (s1, t1)) = (pair[0], pair[1]);
+        let gap = s1.saturating_sub(s0 + 1);
         if t1 < cut_at {
-            worst_gap_before_cut = worst_gap_before_cut.max(s1.saturating_sub(s0 + 1));
+            worst_gap_before_cut = worst_gap_before_cut.max(gap);
+        } else {
+            worst_gap_after_cut = worst_gap_after_cut.max(gap);
         }
     }
     eprintln!(
         "relay->direct: at most {worst_gap_before_cut} frames lost in a row; \
-         direct death noticed after {alice_noticed:?} (alice) / {bob_noticed:?} (bob)"
+         direct death noticed after {alice_noticed:?} (alice) / {bob_noticed:?} (bob); \
+         {worst_gap_after_cut} frames lost in a row when the direct path died"
+    );
+    // Media goes over the relay too as soon as consent answers are overdue, well before
+    // the direct pair is declared dead.
+    assert!(
+        u64::from(worst_gap_after_cut) * 20 < 3000,
+        "a dying direct path costs well under its detection time: {worst_gap_after_cut} frames"
     );
     assert!(
         u64::from(worst_gap_before_cut) * 20 <= 200,

@@ -401,6 +401,28 @@ impl HolePunch {
         self.pairs.contains_key(&(via, remote))
     }
 
+    /// While the selected pair's consent answers are overdue (none for two consent
+    /// intervals) but it is not yet declared dead, the best working pair of the other kind
+    /// (the relay under a direct pair).
+    /// A shell sends media on both meanwhile, so a dying path costs about two consent
+    /// intervals of media rather than all of `dead_after`; the receiver drops duplicates.
+    pub fn backup_pair(&self, now: Instant) -> Option<PathPair> {
+        let selected = self.selected?;
+        let last = self.pairs.get(&selected)?.last_response?;
+        if now.saturating_duration_since(last) < self.config.consent_interval * 2 {
+            return None;
+        }
+        // Pairs of the same kind tend to die together (a host and a peer-reflexive pair
+        // through one NAT), so the backup is of the other kind.
+        let kind = self.path_pair(selected)?.kind();
+        let options: Vec<PathOption<PairKey>> = self
+            .options(now)
+            .into_iter()
+            .filter(|o| o.id != selected && o.kind != kind)
+            .collect();
+        select_path(None, &options).and_then(|key| self.path_pair(key))
+    }
+
     /// The selected pair, if any.
     pub fn selected_pair(&self) -> Option<PathPair> {
         self.selected.and_then(|key| self.path_pair(key))
