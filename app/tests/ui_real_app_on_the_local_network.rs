@@ -1,0 +1,152 @@
+//! The real desktop app (model, view, link, `NetworkBackend`, engine) on an embedded local
+//! network, driven through its window by egui_kittest: register, find and add a contact,
+//! call the echo account, hang up.
+
+use app::cli::EchoMode;
+use app::local::{LocalNetwork, LocalOptions};
+use app::login_client;
+use app::profile::Profile;
+use app::ui::backend::NetworkBackend;
+use app::ui::link::{self, Repaint};
+use app::ui::model::{Authorization, CallPhase, NetworkInfo, Screen};
+use app::ui::sound::Silent;
+use app::ui::{DesktopApp, UiModel};
+use egui::accesskit::Role;
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use proto::login::Password;
+use proto::{DisplayName, UserName};
+use std::time::{Duration, Instant};
+
+fn user(name: &str) -> UserName {
+    name.parse().expect("valid user name")
+}
+
+/// Steps the window until `done` holds: the network runs on other threads, so this waits
+/// on the condition with a generous deadline.
+fn step_until(
+    h: &mut Harness<'static, DesktopApp>,
+    what: &str,
+    done: impl Fn(&DesktopApp) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(h.state()) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; toasts: {:?}; login error: {:?}",
+            h.state().model.toasts,
+            h.state().model.login.error
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.run_steps(3);
+}
+
+fn type_into(h: &mut Harness<'static, DesktopApp>, label: &str, text: &str) {
+    h.get_by_label(label).click();
+    h.run_steps(2);
+    h.get_by_label(label).type_text(text);
+    h.run_steps(2);
+}
+
+#[test]
+fn register_add_a_contact_call_echo_and_hang_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut options = LocalOptions::new(1);
+    options.fixed_ports = false;
+    options.echo_mode = EchoMode::Live;
+    let network = runtime
+        .block_on(LocalNetwork::start_with(&dir.path().join("net"), options))
+        .expect("local network");
+    let target = network.target();
+
+    // bob exists in the directory for alice to find.
+    let bob_profile = Profile::open(dir.path().join("bob")).expect("bob profile");
+    runtime
+        .block_on(login_client::register(
+            &bob_profile,
+            &target,
+            &user("bob"),
+            &DisplayName::new("Bob Builder").expect("display name"),
+            &Password::new("bob's long password").expect("password"),
+        ))
+        .expect("register bob");
+
+    let info = NetworkInfo {
+        login_server: target.addr.to_string(),
+        embedded: true,
+        echo_user: Some(user("echo")),
+    };
+    let alice_profile = Profile::open(dir.path().join("alice")).expect("alice profile");
+    let (ui_link, glue_end) = link::channel(Repaint::new());
+    let glue = runtime.spawn(link::run_glue(
+        NetworkBackend::new(alice_profile, target, info),
+        glue_end,
+    ));
+    let app = DesktopApp::new(UiModel::new(), ui_link, Box::new(Silent));
+    let mut h = Harness::builder().with_size([960.0, 640.0]).build_ui_state(
+        |ui, app: &mut DesktopApp| {
+            app.logic_step(ui.ctx());
+            app.draw(ui);
+        },
+        app,
+    );
+
+    step_until(&mut h, "the network info", |app| {
+        app.model.network.is_some()
+    });
+    type_into(&mut h, "User name", "alice");
+    type_into(&mut h, "Password", "alice's long password");
+    h.get_by_role_and_label(Role::Button, "Create account and sign in")
+        .click();
+    step_until(&mut h, "logged_in", |app| app.model.screen == Screen::Main);
+    assert_eq!(h.state().model.me, Some(user("alice")));
+
+    type_into(&mut h, "Search contacts", "bob");
+    h.get_by_role_and_label(Role::Button, "Find").click();
+    step_until(&mut h, "search results", |app| {
+        !app.model.search.pending && !app.model.search.results.is_empty()
+    });
+    h.get_by_label("Add bob").click();
+    step_until(&mut h, "bob on the buddy list", |app| {
+        app.model
+            .contacts
+            .get(&user("bob"))
+            .is_some_and(|c| c.authorization == Authorization::Requested)
+    });
+    h.get_by_label("Chat with bob");
+
+    h.get_by_label_contains("Call the echo test service")
+        .click();
+    step_until(&mut h, "the echo call to connect", |app| {
+        app.model
+            .call
+            .as_ref()
+            .is_some_and(|c| c.phase == CallPhase::Connected)
+    });
+    h.get_by_label("In call with echo");
+    h.get_by_role_and_label(Role::Button, "Hang up").click();
+    step_until(&mut h, "the call to end", |app| {
+        app.model.call.is_none()
+            && app
+                .model
+                .last_call
+                .as_ref()
+                .is_some_and(|c| c.peer == user("echo"))
+    });
+
+    drop(h);
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), glue)
+            .await
+            .expect("glue logs off once the window is gone")
+            .expect("glue task");
+        network.shutdown().await;
+    });
+}
