@@ -49,7 +49,10 @@ fn probe_line(value: &Value) {
 #[ignore = "a helper process of media_path_calls_through_every_lab_nat_pair"]
 fn media_path_probe() {
     let env = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
-    assert!(std::env::var(PROBE_ENV).is_ok(), "run by the matrix test");
+    if std::env::var(PROBE_ENV).is_err() {
+        eprintln!("SKIP media_path_probe: a helper process, run by the matrix test");
+        return;
+    }
     let stun: SocketAddr = env("PROBE_STUN").parse().expect("PROBE_STUN");
     let turn = TurnServer::new(
         vec![format!("turn:{stun}?transport=udp")],
