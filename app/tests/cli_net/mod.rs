@@ -73,6 +73,11 @@ impl Net {
         }
     }
 
+    /// Another profile (another device) under its own label; log it in as any user.
+    pub fn device(&self, label: &str) -> Peer {
+        self.peer(label)
+    }
+
     pub async fn stop(self) {
         for supernode in self.supernodes {
             supernode.shutdown().await;
