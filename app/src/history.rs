@@ -416,7 +416,14 @@ impl History {
         UserName::new(name).map_err(|_| self.corrupt("an invalid user name"))
     }
 
-    fn entry(&self, row: &SqliteRow) -> Result<HistoryEntry, HistoryError> {
+    /// Decodes a history row. `keys` caches validated device keys: a query returns many
+    /// messages from few devices, and validating a key (a curve point decompression) costs
+    /// more than the rest of the row.
+    fn entry(
+        &self,
+        row: &SqliteRow,
+        keys: &mut BTreeMap<Vec<u8>, PublicKey>,
+    ) -> Result<HistoryEntry, HistoryError> {
         let direction: String = row.try_get("direction").map_err(|e| self.db(e))?;
         let direction = match direction.as_str() {
             "out" => Direction::Outgoing,
@@ -428,7 +435,16 @@ impl History {
             .map_err(|e| self.db(e))?
         {
             None => None,
-            Some(_) => Some(self.key(row, "from_device")?),
+            Some(bytes) => match keys.get(&bytes) {
+                Some(key) => Some(*key),
+                None => {
+                    let key = self.key(row, "from_device")?;
+                    if keys.len() < 64 {
+                        keys.insert(bytes, key);
+                    }
+                    Some(key)
+                }
+            },
         };
         let state: String = row.try_get("state").map_err(|e| self.db(e))?;
         let state = MessageState::from_sql(&state)
@@ -589,7 +605,8 @@ impl History {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| self.db(e))?;
-        row.map(|row| self.entry(&row)).transpose()
+        row.map(|row| self.entry(&row, &mut BTreeMap::new()))
+            .transpose()
     }
 
     /// The latest `limit` messages with `peer` stored before position `before` (all when
@@ -609,9 +626,10 @@ impl History {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.db(e))?;
+        let mut keys = BTreeMap::new();
         let mut entries = rows
             .iter()
-            .map(|row| self.entry(row))
+            .map(|row| self.entry(row, &mut keys))
             .collect::<Result<Vec<_>, _>>()?;
         entries.reverse();
         Ok(entries)
@@ -632,7 +650,8 @@ impl History {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.db(e))?;
-        rows.iter().map(|row| self.entry(row)).collect()
+        let mut keys = BTreeMap::new();
+        rows.iter().map(|row| self.entry(row, &mut keys)).collect()
     }
 
     /// Every conversation with its latest message and unread count, most recent first.
@@ -647,9 +666,10 @@ impl History {
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.db(e))?;
+        let mut keys = BTreeMap::new();
         rows.iter()
             .map(|row| {
-                let last = self.entry(row)?;
+                let last = self.entry(row, &mut keys)?;
                 let unread: i64 = row.try_get("unread").map_err(|e| self.db(e))?;
                 Ok(ConversationSummary {
                     peer: last.peer.clone(),

@@ -31,6 +31,7 @@ async fn ten_thousand_messages_with_kills_none_lost_none_twice_order_kept() {
     let bob = net.add_node("bob", false).await;
     let mut sent: BTreeMap<(PublicKey, PublicKey), Vec<(String, String)>> = BTreeMap::new();
     let mut kills = 0;
+    let started = std::time::Instant::now();
     for i in 0..MESSAGES {
         while net.nodes.values().all(|n| n.service.is_none()) {
             net.run_for(Duration::from_millis(100)).await;
@@ -61,6 +62,7 @@ async fn ten_thousand_messages_with_kills_none_lost_none_twice_order_kept() {
             net.fetch_all_mailboxes().await;
         }
     }
+    eprintln!("sent {MESSAGES} in {:?} (real time)", started.elapsed());
     // Settle: retransmissions, mailbox fetches and re-offers of stored messages.
     let everything_delivered = |net: &Net| {
         sent.iter().all(|((from, to), list)| {
@@ -118,6 +120,11 @@ async fn ten_thousand_messages_with_kills_none_lost_none_twice_order_kept() {
         );
         assert_eq!(sender.accepted.len(), sender.delivered.len());
     }
+    eprintln!(
+        "settled after {:?} (real time), {:?} virtual, {kills} kills",
+        started.elapsed(),
+        net.now - net.start
+    );
     assert!(kills >= 70, "the run killed a process {kills} times");
     let total: usize = sent.values().map(Vec::len).sum();
     assert_eq!(total, MESSAGES);
