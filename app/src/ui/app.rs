@@ -2,7 +2,7 @@
 //! model's actions; `ui()` only draws.
 
 use super::link::{SendError, UiLink};
-use super::model::{Now, ToastKind, UiAction, UiModel};
+use super::model::{Now, SoundCue, ToastKind, UiAction, UiModel};
 use super::sound::{Silent, SoundPlayer};
 use super::{theme, view};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -143,7 +143,17 @@ impl DesktopApp {
                 },
             }
         }
+        let unfocused = ctx.input(|i| i.viewport().focused) == Some(false);
         for cue in self.model.take_sound_cues() {
+            // While the window is in the background, the desktop flags it (taskbar, dock).
+            let attention = match cue {
+                SoundCue::StartRingtone => Some(egui::UserAttentionType::Critical),
+                SoundCue::MessageChime => Some(egui::UserAttentionType::Informational),
+                SoundCue::StopRingtone | SoundCue::HangupTone => None,
+            };
+            if let Some(kind) = attention.filter(|_| unfocused) {
+                ctx.send_viewport_cmd(egui::ViewportCommand::RequestUserAttention(kind));
+            }
             self.sounds.cue(cue);
         }
     }

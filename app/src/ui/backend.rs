@@ -9,11 +9,13 @@
 
 use super::link::{Backend, EventSink};
 use super::model::{
-    Authorization, ContactEntry, MyStatus, NatReport, NetworkInfo, UiAction, UiEvent,
+    Authorization, ContactEntry, HistoryLine, MyStatus, NatReport, NetworkInfo, Tick, UiAction,
+    UiEvent,
 };
 use crate::cli::{CliError, Context, LogFormat, Options, Output};
 use crate::engine::{ContactAction, Engine, EngineConfig, EngineHandle};
 use crate::events::{Event, Status};
+use crate::history::{Direction, Durability, History, MessageState};
 use crate::login_client::{self, FlowError, LoginTarget};
 use crate::profile::Profile;
 use proto::login::{Contact, ContactState, Password};
@@ -57,8 +59,12 @@ impl NetworkBackend {
                 let engine = handle.clone();
                 self.engine = Some(handle);
                 let sink = sink.clone();
+                let profile_dir = self.profile.dir().to_owned();
                 tokio::spawn(async move {
-                    refresh_contacts(&engine, ContactAction::List, &sink).await;
+                    if let Some(peers) = refresh_contacts(&engine, ContactAction::List, &sink).await
+                    {
+                        load_history(&profile_dir, peers, &sink).await;
+                    }
                 });
             }
             Err(e) => {
@@ -181,11 +187,64 @@ fn contacts_event(list: Vec<Contact>) -> UiEvent {
     UiEvent::Contacts { contacts, requests }
 }
 
-async fn refresh_contacts(engine: &EngineHandle, action: ContactAction, sink: &EventSink) {
+/// Fetches (and changes) the buddy list; returns who is on it.
+async fn refresh_contacts(
+    engine: &EngineHandle,
+    action: ContactAction,
+    sink: &EventSink,
+) -> Option<Vec<UserName>> {
     match engine.contacts(action).await {
-        Ok(list) => sink.send(contacts_event(list)).await,
-        Err(e) => sink.error(format!("Contacts: {e}")).await,
+        Ok(list) => {
+            let peers = list.iter().map(|c| c.user.clone()).collect();
+            sink.send(contacts_event(list)).await;
+            Some(peers)
+        }
+        Err(e) => {
+            sink.error(format!("Contacts: {e}")).await;
+            None
+        }
     }
+}
+
+/// Lines of stored history shown per conversation when the app starts.
+const HISTORY_LINES: u32 = 200;
+
+/// Shows the stored conversations with `peers` (the engine keeps writing the same store;
+/// SQLite's WAL lets this connection read alongside).
+async fn load_history(profile_dir: &std::path::Path, peers: Vec<UserName>, sink: &EventSink) {
+    let history = match History::open_in_profile(profile_dir, Durability::PowerLoss).await {
+        Ok(history) => history,
+        Err(e) => {
+            sink.error(format!("Chat history: {e}")).await;
+            return;
+        }
+    };
+    for peer in peers {
+        let Ok(entries) = history.conversation(&peer, HISTORY_LINES, None).await else {
+            continue;
+        };
+        if entries.is_empty() {
+            continue;
+        }
+        let lines = entries
+            .into_iter()
+            .map(|e| HistoryLine {
+                id: e.id.to_string(),
+                from_me: e.direction == Direction::Outgoing,
+                text: e.text,
+                sent_at_millis: e.sent_at_millis,
+                tick: match e.state {
+                    MessageState::Sending => Some(Tick::Sending),
+                    MessageState::Accepted => Some(Tick::Accepted),
+                    MessageState::Stored => Some(Tick::Stored),
+                    MessageState::Delivered => Some(Tick::Delivered),
+                    MessageState::Received => None,
+                },
+            })
+            .collect();
+        sink.send(UiEvent::History { peer, lines }).await;
+    }
+    history.close().await;
 }
 
 async fn netcheck(ctx: Context, sink: EventSink) {
