@@ -5,8 +5,10 @@
 //! app get one with [`crate::login_client`]), fetches the signed supernode directory, homes
 //! with [`Homing`] over real QUIC connections ([`links`]), keeps the buddy list in step with
 //! the login server (presence rights and watch list, `contact_request` / `contact_added`),
-//! refreshes the credential before it expires, routes sealed peer messages to the call and
-//! chat cores, and fetches the offline mailbox. Everything it learns goes out as CONTRACT
+//! refreshes the credential before it expires, opens each routed payload once and hands
+//! call signalling to [`calls`] and chat to [`chat::ChatService`] (the profile's history),
+//! fetches the offline mailbox and keeps TURN credentials of the home supernode for call
+//! paths. Everything it learns goes out as CONTRACT
 //! [`Event`]s on the receiver `start` returns; requests come in through the cloneable
 //! [`EngineHandle`].
 //!
@@ -58,6 +60,8 @@ const LOGIN_LOOKUP_GRACE: Duration = Duration::from_secs(1);
 const MAX_ROUTES: usize = 8192;
 /// Mailbox envelopes fetched per request.
 const MAILBOX_BATCH: u16 = 64;
+/// TURN credentials are asked for again at least this long apart.
+const TURN_RETRY: Duration = Duration::from_secs(60);
 /// Before expiry, a refresh that keeps failing is reported this often.
 const EXPIRY_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -479,6 +483,7 @@ impl Engine {
             refresh_in_flight: false,
             last_expiry_warning: None,
             home_reported: None,
+            next_turn_refresh: None,
             directory_fetched: false,
             homing_enabled: config.home,
             stopping: false,
@@ -579,6 +584,8 @@ struct Actor {
     refresh_in_flight: bool,
     last_expiry_warning: Option<Instant>,
     home_reported: Option<PublicKey>,
+    /// When to ask the home supernode for fresh TURN credentials (half their lifetime).
+    next_turn_refresh: Option<Instant>,
     directory_fetched: bool,
     homing_enabled: bool,
     stopping: bool,
@@ -663,6 +670,7 @@ impl Actor {
         consider(Some(self.next_contacts));
         consider(self.next_mailbox);
         consider(Some(self.refresh_at));
+        consider(self.next_turn_refresh);
         consider(self.searches.values().map(|s| s.deadline).min());
         consider(self.resolves.values().map(|r| r.deadline).min());
         deadline.max(now)
@@ -843,6 +851,8 @@ impl Actor {
                     password,
                     ttl_s,
                 };
+                let half_life = Duration::from_secs(u64::from(ttl_s) / 2);
+                self.next_turn_refresh = Some(now + half_life.max(TURN_RETRY));
                 self.calls.set_turn(credentials.clone());
                 for waiter in self.turn_waiters.drain(..) {
                     let _ = waiter.send(Ok(credentials.clone()));
@@ -1168,6 +1178,11 @@ impl Actor {
         }
         if self.next_mailbox.is_some_and(|t| now >= t) && !self.mailbox_in_flight {
             self.fetch_mailbox();
+        }
+        if self.next_turn_refresh.is_some_and(|t| now >= t) {
+            // Answered by fresh credentials (which set the next refresh) or not at all.
+            self.next_turn_refresh = Some(now + TURN_RETRY);
+            let _ = self.homing.send(ClientToSupernode::TurnCredentialsRequest);
         }
         if now >= self.refresh_at && !self.refresh_in_flight {
             self.refresh_credential();
