@@ -14,7 +14,9 @@
 //!   event or sent message is not yet in the store, so no receipt can leave for a message a
 //!   crash could still lose. A store failure therefore stops chat traffic until a later call
 //!   succeeds in writing; it never drops data.
-//! - Each future is cancel-safe: what it took from the core is kept until it is written.
+//! - Each future is cancel-safe for the data: what it took from the core is kept until it is
+//!   written. A future cancelled after its write committed may leave that write's events
+//!   unreported (the history has them; a re-write does not report duplicates).
 //!
 //! Use: after every input, drain [`ChatService::poll_transmit`] (route each payload, report
 //! its status with [`ChatService::handle_route_status`]), then
