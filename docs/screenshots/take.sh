@@ -69,12 +69,14 @@ sleep 8
 click 157 123 # accept bob
 sleep 3
 click 157 123 # accept carol; dave stays pending
+sleep 3
+cli bob chat alice "Morning! Did the parcel arrive?" >/dev/null
 cli bob online --auto-answer >"$WORK/bob.log" 2>&1 &
 PIDS+=($!)
 sleep 10
 click 71 194 # open the chat with Bob
 click 560 637
-typ "Hi Bob! Are you free for a quick call?"
+typ "Yes, thanks! Are you free for a quick call?"
 xdotool key Return
 sleep 4
 cli carol chat alice "Lunch tomorrow at noon?" >/dev/null
