@@ -1,6 +1,6 @@
-//! Two engines homed through a real supernode keep chatting after the login server stops,
-//! and the user is told before the credential expires while the login server cannot be
-//! reached to refresh it.
+//! Two engines homed through a real supernode keep chatting and calling after the login
+//! server stops, and the user is told before the credential expires while the login server
+//! cannot be reached to refresh it.
 
 mod cli_net;
 
@@ -36,7 +36,7 @@ async fn wait_for(
         .unwrap_or_else(|_| panic!("no {what} in time"))
 }
 
-async fn start(net: &Net, name: &str) -> (EngineHandle, mpsc::Receiver<Event>) {
+async fn start(net: &Net, name: &str, answer: bool) -> (EngineHandle, mpsc::Receiver<Event>) {
     let target = LoginTarget {
         addr: net.login.quic_addr(),
         authority: net.login.authority_key(),
@@ -51,7 +51,8 @@ async fn start(net: &Net, name: &str) -> (EngineHandle, mpsc::Receiver<Event>) {
     )
     .await
     .expect("register");
-    let config = EngineConfig::new(profile, target, credential);
+    let mut config = EngineConfig::new(profile, target, credential);
+    config.calls.auto_answer = answer;
     let (handle, mut events) = Engine::start(config).await.expect("engine starts");
     wait_for(&mut events, "logged_in", |e| {
         matches!(
@@ -67,11 +68,11 @@ async fn start(net: &Net, name: &str) -> (EngineHandle, mpsc::Receiver<Event>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chat_goes_on_and_expiry_is_announced_while_the_login_server_is_down() {
+async fn chat_and_calls_go_on_and_expiry_is_announced_while_the_login_server_is_down() {
     let lifetime = Duration::from_secs(24);
     let net = Net::start_with(1, |config| config.service.credential_lifetime = lifetime).await;
-    let (alice, mut alice_events) = start(&net, "alice").await;
-    let (bob, mut bob_events) = start(&net, "bob").await;
+    let (alice, mut alice_events) = start(&net, "alice", false).await;
+    let (bob, mut bob_events) = start(&net, "bob", true).await;
 
     let Net {
         dir: _dir,
@@ -98,6 +99,28 @@ async fn chat_goes_on_and_expiry_is_announced_while_the_login_server_is_down() {
         "chat_delivered",
         |e| matches!(e, Event::ChatDelivered { id: got, .. } if *got == id),
     )
+    .await;
+
+    // A call too: found through the supernode, answered, hung up.
+    let call_id = alice.dial(user("bob")).await.expect("dialled");
+    let id = call_id.to_string();
+    wait_for(
+        &mut alice_events,
+        "call_connected",
+        |e| matches!(e, Event::CallConnected { call_id: got, .. } if *got == id),
+    )
+    .await;
+    wait_for(
+        &mut bob_events,
+        "call_connected",
+        |e| matches!(e, Event::CallConnected { call_id: got, .. } if *got == id),
+    )
+    .await;
+    alice.hangup(call_id).await.expect("hung up");
+    wait_for(&mut bob_events, "call_ended", |e| {
+        matches!(e, Event::CallEnded { call_id: got, reason: app::events::EndReason::Hangup, .. }
+            if *got == id)
+    })
     .await;
 
     // The refresh two thirds into the lifetime fails: the user hears before expiry.
