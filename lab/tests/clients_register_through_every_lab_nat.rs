@@ -83,8 +83,9 @@ fn peerphone_registers_from_behind_every_udp_passing_nat() {
     assert!(failures.is_empty(), "failed:\n{}", failures.join("\n"));
 }
 
+/// Behind a router that drops all outbound UDP, the login client's QUIC handshake gets no
+/// answer and it falls back to TLS over TCP on the same address (`--tcp-listen` default).
 #[test]
-#[ignore = "peerphone has no TCP fallback to the login server yet (issue 6); run with --ignored"]
 fn peerphone_registers_over_tcp_when_udp_is_blocked() {
     if !lab::require_root(TEST) {
         return;
