@@ -65,6 +65,12 @@ pub struct JitterConfig {
     pub hard_excess_frames: u32,
     /// Packets held at most.
     pub max_packets: usize,
+    /// Consecutive quiet ticks with the level below the target before a frame is
+    /// inserted (1 = at once). In real time a packet arriving right at the playout tick
+    /// makes the level dip for one tick now and then; waiting a few ticks keeps such dips
+    /// from stretching the timeline while a lasting shortfall (clock drift, a longer
+    /// path) still grows the delay.
+    pub insert_after_ticks: u32,
     /// Decoder settings.
     pub decoder: DecoderConfig,
 }
@@ -80,6 +86,7 @@ impl Default for JitterConfig {
             max_expand_frames: 10,
             hard_excess_frames: 4,
             max_packets: 64,
+            insert_after_ticks: 1,
             decoder: DecoderConfig::default(),
         }
     }
@@ -150,6 +157,8 @@ pub struct JitterBuffer {
     /// Whether each of the recent ticks found its frame lost (later packets present).
     recent_lost: VecDeque<bool>,
     expand_streak: u32,
+    /// Consecutive ticks at which the level was below the target (quiet output).
+    low_level_ticks: u32,
     remote_hold: bool,
     last_output_quiet: bool,
     counters: JitterCounters,
@@ -169,6 +178,7 @@ impl JitterBuffer {
             recent_missing: VecDeque::new(),
             recent_lost: VecDeque::new(),
             expand_streak: 0,
+            low_level_ticks: 0,
             remote_hold: false,
             last_output_quiet: true,
             counters: JitterCounters::default(),
@@ -274,11 +284,17 @@ impl JitterBuffer {
                 p += FRAME_TICKS;
                 self.playout_ts = Some(p);
             } else if level < target && self.last_output_quiet && self.counters.decoded_frames > 0 {
-                self.conceal(&mut out);
-                self.counters.inserted_frames += 1;
-                self.note_missing(false);
-                self.note_lost(false);
-                return self.finish(out);
+                self.low_level_ticks += 1;
+                if self.low_level_ticks >= self.config.insert_after_ticks.max(1) {
+                    self.low_level_ticks = 0;
+                    self.conceal(&mut out);
+                    self.counters.inserted_frames += 1;
+                    self.note_missing(false);
+                    self.note_lost(false);
+                    return self.finish(out);
+                }
+            } else {
+                self.low_level_ticks = 0;
             }
         }
 
@@ -580,6 +596,52 @@ mod tests {
         }
         assert_eq!(jb.counters().fec_frames, 1, "{kinds:?}");
         assert_eq!(jb.counters().concealed_frames, 0, "{kinds:?}");
+    }
+
+    #[test]
+    fn a_one_tick_dip_in_a_pause_is_stretched_only_without_insert_hysteresis() {
+        let mut enc = Encoder::new(EncoderConfig::default()).expect("encoder");
+        let quiet: Vec<MediaPacket> = (0..60u32)
+            .map(|i| MediaPacket {
+                header: PacketHeader {
+                    sequence: i,
+                    timestamp: i * FRAME_SAMPLES as u32,
+                    flags: Flags::empty(),
+                },
+                payload: enc.encode(&[0.0; FRAME_SAMPLES]).expect("encode"),
+            })
+            .collect();
+        for (insert_after_ticks, expected_inserts) in [(1, 1), (3, 0)] {
+            let t0 = Instant::now();
+            let mut jb = JitterBuffer::new(JitterConfig {
+                min_frames: 2,
+                insert_after_ticks,
+                ..JitterConfig::default()
+            })
+            .expect("jb");
+            jb.handle_packet(t0, quiet[0].clone());
+            for tick in 0..58usize {
+                let now = t0 + FRAME_DURATION * tick as u32;
+                // Packet n normally arrives just before tick n - 1; packet 31 arrives just
+                // after tick 30 (the level dips to one frame for that tick).
+                match tick {
+                    30 => {}
+                    31 => {
+                        jb.handle_packet(now, quiet[31].clone());
+                        jb.handle_packet(now, quiet[32].clone());
+                    }
+                    _ => jb.handle_packet(now, quiet[tick + 1].clone()),
+                }
+                jb.poll_frame(now);
+            }
+            assert_eq!(
+                jb.counters().inserted_frames,
+                expected_inserts,
+                "insert after {insert_after_ticks} ticks: {:?}",
+                jb.counters()
+            );
+            assert_eq!(jb.counters().concealed_frames, expected_inserts);
+        }
     }
 
     proptest::proptest! {
