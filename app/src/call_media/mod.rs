@@ -119,7 +119,8 @@ pub enum Sink {
     /// The system default output device, following it when it changes or fails.
     Device,
     /// What the speaker would play, as 48 kHz mono 16-bit WAV, one frame per 20 ms of
-    /// the call (silence or concealment when nothing arrived).
+    /// the call (silence or concealment when nothing arrived). The audio thread writes
+    /// it at each capture tick, so the file's timeline is the call's own.
     Wav(PathBuf),
     /// Nowhere, in real time.
     Discard,
@@ -512,6 +513,10 @@ fn media_configs(
         // frames within the first second anyway; starting there keeps the first talk
         // spurt from being stretched by a frame mid-word.
         min_frames: 2,
+        // Capture and playout run on two machines' clocks whose 20 ms grids may line up
+        // with the packets' arrival: a one-tick dip in the level is not a reason to
+        // stretch the timeline.
+        insert_after_ticks: 3,
         decoder: DecoderConfig {
             dred: remote.dred && DecoderConfig::default().dred,
             ..DecoderConfig::default()

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use media::device::{
-    AudioEndpoints, CaptureSpec, DeviceSelection, FRAME_DURATION, Frame, PlaybackSpec, SILENCE,
+    AudioSink, AudioSource, CpalCapture, CpalPlayback, DeviceSelection, FRAME_DURATION, Frame,
+    FrameSink, PacedSource, SILENCE, SilenceSource, WavFileSource, WavRecorder,
 };
 use media::mixer::soft_limit;
 use media::pipeline::MediaReceiver;
@@ -26,23 +27,77 @@ const FEEDBACK_TICKS: u64 = 50;
 /// Ticks between statistics snapshots (100 ms).
 const STATS_TICKS: u64 = 5;
 
+/// The microphone and the speaker of a call, as the audio thread uses them.
+pub(super) struct Endpoints {
+    source: Box<dyn AudioSource>,
+    speaker: Speaker,
+}
+
+/// Where played frames go.
+enum Speaker {
+    /// A sound card on its own clock.
+    Device(Box<dyn AudioSink>),
+    /// A WAV file written by the audio thread itself, one frame per tick: the file's
+    /// timeline is the call's, with no second clock (and no pacing thread) that could
+    /// slip against it.
+    Recorder(WavRecorder),
+    /// Nowhere.
+    Discard,
+}
+
 /// Opens the endpoints for a source and sink choice. The echo modes capture silence on
 /// a paced clock and replace it with what they send.
-pub(super) fn open_endpoints(
-    source: &Source,
-    sink: &Sink,
-) -> Result<AudioEndpoints, CallMediaError> {
-    let capture = match source {
-        Source::Device => CaptureSpec::Device(DeviceSelection::SystemDefault),
-        Source::Wav(path) => CaptureSpec::WavFile(path.clone()),
-        Source::Silence | Source::Echo | Source::EchoRecord => CaptureSpec::Silence,
+pub(super) fn open_endpoints(source: &Source, sink: &Sink) -> Result<Endpoints, CallMediaError> {
+    let source: Box<dyn AudioSource> = match source {
+        Source::Device => Box::new(CpalCapture::open_or_lost(DeviceSelection::SystemDefault)),
+        Source::Wav(path) => Box::new(PacedSource::start(WavFileSource::open(path)?)?),
+        Source::Silence | Source::Echo | Source::EchoRecord => {
+            Box::new(PacedSource::start(SilenceSource)?)
+        }
     };
-    let playback = match sink {
-        Sink::Device => PlaybackSpec::Device(DeviceSelection::SystemDefault),
-        Sink::Wav(path) => PlaybackSpec::WavFile(path.clone()),
-        Sink::Discard => PlaybackSpec::Discard,
+    let speaker = match sink {
+        Sink::Device => Speaker::Device(Box::new(CpalPlayback::open_or_lost(
+            DeviceSelection::SystemDefault,
+        ))),
+        Sink::Wav(path) => Speaker::Recorder(WavRecorder::create(path)?),
+        Sink::Discard => Speaker::Discard,
     };
-    Ok(media::device::open_endpoints(&capture, &playback)?)
+    Ok(Endpoints { source, speaker })
+}
+
+impl Speaker {
+    fn play(&mut self, frame: &Frame) {
+        let result = match self {
+            Speaker::Device(sink) => sink.write_frame(frame).map(|written| {
+                if !written {
+                    tracing::trace!("speaker buffer full; frame dropped");
+                }
+            }),
+            Speaker::Recorder(recorder) => recorder.put_frame(frame),
+            Speaker::Discard => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "playback failed");
+        }
+    }
+
+    fn close(&mut self) {
+        let result = match self {
+            Speaker::Device(sink) => sink.close(),
+            Speaker::Recorder(recorder) => recorder.finish(),
+            Speaker::Discard => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "speaker or recording did not close cleanly");
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<media::device::DeviceEvent> {
+        match self {
+            Speaker::Device(sink) => sink.poll_event(),
+            Speaker::Recorder(_) | Speaker::Discard => None,
+        }
+    }
 }
 
 /// One peer's send and receive halves and the channels to its path.
@@ -143,7 +198,7 @@ enum Mode {
 
 /// The audio thread's state.
 pub(super) struct Worker {
-    endpoints: AudioEndpoints,
+    endpoints: Endpoints,
     mode: Mode,
     shared: Arc<Shared>,
     commands: std::sync::mpsc::Receiver<Command>,
@@ -161,7 +216,7 @@ pub(super) struct Worker {
 
 impl Worker {
     pub(super) fn new(
-        endpoints: AudioEndpoints,
+        endpoints: Endpoints,
         source: Source,
         shared: Arc<Shared>,
         commands: std::sync::mpsc::Receiver<Command>,
@@ -230,9 +285,7 @@ impl Worker {
             }
             self.log_device_events();
         }
-        if let Err(e) = self.endpoints.sink.close() {
-            tracing::warn!(error = %e, "speaker or recording did not close cleanly");
-        }
+        self.endpoints.speaker.close();
         let stats = self.snapshot();
         drop(self.endpoints);
         stats
@@ -291,11 +344,7 @@ impl Worker {
             // Nothing of the peers reaches the speaker while this side holds the call.
             self.speaker = SILENCE;
         }
-        match self.endpoints.sink.write_frame(&self.speaker) {
-            Ok(true) => {}
-            Ok(false) => tracing::trace!("speaker buffer full; frame dropped"),
-            Err(e) => tracing::warn!(error = %e, "playback failed"),
-        }
+        self.endpoints.speaker.play(&self.speaker);
         self.send_all(now);
         self.ticks += 1;
         if self.ticks.is_multiple_of(FEEDBACK_TICKS) {
@@ -383,7 +432,7 @@ impl Worker {
         while let Some(event) = self.endpoints.source.poll_event() {
             tracing::info!(?event, "microphone changed");
         }
-        while let Some(event) = self.endpoints.sink.poll_event() {
+        while let Some(event) = self.endpoints.speaker.poll_event() {
             tracing::info!(?event, "speaker changed");
         }
     }
