@@ -230,6 +230,10 @@ impl History {
     }
 
     pub async fn open_with(path: &Path, durability: Durability) -> Result<Self, HistoryError> {
+        restrict_to_owner(path).map_err(|source| HistoryError::Open {
+            path: path.to_path_buf(),
+            source: sqlx::Error::Io(source),
+        })?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -819,6 +823,24 @@ async fn apply_event(
         }
         ChatEvent::Gap { .. } => Ok(true),
     }
+}
+
+/// Creates the database file (or narrows an existing one) with mode 0600 before SQLite
+/// opens it: it holds message text, and SQLite gives its `-wal` and `-shm` files the mode
+/// of the database file.
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    let permissions = file.metadata()?.permissions();
+    if permissions.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(permissions.mode() & !0o077))?;
+    }
+    Ok(())
 }
 
 fn corruption(error: &sqlx::Error) -> Option<String> {

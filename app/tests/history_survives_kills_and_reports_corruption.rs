@@ -325,3 +325,37 @@ async fn killed_services_lose_nothing_and_show_nothing_twice_with_real_crypto() 
     let expected_texts: Vec<String> = (0..30).map(|i| format!("real {i}")).collect();
     assert_eq!(texts, expected_texts);
 }
+
+/// The store holds message text: only its owner may read it or its write-ahead log, even
+/// when the file was left readable by others.
+#[tokio::test]
+async fn the_store_and_its_log_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join(HISTORY_FILE);
+    let history = History::open(&path).await.expect("opens");
+    history
+        .record_sent(&entry("bob", 0, "private words"))
+        .await
+        .expect("recorded");
+    assert_eq!(mode(&path), 0o600);
+    let wal = dir.path().join(format!("{HISTORY_FILE}-wal"));
+    assert_eq!(mode(&wal), 0o600);
+    history.close().await;
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let history = History::open(&path).await.expect("reopens");
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(
+        history
+            .conversation(&user("bob"), 10, None)
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
+    history.close().await;
+}
