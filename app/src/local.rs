@@ -427,10 +427,18 @@ async fn start_echo(dir: &Path, target: LoginTarget, mode: EchoMode) -> Result<E
     // Nobody reads the echo account's events; they are only logged.
     let drain = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            debug!(event = %event.to_text(), "echo account");
+            debug!(event = %echo_log_line(&event), "echo account");
         }
     });
     Ok(EchoHandle { engine, drain })
+}
+
+/// How an echo account event is logged: chat text never reaches the log.
+fn echo_log_line(event: &crate::events::Event) -> String {
+    match event {
+        crate::events::Event::Chat { from, .. } => format!("chat message from {from}"),
+        other => other.to_text(),
+    }
 }
 
 async fn register_echo(
@@ -468,15 +476,24 @@ fn new_password(path: &Path) -> Result<Password, String> {
     let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let partial = path.with_extension("partial");
     let write = || -> std::io::Result<()> {
+        // A leftover partial file keeps its old mode when truncated: start from a new one.
+        match std::fs::remove_file(&partial) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&partial)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
-        std::fs::rename(&partial, path)
+        std::fs::rename(&partial, path)?;
+        // The rename itself must survive a power cut, or the account loses its password.
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     };
     write().map_err(|e| format!("{}: {e}", path.display()))?;
     Password::new(text).map_err(|e| e.to_string())
@@ -570,4 +587,39 @@ fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn echo_password_is_private_even_over_a_leftover_partial_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("password");
+        let partial = path.with_extension("partial");
+        std::fs::write(&partial, "old").expect("write leftover");
+        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o644))
+            .expect("chmod leftover");
+        let password = new_password(&path).expect("new password");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let stored = read_password(&path).expect("read").expect("present");
+        assert_eq!(stored.expose(), password.expose());
+        assert!(!partial.exists());
+    }
+
+    #[test]
+    fn echo_account_log_lines_never_carry_chat_text() {
+        let event = crate::events::Event::Chat {
+            from: UserName::new("alice").expect("name"),
+            id: "00".into(),
+            text: "my secret plans".into(),
+            sent_at: 0,
+        };
+        let line = echo_log_line(&event);
+        assert!(!line.contains("secret"), "{line}");
+        assert!(line.contains("alice"), "{line}");
+    }
 }
