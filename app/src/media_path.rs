@@ -58,6 +58,10 @@ const MEDIA_CHANNEL_DEPTH: usize = 64;
 const COMMAND_CHANNEL_DEPTH: usize = 32;
 /// Candidates kept from `add_remote_candidates` before `start`.
 const MAX_PENDING_REMOTE: usize = 32;
+/// Peer IPs given a TURN permission per call: as many as the hole puncher keeps remote
+/// candidates. Each permission is refreshed for the whole call, so a peer trickling
+/// candidates must not make the client ask the relay for an unbounded set.
+const MAX_PERMITTED_PEERS: usize = 32;
 
 /// A TURN server and the long-term credentials minted for it (the supernode's
 /// `TurnCredentials`: `urls` like `turn:IP:PORT?transport=udp`).
@@ -595,7 +599,7 @@ impl Driver {
     fn add_remote(&mut self, now: std::time::Instant, candidates: Vec<NatCandidate>) {
         for candidate in candidates {
             if let Some(relay) = self.relay.as_mut()
-                && self.permitted.insert(candidate.addr.ip())
+                && admit_permission(&mut self.permitted, candidate.addr.ip())
             {
                 // Relayed checks to this peer, and its checks to our relayed address,
                 // need a permission on our allocation.
@@ -832,6 +836,14 @@ impl Driver {
     }
 }
 
+/// Records `ip` as permitted; `false` when it already was or the per-call cap is reached.
+fn admit_permission(permitted: &mut BTreeSet<IpAddr>, ip: IpAddr) -> bool {
+    if permitted.len() >= MAX_PERMITTED_PEERS && !permitted.contains(&ip) {
+        return false;
+    }
+    permitted.insert(ip)
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -884,6 +896,25 @@ mod tests {
         assert_eq!(parse_turn_url("stun:192.0.2.1:3478"), None);
         assert_eq!(parse_turn_url("turn:relay.example:3478"), None);
         assert_eq!(parse_turn_url("turns:192.0.2.1:5349"), None);
+    }
+
+    #[test]
+    fn a_peer_trickling_candidates_gets_a_bounded_set_of_turn_permissions() {
+        let mut permitted = BTreeSet::new();
+        let mut admitted = 0;
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from(Ipv4Addr::from(0x0a00_0000 + i));
+            if admit_permission(&mut permitted, ip) {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, MAX_PERMITTED_PEERS);
+        assert_eq!(permitted.len(), MAX_PERMITTED_PEERS);
+        let first = IpAddr::from(Ipv4Addr::from(0x0a00_0000));
+        assert!(
+            !admit_permission(&mut permitted, first),
+            "asked once per IP"
+        );
     }
 
     #[test]
