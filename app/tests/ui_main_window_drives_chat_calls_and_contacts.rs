@@ -648,3 +648,41 @@ fn ticks_never_go_backwards() {
         .clone();
     assert_eq!(line.tick, Some(Tick::Delivered));
 }
+
+#[test]
+fn the_login_screen_switches_to_another_login_server() {
+    let mut h = harness(UiModel::new());
+    h.get_by_label("Use another login server").click();
+    step(&mut h);
+    h.get_by_label("Login server").click();
+    step(&mut h);
+    h.get_by_label("Login server").type_text("203.0.113.5:7400");
+    step(&mut h);
+    h.get_by_label("Authority key").click();
+    step(&mut h);
+    h.get_by_label("Authority key").type_text("not a key");
+    step(&mut h);
+    h.get_by_role_and_label(Role::Button, "Use this server")
+        .click();
+    assert!(actions(&mut h).is_empty());
+    h.get_by_label_contains("Authority key:");
+
+    let key = proto::SecretKey::generate().public().to_string();
+    h.state_mut().model.login.server_key = key.clone();
+    step(&mut h);
+    h.get_by_role_and_label(Role::Button, "Use this server")
+        .click();
+    let sent = actions(&mut h);
+    let [
+        UiAction::UseServer {
+            login_server,
+            authority_key,
+        },
+    ] = sent.as_slice()
+    else {
+        panic!("expected UseServer, got {sent:?}");
+    };
+    assert_eq!(login_server.to_string(), "203.0.113.5:7400");
+    assert_eq!(authority_key.to_string(), key);
+    h.get_by_label_contains("Login server 203.0.113.5:7400");
+}

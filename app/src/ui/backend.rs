@@ -301,6 +301,29 @@ impl Backend for NetworkBackend {
             UiAction::Netcheck => {
                 tokio::spawn(netcheck(self.context(), sink.clone()));
             }
+            UiAction::UseServer {
+                login_server,
+                authority_key,
+            } => {
+                self.stop_engine().await;
+                self.target = LoginTarget {
+                    addr: login_server,
+                    authority: authority_key,
+                };
+                self.network = NetworkInfo {
+                    login_server: login_server.to_string(),
+                    embedded: false,
+                    echo_user: None,
+                };
+                if let Err(e) = login_client::resolve_target(
+                    &self.profile,
+                    Some(login_server),
+                    Some(authority_key),
+                ) {
+                    sink.error(format!("Cannot remember the server: {e}")).await;
+                }
+                sink.send(UiEvent::Network(self.network.clone())).await;
+            }
             action => {
                 let Some(engine) = self.engine() else {
                     sink.error("Not signed in").await;
@@ -405,7 +428,8 @@ async fn perform_online(engine: EngineHandle, action: UiAction, sink: EventSink)
         UiAction::Register { .. }
         | UiAction::Login { .. }
         | UiAction::LogOut
-        | UiAction::Netcheck => Ok(()),
+        | UiAction::Netcheck
+        | UiAction::UseServer { .. } => Ok(()),
     };
     if let Err(message) = result {
         sink.error(message).await;

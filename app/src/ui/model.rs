@@ -162,6 +162,11 @@ pub enum UiAction {
     },
     /// Run NAT discovery.
     Netcheck,
+    /// Use this login server from now on (remembered in the profile).
+    UseServer {
+        login_server: std::net::SocketAddr,
+        authority_key: proto::PublicKey,
+    },
 }
 
 /// A sound the app should play; the shell turns these into audio.
@@ -506,6 +511,9 @@ pub struct LoginForm {
     pub password: String,
     /// A request is under way; the button is disabled.
     pub busy: bool,
+    /// "Use another login server": `IP:PORT` and the authority key as typed.
+    pub server_addr: String,
+    pub server_key: String,
     pub error: Option<String>,
 }
 
@@ -651,6 +659,34 @@ impl UiModel {
             }
             LoginMode::Login => self.act(UiAction::Login { user, password }),
         }
+    }
+
+    /// Switches to the login server typed in the login form.
+    pub fn use_server(&mut self) {
+        let login_server: std::net::SocketAddr = match self.login.server_addr.trim().parse() {
+            Ok(addr) => addr,
+            Err(_) => {
+                self.login.error = Some("Login server: expected IP:PORT".into());
+                return;
+            }
+        };
+        let authority_key: proto::PublicKey = match self.login.server_key.trim().parse() {
+            Ok(key) => key,
+            Err(e) => {
+                self.login.error = Some(format!("Authority key: {e}"));
+                return;
+            }
+        };
+        self.login.error = None;
+        self.network = Some(NetworkInfo {
+            login_server: login_server.to_string(),
+            embedded: false,
+            echo_user: None,
+        });
+        self.act(UiAction::UseServer {
+            login_server,
+            authority_key,
+        });
     }
 
     pub fn log_out(&mut self) {

@@ -73,6 +73,7 @@ fn login_ui(ui: &mut egui::Ui, model: &mut UiModel) {
                     );
                 }
             }
+            server_form_ui(ui, model);
         });
     });
 }
@@ -137,6 +138,51 @@ fn login_form_ui(ui: &mut egui::Ui, model: &mut UiModel) {
     if ui.add_enabled(!model.login.busy, button).clicked() || submit {
         model.submit_login();
     }
+}
+
+/// "Use another login server": address and authority key.
+fn server_form_ui(ui: &mut egui::Ui, model: &mut UiModel) {
+    ui.add_space(10.0);
+    // A fixed-width column, centred like the card above it.
+    let width = 360.0;
+    ui.allocate_ui_with_layout(Vec2::new(width, 0.0), Layout::top_down(Align::Min), |ui| {
+        ui.set_width(width);
+        server_form_inner_ui(ui, model);
+    });
+}
+
+fn server_form_inner_ui(ui: &mut egui::Ui, model: &mut UiModel) {
+    egui::CollapsingHeader::new("Use another login server")
+        .default_open(false)
+        .show(ui, |ui| {
+            egui::Grid::new("server-grid")
+                .num_columns(2)
+                .spacing([10.0, 8.0])
+                .show(ui, |ui| {
+                    let label = ui.label("Login server");
+                    ui.add(
+                        TextEdit::singleline(&mut model.login.server_addr)
+                            .hint_text("203.0.113.5:7400")
+                            .desired_width(240.0),
+                    )
+                    .labelled_by(label.id);
+                    ui.end_row();
+                    let label = ui.label("Authority key");
+                    ui.add(
+                        TextEdit::singleline(&mut model.login.server_key)
+                            .hint_text("from login-server authority-key")
+                            .desired_width(240.0),
+                    )
+                    .labelled_by(label.id);
+                    ui.end_row();
+                });
+            if ui
+                .add_enabled(!model.login.busy, Button::new("Use this server"))
+                .clicked()
+            {
+                model.use_server();
+            }
+        });
 }
 
 /// Enter pressed in a single-line field.
