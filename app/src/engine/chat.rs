@@ -14,6 +14,11 @@
 //!   event or sent message is not yet in the store, so no receipt can leave for a message a
 //!   crash could still lose. A store failure therefore stops chat traffic until a later call
 //!   succeeds in writing; it never drops data.
+//! - While earlier output is not yet written, [`ChatService::handle_message`] and
+//!   [`ChatService::handle_mailbox`] refuse input before it reaches the core, so a failing
+//!   store cannot make messages from peers pile up in memory; what is refused comes again
+//!   (the sender retransmits what no receipt confirmed, the mailbox keeps envelopes that
+//!   are not acknowledged).
 //! - Each future is cancel-safe for the data: what it took from the core is kept until it is
 //!   written. A future cancelled after its write committed may leave that write's events
 //!   unreported (the history has them; a re-write does not report duplicates).
@@ -139,6 +144,12 @@ impl ChatService {
         self.core.set_peer_devices(user, devices);
     }
 
+    /// How many core events and sent messages wait to be written to the store (zero
+    /// unless the store is failing).
+    pub fn unwritten(&self) -> usize {
+        self.unpersisted.len() + self.unrecorded.len()
+    }
+
     /// How many messages are neither confirmed by a device nor durable in the mailbox.
     pub fn unacknowledged(&self) -> usize {
         self.core.unacknowledged()
@@ -169,6 +180,7 @@ impl ChatService {
         sender: &Credential,
         message: PeerToPeer,
     ) -> Result<(), ChatInputError> {
+        self.flush().await?;
         let handled = self.core.handle_message(now, sender, message);
         self.flush().await?;
         Ok(handled?)
@@ -184,6 +196,7 @@ impl ChatService {
         wall: UnixTime,
         envelope: &Envelope,
     ) -> Result<bool, ChatInputError> {
+        self.flush().await?;
         let handled = self.core.handle_mailbox(now, wall, envelope);
         self.flush().await?;
         if let Err(error) = handled {
