@@ -6,12 +6,17 @@ set -euo pipefail
 
 # Packages: cmake/pkg-config/libasound2-dev build opus and cpal; postgresql for the storage
 # tests; nftables/iproute2 for the NAT lab; xvfb/xauth to run the desktop app headless;
-# coturn as a reference TURN relay; python3-venv, sox and espeak-ng for the audio benchmarks.
+# coturn as a reference TURN relay; python3-venv, sox and espeak-ng for the audio benchmarks;
+# Mesa (software OpenGL/EGL) and the X11 libraries winit loads at run time, for the desktop
+# app and its rendered UI tests; imagemagick and xdotool to take screenshots.
 PEERPHONE_APT_PACKAGES=(
   build-essential cmake pkg-config libasound2-dev
   postgresql nftables iproute2
   xvfb xauth coturn
   python3-venv sox espeak-ng
+  libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri
+  libx11-6 libx11-xcb1 libxcursor1 libxrandr2 libxi6 libxkbcommon0 libxkbcommon-x11-0
+  fonts-dejavu-core imagemagick xdotool
 )
 
 as_root() {
