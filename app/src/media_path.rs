@@ -191,7 +191,10 @@ pub enum PathError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("no candidate could be gathered")]
+    #[error(
+        "no address to carry the call's audio: host addresses are off (relay only) and the \
+         relay gave no allocation; check the network connection and the supernode's TURN service"
+    )]
     NoCandidates,
     #[error("the path was already started")]
     AlreadyStarted,
@@ -915,6 +918,20 @@ mod tests {
             !admit_permission(&mut permitted, first),
             "asked once per IP"
         );
+    }
+
+    #[tokio::test]
+    async fn a_path_with_nothing_to_offer_says_what_to_check() {
+        let config = PathConfig {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            host_candidates: false,
+            ..PathConfig::default()
+        };
+        let error = MediaPath::bind(config).await.expect_err("no candidates");
+        assert!(matches!(error, PathError::NoCandidates), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("relay"), "{message}");
+        assert!(message.contains("check"), "{message}");
     }
 
     #[test]
