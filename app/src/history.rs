@@ -36,6 +36,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// The file name of the store inside a profile directory.
 pub const HISTORY_FILE: &str = "history.sqlite";
 
+/// Runs of the migrations before a failure is reported (see [`History::open_with`]).
+const MIGRATION_ATTEMPTS: u32 = 3;
+/// Connection attempts, 50 ms apart, while another opener holds the new file's lock.
+const CONNECT_ATTEMPTS: u32 = 20;
+
 /// The most rows one query returns, whatever limit the caller asks for.
 pub const MAX_ROWS: u32 = 10_000;
 
@@ -245,19 +250,51 @@ impl History {
             .busy_timeout(Duration::from_secs(10));
         // One connection: writes never race each other for SQLite's lock, and readers
         // (the UI) wait a few milliseconds at most.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .map_err(|source| classify_open(path, source))?;
+        let mut attempt = 1;
+        let pool = loop {
+            match SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                // Turning a new file to WAL takes a lock the busy timeout does not wait
+                // for; another opener holds it for milliseconds.
+                Err(source) if attempt < CONNECT_ATTEMPTS && busy(&source) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(source) => return Err(classify_open(path, source)),
+            }
+        };
         let history = Self {
             pool,
             path: path.to_path_buf(),
         };
-        if let Err(source) = MIGRATOR.run(&history.pool).await {
+        // Another connection (the desktop window beside the engine) may be applying the
+        // same migrations: ours then fails on its tables; once it committed, a second run
+        // finds them applied.
+        let mut migrated = MIGRATOR.run(&history.pool).await;
+        for _ in 1..MIGRATION_ATTEMPTS {
+            match &migrated {
+                Err(
+                    sqlx::migrate::MigrateError::Execute(e)
+                    | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+                ) if corruption(e).is_none() => {
+                    migrated = MIGRATOR.run(&history.pool).await;
+                }
+                _ => break,
+            }
+        }
+        if let Err(source) = migrated {
             history.pool.close().await;
             return Err(match source {
                 sqlx::migrate::MigrateError::Execute(source) => classify_open(path, source),
+                sqlx::migrate::MigrateError::ExecuteMigration(source, _)
+                    if corruption(&source).is_some() =>
+                {
+                    classify_open(path, source)
+                }
                 source => HistoryError::Migrate {
                     path: path.to_path_buf(),
                     source,
@@ -850,6 +887,16 @@ fn corruption(error: &sqlx::Error) -> Option<String> {
     // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26), possibly as extended codes.
     let code: i64 = db.code()?.parse().ok()?;
     matches!(code & 0xff, 11 | 26).then(|| db.message().to_string())
+}
+
+/// SQLITE_BUSY (5), possibly as an extended code.
+fn busy(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    db.code()
+        .and_then(|code| code.parse::<i64>().ok())
+        .is_some_and(|code| code & 0xff == 5)
 }
 
 fn classify_open(path: &Path, source: sqlx::Error) -> HistoryError {

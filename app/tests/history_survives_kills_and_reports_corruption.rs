@@ -359,3 +359,29 @@ async fn the_store_and_its_log_are_readable_by_their_owner_only() {
     );
     history.close().await;
 }
+
+/// The engine and the desktop window open the same new store at the same moment on first
+/// start: both must get it, neither may fail on the other's half-applied schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_openers_of_a_new_store_both_succeed() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (a, b) = tokio::join!(
+            History::open_in_profile(dir.path(), Durability::ProcessCrash),
+            History::open_in_profile(dir.path(), Durability::ProcessCrash),
+        );
+        let (a, b) = (a.expect("first opener"), b.expect("second opener"));
+        a.record_sent(&entry("bob", 0, "hi"))
+            .await
+            .expect("written");
+        assert_eq!(
+            b.conversation(&user("bob"), 10, None)
+                .await
+                .expect("read")
+                .len(),
+            1
+        );
+        a.close().await;
+        b.close().await;
+    }
+}
