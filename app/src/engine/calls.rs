@@ -33,6 +33,8 @@ use tracing::{debug, warn};
 
 /// How long `call_ended` waits for the audio to stop and flush.
 const MEDIA_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most remote candidates kept per device of a call (the hole puncher's own limit).
+const MAX_REMOTE_CANDIDATES: usize = 32;
 
 /// How this device takes part in calls.
 #[derive(Debug, Clone, Default)]
@@ -510,7 +512,16 @@ impl CallGlue {
             info.failure = Some(reason);
         }
         if let Err(error) = self.calls.hangup(now, call_id) {
+            // The core no longer knows the call, so no `Ended` will come from it: end it
+            // here, or its path and media would live on.
             debug!(%error, "cannot hang up a failed call");
+            self.ended(
+                now,
+                call_id,
+                client_core::call::EndReason::Failed,
+                None,
+                None,
+            );
         }
     }
 
@@ -571,7 +582,12 @@ impl CallGlue {
                             {
                                 debug!(%error, "cannot add trickled candidates");
                             }
+                            // A peer can trickle without end: keep one candidate per
+                            // address and no more than the hole puncher checks.
+                            let mut seen = std::collections::BTreeSet::new();
                             remote.candidates.extend(candidates);
+                            remote.candidates.retain(|c| seen.insert(c.addr));
+                            remote.candidates.truncate(MAX_REMOTE_CANDIDATES);
                         }
                         _ => {
                             info.remote.insert(

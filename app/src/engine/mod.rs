@@ -465,6 +465,7 @@ impl Engine {
             homing,
             calls,
             chat,
+            chat_store_failing: false,
             links: BTreeMap::new(),
             next_generation: 1,
             routes: BTreeMap::new(),
@@ -565,6 +566,8 @@ struct Actor {
     calls: calls::CallGlue,
     /// The chat service; `None` when not homing (one-shot buddy-list commands).
     chat: Option<ChatService>,
+    /// The chat store is failing and the user was told (once per failing stretch).
+    chat_store_failing: bool,
     links: BTreeMap<PublicKey, Link>,
     next_generation: u64,
     routes: BTreeMap<u64, RouteOwner>,
@@ -647,6 +650,30 @@ impl Actor {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some(reply) = shutdown_reply {
             let _ = reply.send(());
+        }
+    }
+
+    /// A peer's bad message is only logged; a failing chat store is told to the user once
+    /// per failing stretch (nothing is lost: senders retransmit and the mailbox keeps what
+    /// was not acknowledged, but nothing new arrives until it works again).
+    fn chat_input_result(&mut self, result: Result<(), chat::ChatInputError>) {
+        match result {
+            Ok(()) => self.chat_store_failing = false,
+            Err(chat::ChatInputError::Refused(error)) => {
+                debug!(%error, "chat message not taken");
+            }
+            Err(chat::ChatInputError::History(error)) => {
+                warn!(%error, "chat history cannot be written");
+                if !self.chat_store_failing {
+                    self.chat_store_failing = true;
+                    self.emit(Event::Error {
+                        message: format!(
+                            "chat history cannot be written ({error}); incoming messages \
+                             wait until it can"
+                        ),
+                    });
+                }
+            }
         }
     }
 
@@ -877,10 +904,9 @@ impl Actor {
                 if message.call_id().is_some() {
                     self.calls.handle_message(now, wall, &sender, message);
                 } else {
-                    if let Some(chat) = self.chat.as_mut()
-                        && let Err(error) = chat.handle_message(now, &sender, message).await
-                    {
-                        debug!(%error, "chat message not taken");
+                    if let Some(chat) = self.chat.as_mut() {
+                        let result = chat.handle_message(now, &sender, message).await;
+                        self.chat_input_result(result);
                     }
                 }
             }
@@ -1407,9 +1433,12 @@ impl Actor {
                 return;
             };
             match chat.handle_mailbox(now, wall, envelope).await {
-                Ok(true) => acks.push(envelope.id),
+                Ok(true) => {
+                    acks.push(envelope.id);
+                    self.chat_input_result(Ok(()));
+                }
                 Ok(false) => {}
-                Err(error) => debug!(%error, "mailbox envelope not handled"),
+                Err(error) => self.chat_input_result(Err(error)),
             }
         }
         // The chat service persisted what it handed over; events go out before the ack.
