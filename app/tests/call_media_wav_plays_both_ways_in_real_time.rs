@@ -84,10 +84,12 @@ async fn call_both_ways(link: (Side, Side)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wav_files_play_both_ways_over_channels() {
+    let _slot = real_time_slot().await;
     call_both_ways(channel_link()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wav_files_play_both_ways_over_loopback_udp() {
+    let _slot = real_time_slot().await;
     call_both_ways(udp_link().await).await;
 }

@@ -302,3 +302,10 @@ pub fn heard_correlation(said: &[f32], heard: &[f32], max_lag: usize) -> (usize,
     let windows = windowed_alignment(said, heard, lag, 48_000, 48 * 60);
     (lag, global, global.max(mean_windowed_correlation(&windows)))
 }
+
+/// Real-time tests in one binary take turns: two calls competing for a loaded CPU would
+/// measure the machine, not the code.
+pub async fn real_time_slot() -> tokio::sync::MutexGuard<'static, ()> {
+    static SLOT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SLOT.lock().await
+}
