@@ -1,0 +1,308 @@
+//! A 20 s call between two `peerphone` processes, each playing its own speech-like WAV
+//! (frequency-modulated tones under a syllable-rate envelope, different on each side) and
+//! recording what it hears. At 0% loss each recording matches the other side's played
+//! audio: after finding the lag by cross-correlation, the aligned normalized correlation is
+//! at least 0.9 (the issue's criterion).
+//!
+//! Known limit: on a CPU-starved machine the audio thread can stall past its 45 ms stall
+//! tick, which shifts that side's timeline by one 20 ms frame for the rest of the call; one
+//! lag then no longer fits the whole call and the correlation drops. The failure message
+//! lists each 2 s window with its own best lag, which shows such a step.
+
+mod cli_net;
+
+use cli_net::{Net, RATE, read_samples};
+use serde_json::Value;
+use std::f64::consts::PI;
+use std::path::Path;
+
+const CALL_SECONDS: u32 = 20;
+/// Longer than the call, so both sides play until the hang-up.
+const WAV_SECONDS: f64 = 24.0;
+/// The aligned correlation the issue asks for.
+const MIN_CORRELATION: f64 = 0.9;
+/// The two processes start their media at their own `call_connected`, so the recording of
+/// one and the playback of the other may be offset either way; the jitter buffer and the
+/// codec add up to a few hundred ms. Bounded, so a wrong match far away is impossible.
+const MIN_LAG_MILLIS: i64 = -500;
+const MAX_LAG_MILLIS: i64 = 1_000;
+/// The coarse search runs on every 8th sample (6 kHz): the signals stay below 2.6 kHz.
+const DECIMATE: usize = 8;
+
+/// A deterministic pseudo-random sequence, so both the file and the test are reproducible.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next_unit(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Speech-like audio: syllables of 120-320 ms with raised-cosine envelopes separated by
+/// 30-150 ms gaps, each a sum of three tones whose frequencies glide (a few Hz of FM, and a
+/// per-syllable pitch), all between 180 Hz and 2.6 kHz.
+fn speech_like(seed: u64, carriers_hz: [f64; 3], seconds: f64) -> Vec<f64> {
+    let total = (f64::from(RATE) * seconds) as usize;
+    let rate = f64::from(RATE);
+    let mut rng = Lcg(seed);
+    let mut out = vec![0.0; total];
+    let mut at = 0usize;
+    let mut phases = [0.0f64; 3];
+    while at < total {
+        let syllable = ((0.12 + 0.2 * rng.next_unit()) * rate) as usize;
+        let gap = ((0.03 + 0.12 * rng.next_unit()) * rate) as usize;
+        let pitch = 0.85 + 0.3 * rng.next_unit();
+        let fm_hz = 3.0 + 3.0 * rng.next_unit();
+        let depth = 0.04 + 0.06 * rng.next_unit();
+        let weights = [
+            0.5 + 0.5 * rng.next_unit(),
+            0.3 + 0.5 * rng.next_unit(),
+            0.2 + 0.4 * rng.next_unit(),
+        ];
+        for n in 0..syllable.min(total - at) {
+            let t = n as f64 / rate;
+            let envelope = 0.5 - 0.5 * (2.0 * PI * n as f64 / syllable as f64).cos();
+            let glide = 1.0 + depth * (2.0 * PI * fm_hz * t).sin();
+            let mut value = 0.0;
+            for k in 0..3 {
+                phases[k] += 2.0 * PI * carriers_hz[k] * pitch * glide / rate;
+                value += weights[k] * phases[k].sin();
+            }
+            out[at + n] = 0.22 * envelope * value;
+        }
+        at += syllable + gap;
+    }
+    out
+}
+
+/// A 16-bit mono 48 kHz WAV of the samples.
+fn write_wav(path: &Path, samples: &[f64]) {
+    let mut data = Vec::with_capacity(samples.len() * 2);
+    for s in samples {
+        let value = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
+        data.extend_from_slice(&value.to_le_bytes());
+    }
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&RATE.to_le_bytes());
+    wav.extend_from_slice(&(RATE * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    wav.extend_from_slice(&data);
+    std::fs::write(path, wav).expect("write wav");
+}
+
+/// Normalized correlation of `played[range]` against `heard[range + lag]` (0 where the
+/// shifted range leaves the recording).
+fn correlation_at(played: &[f64], heard: &[f64], from: usize, to: usize, lag: i64) -> f64 {
+    let (mut xy, mut xx, mut yy) = (0.0, 0.0, 0.0);
+    for (n, x) in played.iter().enumerate().take(to).skip(from) {
+        let Some(y) = usize::try_from(n as i64 + lag)
+            .ok()
+            .and_then(|m| heard.get(m))
+        else {
+            continue;
+        };
+        xy += x * y;
+        xx += x * x;
+        yy += y * y;
+    }
+    if xx == 0.0 || yy == 0.0 {
+        0.0
+    } else {
+        xy / (xx * yy).sqrt()
+    }
+}
+
+/// The lag in samples (`heard[n + lag]` ≈ `played[n]`) that best aligns the two, within
+/// the bounded range: coarse on decimated signals over a 4 s excerpt, then refined at the
+/// full rate.
+fn best_lag(played: &[f64], heard: &[f64]) -> i64 {
+    let per_milli = i64::from(RATE) / 1000;
+    let (min_lag, max_lag) = (MIN_LAG_MILLIS * per_milli, MAX_LAG_MILLIS * per_milli);
+    let coarse_played: Vec<f64> = played.iter().step_by(DECIMATE).copied().collect();
+    let coarse_heard: Vec<f64> = heard.iter().step_by(DECIMATE).copied().collect();
+    let coarse_rate = RATE as usize / DECIMATE;
+    let (from, to) = (2 * coarse_rate, 6 * coarse_rate);
+    let step = DECIMATE as i64;
+    let coarse = (min_lag / step..=max_lag / step)
+        .max_by(|a, b| {
+            let ca = correlation_at(&coarse_played, &coarse_heard, from, to, *a);
+            let cb = correlation_at(&coarse_played, &coarse_heard, from, to, *b);
+            ca.total_cmp(&cb)
+        })
+        .expect("a non-empty lag range");
+    let (from, to) = (2 * RATE as usize, 6 * RATE as usize);
+    (coarse * step - step..=coarse * step + step)
+        .max_by(|a, b| {
+            let ca = correlation_at(played, heard, from, to, *a);
+            let cb = correlation_at(played, heard, from, to, *b);
+            ca.total_cmp(&cb)
+        })
+        .expect("a non-empty lag range")
+}
+
+/// One 2 s window of the call: the correlation at the call's lag, and the window's own best
+/// lag (within ±`WINDOW_SEARCH_MILLIS` of the call's) with the correlation there: where the
+/// two differ, the delay moved during the call (the jitter buffer adapting, or frames lost
+/// to a stalled process).
+#[derive(Debug)]
+#[allow(dead_code)] // Read through Debug in the failure message.
+struct Window {
+    at_s: f64,
+    correlation: f64,
+    own_lag_ms: f64,
+    own_correlation: f64,
+}
+
+const WINDOW_SEARCH_MILLIS: i64 = 200;
+
+/// The aligned correlation of what one side played and the other recorded, over the call
+/// after its first half second (the jitter buffer filling) and before its last; also the
+/// lag in ms and the windows.
+fn aligned_correlation(played: &[f64], heard: &[f64]) -> (f64, f64, Vec<Window>) {
+    let lag = best_lag(played, heard);
+    let half_second = RATE as usize / 2;
+    let from = (half_second as i64).max(half_second as i64 - lag) as usize;
+    let to = usize::try_from(heard.len() as i64 - lag)
+        .unwrap_or(0)
+        .saturating_sub(half_second)
+        .min(played.len());
+    assert!(
+        to > from + 10 * RATE as usize,
+        "too little overlap: {from}..{to}"
+    );
+    let overall = correlation_at(played, heard, from, to, lag);
+    let per_milli = i64::from(RATE) / 1000;
+    let step = DECIMATE as i64;
+    let windows = (from..to)
+        .step_by(2 * RATE as usize)
+        .map(|start| {
+            let end = (start + 2 * RATE as usize).min(to);
+            let coarse_played: Vec<f64> = played.iter().step_by(DECIMATE).copied().collect();
+            let coarse_heard: Vec<f64> = heard.iter().step_by(DECIMATE).copied().collect();
+            let (coarse_from, coarse_to) = (start / DECIMATE, end / DECIMATE);
+            let coarse = ((lag - WINDOW_SEARCH_MILLIS * per_milli) / step
+                ..=(lag + WINDOW_SEARCH_MILLIS * per_milli) / step)
+                .max_by(|a, b| {
+                    let ca =
+                        correlation_at(&coarse_played, &coarse_heard, coarse_from, coarse_to, *a);
+                    let cb =
+                        correlation_at(&coarse_played, &coarse_heard, coarse_from, coarse_to, *b);
+                    ca.total_cmp(&cb)
+                })
+                .expect("a non-empty lag range")
+                * step;
+            let own = (coarse - step..=coarse + step)
+                .max_by(|a, b| {
+                    let ca = correlation_at(played, heard, start, end, *a);
+                    let cb = correlation_at(played, heard, start, end, *b);
+                    ca.total_cmp(&cb)
+                })
+                .expect("a non-empty lag range");
+            Window {
+                at_s: start as f64 / f64::from(RATE),
+                correlation: correlation_at(played, heard, start, end, lag),
+                own_lag_ms: own as f64 * 1000.0 / f64::from(RATE),
+                own_correlation: correlation_at(played, heard, start, end, own),
+            }
+        })
+        .collect();
+    (overall, lag as f64 * 1000.0 / f64::from(RATE), windows)
+}
+
+fn find<'a>(lines: &'a [Value], event: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["event"] == event)
+        .unwrap_or_else(|| panic!("no {event} in {lines:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_recording_matches_what_the_other_side_played() {
+    let net = Net::start(2).await;
+    let alice = net.peer("alice");
+    let bob = net.peer("bob");
+    for peer in [&alice, &bob] {
+        peer.ok(&["register", &peer.name]).await;
+    }
+    let files = net.dir.path();
+    let (alice_play, bob_play) = (files.join("alice.wav"), files.join("bob.wav"));
+    let (alice_rec, bob_rec) = (files.join("alice-rec.wav"), files.join("bob-rec.wav"));
+    let alice_said = speech_like(1, [310.0, 920.0, 1_750.0], WAV_SECONDS);
+    let bob_said = speech_like(2, [210.0, 1_230.0, 2_150.0], WAV_SECONDS);
+    write_wav(&alice_play, &alice_said);
+    write_wav(&bob_play, &bob_said);
+
+    let mut bob_online = bob.spawn(&[
+        "online",
+        "--auto-answer",
+        "--play",
+        bob_play.to_str().expect("utf-8"),
+        "--record",
+        bob_rec.to_str().expect("utf-8"),
+    ]);
+    bob_online.wait_event("logged_in", &[("user", "bob")]).await;
+
+    let lines = alice
+        .ok(&[
+            "call",
+            "bob",
+            "--play",
+            alice_play.to_str().expect("utf-8"),
+            "--record",
+            alice_rec.to_str().expect("utf-8"),
+            "--seconds",
+            &CALL_SECONDS.to_string(),
+        ])
+        .await;
+    let call_id = find(&lines, "call_connected")["call_id"]
+        .as_str()
+        .expect("call id")
+        .to_owned();
+    let ended = find(&lines, "call_ended");
+    assert_eq!(ended["reason"], "hangup", "{ended}");
+    let bob_ended = bob_online
+        .wait_event("call_ended", &[("call_id", &call_id), ("reason", "hangup")])
+        .await;
+    eprintln!("alice: {ended}\nbob: {bob_ended}");
+    bob_online.stop().await;
+    if let Some(keep) = std::env::var_os("PEERPHONE_TEST_KEEP_WAVS") {
+        for file in [&alice_play, &bob_play, &alice_rec, &bob_rec] {
+            let name = file.file_name().expect("a file name");
+            std::fs::copy(file, Path::new(&keep).join(name)).expect("keep the WAV");
+        }
+    }
+
+    let heard_by_bob = read_samples(&bob_rec);
+    let heard_by_alice = read_samples(&alice_rec);
+    let (bob_corr, bob_lag_ms, bob_windows) = aligned_correlation(&alice_said, &heard_by_bob);
+    let (alice_corr, alice_lag_ms, alice_windows) = aligned_correlation(&bob_said, &heard_by_alice);
+    eprintln!(
+        "alice -> bob: correlation {bob_corr:.4} at lag {bob_lag_ms:.2} ms, per 2 s {bob_windows:#.3?}"
+    );
+    eprintln!(
+        "bob -> alice: correlation {alice_corr:.4} at lag {alice_lag_ms:.2} ms, per 2 s {alice_windows:#.3?}"
+    );
+    assert!(
+        bob_corr >= MIN_CORRELATION,
+        "bob's recording vs alice's audio: {bob_corr:.4} (lag {bob_lag_ms:.2} ms, per 2 s {bob_windows:#.3?})"
+    );
+    assert!(
+        alice_corr >= MIN_CORRELATION,
+        "alice's recording vs bob's audio: {alice_corr:.4} (lag {alice_lag_ms:.2} ms, per 2 s {alice_windows:#.3?})"
+    );
+
+    net.stop().await;
+}
