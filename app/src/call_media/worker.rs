@@ -111,6 +111,8 @@ pub(super) struct Leg {
     playout: Frame,
     sent: u64,
     send_dropped: u64,
+    /// Frames the sender refused (encoder or sealing errors).
+    send_failures: u64,
 }
 
 impl std::fmt::Debug for Leg {
@@ -138,6 +140,7 @@ impl Leg {
             playout: SILENCE,
             sent: 0,
             send_dropped: 0,
+            send_failures: 0,
         }
     }
 
@@ -163,7 +166,11 @@ impl Leg {
 
     fn send(&mut self, now: Instant, frame: &Frame) {
         if let Err(e) = self.sender.handle_frame(now, frame) {
-            tracing::warn!(error = %e, "media frame not sent");
+            // A persistent fault fails every frame (50 a second): log the 1st, 2nd, 4th, ...
+            self.send_failures += 1;
+            if self.send_failures.is_power_of_two() {
+                tracing::warn!(error = %e, failures = self.send_failures, "media frame not sent");
+            }
         }
         self.flush();
     }
