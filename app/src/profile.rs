@@ -38,6 +38,12 @@ pub struct Settings {
     pub login_server: Option<SocketAddr>,
     pub authority_key: Option<PublicKey>,
     pub user: Option<UserName>,
+    /// The microphone calls use (a device id); `None` follows the system default.
+    #[serde(default)]
+    pub input_device: Option<String>,
+    /// The speaker calls use (a device id); `None` follows the system default.
+    #[serde(default)]
+    pub output_device: Option<String>,
 }
 
 /// An opened profile directory.
@@ -181,6 +187,8 @@ mod tests {
             login_server: Some("127.0.0.1:7400".parse().expect("addr")),
             authority_key: Some(SecretKey::generate().public()),
             user: Some(UserName::new("alice").expect("valid")),
+            input_device: Some("alsa:hw:CARD=USB,DEV=0".into()),
+            output_device: None,
         };
         profile.save_settings(&settings).expect("save");
         assert_eq!(profile.settings().expect("read"), settings);

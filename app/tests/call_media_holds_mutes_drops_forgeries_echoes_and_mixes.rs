@@ -448,8 +448,8 @@ async fn sound_card_endpoints_carry_the_call_with_or_without_hardware() {
     let (a_keys, b_keys) = key_pair(17);
     let a = start(
         a_keys,
-        Source::Device,
-        Sink::Device,
+        Source::Device(media::device::DeviceSelection::SystemDefault),
+        Sink::Device(media::device::DeviceSelection::SystemDefault),
         a_side.outgoing.clone(),
         a_side.incoming,
     );

@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use media::codec::{CodecError, DecoderConfig, EncoderConfig};
-use media::device::DeviceError;
+use media::device::{DeviceError, DeviceSelection};
 use media::jitter::JitterConfig;
 use media::mixer::MAX_PARTICIPANTS;
 use media::secure::Direction;
@@ -100,8 +100,9 @@ impl MediaKeys {
 /// Where the microphone signal comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// The system default input device, following it when it changes or fails.
-    Device,
+    /// A sound card: the chosen one, or the system default (also when the chosen one
+    /// fails), following the default when it changes or fails.
+    Device(DeviceSelection),
     /// A WAV file (PCM 16-bit or float, any rate and channel count) paced in real time;
     /// silence after its end.
     Wav(PathBuf),
@@ -116,8 +117,9 @@ pub enum Source {
 /// Where the speaker signal goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
-    /// The system default output device, following it when it changes or fails.
-    Device,
+    /// A sound card: the chosen one, or the system default (also when the chosen one
+    /// fails), following the default when it changes or fails.
+    Device(DeviceSelection),
     /// What the speaker would play, as 48 kHz mono 16-bit WAV, one frame per 20 ms of
     /// the call (silence or concealment when nothing arrived). The audio thread writes
     /// it at each capture tick, so the file's timeline is the call's own.

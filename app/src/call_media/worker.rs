@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use media::device::{
-    AudioSink, AudioSource, CpalCapture, CpalPlayback, DeviceSelection, FRAME_DURATION, Frame,
-    FrameSink, PacedSource, SILENCE, SilenceSource, WavFileSource, WavRecorder,
+    AudioSink, AudioSource, CpalCapture, CpalPlayback, FRAME_DURATION, Frame, FrameSink,
+    PacedSource, SILENCE, SilenceSource, WavFileSource, WavRecorder,
 };
 use media::mixer::soft_limit;
 use media::pipeline::MediaReceiver;
@@ -49,16 +49,16 @@ enum Speaker {
 /// a paced clock and replace it with what they send.
 pub(super) fn open_endpoints(source: &Source, sink: &Sink) -> Result<Endpoints, CallMediaError> {
     let source: Box<dyn AudioSource> = match source {
-        Source::Device => Box::new(CpalCapture::open_or_lost(DeviceSelection::SystemDefault)),
+        Source::Device(selection) => Box::new(CpalCapture::open_or_lost(selection.clone())),
         Source::Wav(path) => Box::new(PacedSource::start(WavFileSource::open(path)?)?),
         Source::Silence | Source::Echo | Source::EchoRecord => {
             Box::new(PacedSource::start(SilenceSource)?)
         }
     };
     let speaker = match sink {
-        Sink::Device => Speaker::Device(Box::new(CpalPlayback::open_or_lost(
-            DeviceSelection::SystemDefault,
-        ))),
+        Sink::Device(selection) => {
+            Speaker::Device(Box::new(CpalPlayback::open_or_lost(selection.clone())))
+        }
         Sink::Wav(path) => Speaker::Recorder(WavRecorder::create(path)?),
         Sink::Discard => Speaker::Discard,
     };
@@ -234,7 +234,7 @@ impl Worker {
         let mode = match source {
             Source::Echo => Mode::Echo,
             Source::EchoRecord => Mode::EchoRecord(Box::new(EchoRecorder::new())),
-            Source::Device | Source::Wav(_) | Source::Silence => Mode::Microphone,
+            Source::Device(_) | Source::Wav(_) | Source::Silence => Mode::Microphone,
         };
         Self {
             endpoints,

@@ -21,6 +21,7 @@ use crate::events::{CallStats, EndReason, Event, PathKind};
 use crate::media_path::{LocalCandidates, MediaPath, PathConfig, PathError, TurnServer};
 use client_core::call::{CallConfig, CallError, CallEvent, CallRole, Calls};
 use client_core::chat::{DeviceCrypto, PeerTransmit};
+use media::device::{DeviceId, DeviceSelection};
 use proto::e2e::SessionKeys;
 use proto::peer::{Candidate, MediaParams, PeerEnvelopeError, PeerToPeer};
 use proto::supernode::RouteOutcome;
@@ -51,21 +52,35 @@ pub struct CallOptions {
     pub relay_only: bool,
 }
 
+/// The sound cards calls use when no file or echo mode replaces them (device ids as
+/// [`media::device::DeviceInfo::id`] lists them; `None` follows the system default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallDevices {
+    pub input: Option<String>,
+    pub output: Option<String>,
+}
+
+fn selection(id: Option<&String>) -> DeviceSelection {
+    id.map_or(DeviceSelection::SystemDefault, |id| {
+        DeviceSelection::Id(DeviceId::new(id.clone()))
+    })
+}
+
 impl CallOptions {
-    fn source(&self) -> Source {
+    pub(crate) fn source(&self, devices: &CallDevices) -> Source {
         match (&self.echo, &self.play) {
             (Some(crate::cli::EchoMode::Live), _) => Source::Echo,
             (Some(crate::cli::EchoMode::Record), _) => Source::EchoRecord,
             (None, Some(path)) => Source::Wav(path.clone()),
-            (None, None) => Source::Device,
+            (None, None) => Source::Device(selection(devices.input.as_ref())),
         }
     }
 
-    fn sink(&self) -> Sink {
+    pub(crate) fn sink(&self, devices: &CallDevices) -> Sink {
         match (&self.echo, &self.record) {
             (Some(_), _) => Sink::Discard,
             (None, Some(path)) => Sink::Wav(path.clone()),
-            (None, None) => Sink::Device,
+            (None, None) => Sink::Device(selection(devices.output.as_ref())),
         }
     }
 }
@@ -142,6 +157,7 @@ impl std::fmt::Debug for CallInfo {
 pub(crate) struct CallGlue {
     calls: Calls,
     options: CallOptions,
+    devices: CallDevices,
     live: BTreeMap<CallId, CallInfo>,
     outputs: VecDeque<Event>,
     turn: Option<TurnCredentials>,
@@ -165,11 +181,17 @@ impl CallGlue {
         Self {
             calls: Calls::new(crypto, CallConfig::default()),
             options,
+            devices: CallDevices::default(),
             live: BTreeMap::new(),
             outputs: VecDeque::new(),
             turn: None,
             inputs,
         }
+    }
+
+    /// Uses these sound cards from the next call on (a running call keeps its own).
+    pub(crate) fn set_devices(&mut self, devices: CallDevices) {
+        self.devices = devices;
     }
 
     pub(crate) fn set_crypto(&mut self, crypto: DeviceCrypto) {
@@ -424,8 +446,8 @@ impl CallGlue {
             let config = CallMediaConfig::new(
                 MediaKeys::from(keys),
                 media_params,
-                self.options.source(),
-                self.options.sink(),
+                self.options.source(&self.devices),
+                self.options.sink(&self.devices),
                 channels.outgoing,
                 channels.incoming,
             );
@@ -705,5 +727,58 @@ impl CallGlue {
                 .send(CallInput::MediaStopped { call_id, stats })
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chosen() -> CallDevices {
+        CallDevices {
+            input: Some("alsa:hw:CARD=USB,DEV=0".into()),
+            output: Some("alsa:hw:CARD=HDMI,DEV=3".into()),
+        }
+    }
+
+    #[test]
+    fn calls_use_the_chosen_sound_cards() {
+        let options = CallOptions::default();
+        assert_eq!(
+            options.source(&chosen()),
+            Source::Device(DeviceSelection::Id(DeviceId::new("alsa:hw:CARD=USB,DEV=0")))
+        );
+        assert_eq!(
+            options.sink(&chosen()),
+            Sink::Device(DeviceSelection::Id(DeviceId::new(
+                "alsa:hw:CARD=HDMI,DEV=3"
+            )))
+        );
+        let defaults = CallDevices::default();
+        assert_eq!(
+            options.source(&defaults),
+            Source::Device(DeviceSelection::SystemDefault)
+        );
+        assert_eq!(
+            options.sink(&defaults),
+            Sink::Device(DeviceSelection::SystemDefault)
+        );
+    }
+
+    #[test]
+    fn files_and_echo_replace_the_chosen_sound_cards() {
+        let files = CallOptions {
+            play: Some("in.wav".into()),
+            record: Some("out.wav".into()),
+            ..CallOptions::default()
+        };
+        assert_eq!(files.source(&chosen()), Source::Wav("in.wav".into()));
+        assert_eq!(files.sink(&chosen()), Sink::Wav("out.wav".into()));
+        let echo = CallOptions {
+            echo: Some(crate::cli::EchoMode::Live),
+            ..CallOptions::default()
+        };
+        assert_eq!(echo.source(&chosen()), Source::Echo);
+        assert_eq!(echo.sink(&chosen()), Sink::Discard);
     }
 }

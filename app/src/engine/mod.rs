@@ -45,7 +45,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-pub use calls::CallOptions;
+pub use calls::{CallDevices, CallOptions};
 pub use client_core::Homing;
 
 /// Events buffered for the consumer before further ones are dropped (with a warning).
@@ -180,6 +180,7 @@ enum Command {
     },
     Call(calls::CallCommand, Reply<()>),
     SetPresence(PresenceStatus),
+    SetDevices(calls::CallDevices),
     TurnCredentials(Reply<TurnCredentials>),
     FetchMailbox,
     Home(Reply<Option<SocketAddr>>),
@@ -206,6 +207,7 @@ impl std::fmt::Debug for Command {
             Self::Dial { .. } => "Dial",
             Self::Call(..) => "Call",
             Self::SetPresence(_) => "SetPresence",
+            Self::SetDevices(_) => "SetDevices",
             Self::TurnCredentials(_) => "TurnCredentials",
             Self::FetchMailbox => "FetchMailbox",
             Self::Home(_) => "Home",
@@ -307,6 +309,19 @@ impl EngineHandle {
     pub async fn set_presence(&self, status: PresenceStatus) -> Result<(), EngineError> {
         self.commands
             .send(Command::SetPresence(status))
+            .await
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Uses these sound cards (device ids; `None`: the system default) from the next
+    /// call on.
+    pub async fn set_devices(
+        &self,
+        input: Option<String>,
+        output: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.commands
+            .send(Command::SetDevices(calls::CallDevices { input, output }))
             .await
             .map_err(|_| EngineError::Stopped)
     }
@@ -1026,6 +1041,7 @@ impl Actor {
                 let _ = reply.send(self.calls.command(now, command));
             }
             Command::SetPresence(status) => self.homing.set_presence(Presence::new(status)),
+            Command::SetDevices(devices) => self.calls.set_devices(devices),
             Command::TurnCredentials(reply) => {
                 match self.homing.send(ClientToSupernode::TurnCredentialsRequest) {
                     Ok(()) => self.turn_waiters.push(reply),

@@ -9,15 +9,16 @@
 
 use super::link::{Backend, EventSink};
 use super::model::{
-    Authorization, ContactEntry, HistoryLine, MyStatus, NatReport, NetworkInfo, Tick, UiAction,
-    UiEvent,
+    AudioDevice, AudioDevices, Authorization, ContactEntry, HistoryLine, MyStatus, NatReport,
+    NetworkInfo, Tick, UiAction, UiEvent,
 };
 use crate::cli::{CliError, Context, LogFormat, Options, Output};
-use crate::engine::{ContactAction, Engine, EngineConfig, EngineHandle};
+use crate::engine::{CallDevices, ContactAction, Engine, EngineConfig, EngineHandle};
 use crate::events::{Event, Status};
 use crate::history::{Direction, Durability, History, MessageState};
 use crate::login_client::{self, FlowError, LoginTarget};
 use crate::profile::Profile;
+use media::device::{DeviceError, DeviceInfo};
 use proto::login::{Contact, ContactState, Password};
 use proto::{CallId, DisplayName, SignedCredential, UserName};
 use tokio::task::JoinHandle;
@@ -52,6 +53,10 @@ impl NetworkBackend {
         config.presence = self.presence.to_wire();
         match Engine::start(config).await {
             Ok((handle, events)) => {
+                let devices = self.chosen_devices();
+                if let Err(e) = handle.set_devices(devices.input, devices.output).await {
+                    sink.error(format!("Sound cards: {e}")).await;
+                }
                 self.forward = Some(tokio::spawn(super::link::forward_events(
                     events,
                     sink.clone(),
@@ -73,6 +78,70 @@ impl NetworkBackend {
                 })
                 .await;
             }
+        }
+    }
+
+    /// The machine's sound cards (none when it has no audio system) and the chosen ones.
+    async fn devices(&self) -> AudioDevices {
+        fn listed(list: Result<Vec<DeviceInfo>, DeviceError>) -> Vec<AudioDevice> {
+            list.unwrap_or_default()
+                .into_iter()
+                .map(|d| AudioDevice {
+                    id: d.id.to_string(),
+                    name: d.name,
+                })
+                .collect()
+        }
+        // Listing probes the sound system, which can block for a while.
+        let lists = tokio::task::spawn_blocking(|| {
+            (
+                listed(media::device::input_devices()),
+                listed(media::device::output_devices()),
+            )
+        })
+        .await;
+        let (inputs, outputs) = lists.unwrap_or_default();
+        let chosen = self.chosen_devices();
+        AudioDevices {
+            inputs,
+            outputs,
+            input: chosen.input,
+            output: chosen.output,
+        }
+    }
+
+    /// The sound cards remembered in the profile (the system defaults when it has none
+    /// or cannot be read).
+    fn chosen_devices(&self) -> CallDevices {
+        self.profile
+            .settings()
+            .map(|s| CallDevices {
+                input: s.input_device,
+                output: s.output_device,
+            })
+            .unwrap_or_default()
+    }
+
+    /// Remembers the sound cards in the profile and hands them to the running engine.
+    async fn set_devices(
+        &mut self,
+        input: Option<String>,
+        output: Option<String>,
+        sink: &EventSink,
+    ) {
+        let saved = self.profile.settings().and_then(|mut settings| {
+            settings.input_device = input.clone();
+            settings.output_device = output.clone();
+            self.profile.save_settings(&settings)
+        });
+        if let Err(e) = saved {
+            sink.error(format!("Cannot remember the sound cards: {e}"))
+                .await;
+        }
+        if let Some(engine) = self.engine()
+            && let Err(e) = engine.set_devices(input, output).await
+        {
+            sink.error(format!("Sound cards: {e}")).await;
         }
     }
 
@@ -273,6 +342,7 @@ async fn netcheck(ctx: Context, sink: EventSink) {
 impl Backend for NetworkBackend {
     async fn start(&mut self, sink: &EventSink) {
         sink.send(UiEvent::Network(self.network.clone())).await;
+        sink.send(UiEvent::Devices(self.devices().await)).await;
         // A remembered, still valid credential signs in without a password.
         let resumed = login_client::ensure_credential(&self.profile, &self.target, || {
             Err(FlowError::Password("needed".into()))
@@ -298,6 +368,7 @@ impl Backend for NetworkBackend {
             UiAction::Login { user, password } => self.login(user, password.0, sink).await,
             // The profile keeps its credential: the next start signs in again by itself.
             UiAction::LogOut => self.stop_engine().await,
+            UiAction::SetDevices { input, output } => self.set_devices(input, output, sink).await,
             UiAction::Netcheck => {
                 tokio::spawn(netcheck(self.context(), sink.clone()));
             }
@@ -429,6 +500,7 @@ async fn perform_online(engine: EngineHandle, action: UiAction, sink: EventSink)
         | UiAction::Login { .. }
         | UiAction::LogOut
         | UiAction::Netcheck
+        | UiAction::SetDevices { .. }
         | UiAction::UseServer { .. } => Ok(()),
     };
     if let Err(message) = result {

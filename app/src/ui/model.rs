@@ -162,12 +162,55 @@ pub enum UiAction {
     },
     /// Run NAT discovery.
     Netcheck,
+    /// Use these sound cards for calls from now on (device ids; `None` is the system
+    /// default). Remembered in the profile.
+    SetDevices {
+        input: Option<String>,
+        output: Option<String>,
+    },
     /// Use this login server from now on (remembered in the profile).
     UseServer {
         login_server: std::net::SocketAddr,
         authority_key: proto::PublicKey,
     },
 }
+
+/// A sound card as the settings panel lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudioDevice {
+    /// Stable id, stored in the profile and handed to the engine.
+    pub id: String,
+    /// What the user reads.
+    pub name: String,
+}
+
+/// The sound cards the machine has and the ones chosen for calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AudioDevices {
+    pub inputs: Vec<AudioDevice>,
+    pub outputs: Vec<AudioDevice>,
+    /// The chosen microphone's id; `None` follows the system default.
+    pub input: Option<String>,
+    /// The chosen speaker's id; `None` follows the system default.
+    pub output: Option<String>,
+}
+
+impl AudioDevices {
+    /// The name shown for a choice: the device's name, the id of a device that is gone,
+    /// or "System default".
+    pub fn label(list: &[AudioDevice], choice: Option<&str>) -> String {
+        match choice {
+            None => SYSTEM_DEFAULT_DEVICE.to_string(),
+            Some(id) => list
+                .iter()
+                .find(|d| d.id == id)
+                .map_or_else(|| id.to_string(), |d| d.name.clone()),
+        }
+    }
+}
+
+/// The label of the "follow the system default" choice.
+pub const SYSTEM_DEFAULT_DEVICE: &str = "System default";
 
 /// A sound the app should play; the shell turns these into audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,6 +312,8 @@ pub enum UiEvent {
     },
     /// Which network the app is on.
     Network(NetworkInfo),
+    /// The machine's sound cards and the ones the profile remembers.
+    Devices(AudioDevices),
 }
 
 /// A stored chat line for [`UiEvent::History`].
@@ -557,6 +602,7 @@ pub struct UiModel {
     pub last_call: Option<EndedCall>,
     pub toasts: VecDeque<Toast>,
     pub settings_open: bool,
+    pub devices: AudioDevices,
     pub nat: Option<NatReport>,
     pub netcheck_pending: bool,
     pub netcheck_error: Option<String>,
@@ -589,6 +635,32 @@ impl UiModel {
 
     fn act(&mut self, action: UiAction) {
         self.actions.push(action);
+    }
+
+    // ----- sound cards -----
+
+    /// Replaces the listed sound cards (the shell reads them from the system; tests
+    /// inject them). The choices stay even when their device is missing right now: a
+    /// headset unplugged today is still the one wanted tomorrow.
+    pub fn set_device_lists(&mut self, inputs: Vec<AudioDevice>, outputs: Vec<AudioDevice>) {
+        self.devices.inputs = inputs;
+        self.devices.outputs = outputs;
+    }
+
+    /// Shows the choices remembered in the profile, without asking for a change.
+    pub fn show_chosen_devices(&mut self, input: Option<String>, output: Option<String>) {
+        self.devices.input = input;
+        self.devices.output = output;
+    }
+
+    /// Uses these sound cards for calls (`None`: the system default).
+    pub fn choose_devices(&mut self, input: Option<String>, output: Option<String>) {
+        if self.devices.input == input && self.devices.output == output {
+            return;
+        }
+        self.devices.input = input.clone();
+        self.devices.output = output.clone();
+        self.act(UiAction::SetDevices { input, output });
     }
 
     // ----- toasts -----
@@ -1095,6 +1167,10 @@ impl UiModel {
             }
             UiEvent::Network(info) => {
                 self.network = Some(info);
+            }
+            UiEvent::Devices(devices) => {
+                self.set_device_lists(devices.inputs, devices.outputs);
+                self.show_chosen_devices(devices.input, devices.output);
             }
         }
     }

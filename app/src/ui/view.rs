@@ -4,8 +4,9 @@
 //! Every control has an accessible name (AccessKit), which is also how the tests find them.
 
 use super::model::{
-    Authorization, CallPhase, CallView, Contact, LoginMode, MyStatus, Now, Quality, Screen, Tick,
-    ToastKind, UiModel, format_clock, format_duration,
+    AudioDevice, AudioDevices, Authorization, CallPhase, CallView, Contact, LoginMode, MyStatus,
+    Now, Quality, SYSTEM_DEFAULT_DEVICE, Screen, Tick, ToastKind, UiModel, format_clock,
+    format_duration,
 };
 use super::{resources, theme};
 use crate::events::{EndReason, PathKind, Status};
@@ -859,6 +860,9 @@ fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                 });
             }
             ui.separator();
+            section_heading(ui, "Sound cards");
+            devices_ui(ui, model);
+            ui.separator();
             section_heading(ui, "Network (NAT)");
             ui.horizontal(|ui| {
                 let run = ui.add_enabled(!model.netcheck_pending, Button::new("Run network check"));
@@ -911,6 +915,28 @@ fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
     if !open {
         model.settings_open = false;
     }
+}
+
+/// The microphone and speaker pickers; a pick goes to [`UiModel::choose_devices`].
+fn devices_ui(ui: &mut egui::Ui, model: &mut UiModel) {
+    let devices = &model.devices;
+    let mut input = devices.input.clone();
+    let mut output = devices.output.clone();
+    device_combo(ui, "Microphone", &devices.inputs, &mut input);
+    device_combo(ui, "Speaker", &devices.outputs, &mut output);
+    model.choose_devices(input, output);
+}
+
+fn device_combo(ui: &mut egui::Ui, label: &str, list: &[AudioDevice], choice: &mut Option<String>) {
+    egui::ComboBox::from_label(label)
+        .width(260.0)
+        .selected_text(AudioDevices::label(list, choice.as_deref()))
+        .show_ui(ui, |ui| {
+            ui.selectable_value(choice, None, SYSTEM_DEFAULT_DEVICE);
+            for device in list {
+                ui.selectable_value(choice, Some(device.id.clone()), &device.name);
+            }
+        });
 }
 
 fn toasts_ui(ui: &mut egui::Ui, model: &mut UiModel) {
