@@ -516,3 +516,56 @@ where
     let id = parse_call(call_id)?;
     request(id).await.map_err(|e| format!("Call: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ui::link::{Repaint, channel};
+
+    #[tokio::test]
+    async fn chosen_sound_cards_are_remembered_in_the_profile() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let profile = Profile::open(dir.path()).expect("profile");
+        let target = LoginTarget {
+            addr: "127.0.0.1:7400".parse().expect("addr"),
+            authority: proto::SecretKey::generate().public(),
+        };
+        let network = NetworkInfo {
+            login_server: target.addr.to_string(),
+            embedded: false,
+            echo_user: None,
+        };
+        let mut backend = NetworkBackend::new(profile.clone(), target, network);
+        let (mut ui, glue) = channel(Repaint::new());
+        backend
+            .perform(
+                UiAction::SetDevices {
+                    input: Some("alsa:hw:CARD=USB,DEV=0".into()),
+                    output: None,
+                },
+                &glue.sink,
+            )
+            .await;
+        // Not signed in: remembering needs no engine and reports nothing.
+        assert!(ui.try_recv().is_none());
+        let settings = profile.settings().expect("settings");
+        assert_eq!(
+            settings.input_device.as_deref(),
+            Some("alsa:hw:CARD=USB,DEV=0")
+        );
+        assert_eq!(settings.output_device, None);
+
+        // The next start shows the remembered choice and hands it to the engine.
+        let restarted = NetworkBackend::new(profile, target, backend.network.clone());
+        let devices = restarted.devices().await;
+        assert_eq!(devices.input.as_deref(), Some("alsa:hw:CARD=USB,DEV=0"));
+        assert_eq!(devices.output, None);
+        assert_eq!(
+            restarted.chosen_devices(),
+            CallDevices {
+                input: Some("alsa:hw:CARD=USB,DEV=0".into()),
+                output: None,
+            }
+        );
+    }
+}
