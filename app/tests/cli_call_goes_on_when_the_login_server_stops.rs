@@ -1,0 +1,108 @@
+//! A call between two `peerphone` processes keeps going when the login server stops
+//! mid-call: it ends by its own hang-up with every packet of its duration received, and the
+//! callee's recording still carries the caller's tone after the login server is gone.
+
+mod cli_net;
+
+use cli_net::{Net, RATE, power_at, read_samples, write_tone};
+use std::time::{Duration, Instant};
+
+const CALL_SECONDS: u64 = 10;
+/// One 20 ms frame per packet.
+const PACKETS_PER_S: f64 = 50.0;
+/// The part of the callee's recording checked for the caller's tone: the last 2 s of the
+/// call, leaving out its final half second (the hang-up reaching the callee).
+const CHECKED_S: f64 = 2.0;
+const END_MARGIN_S: f64 = 0.5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_goes_on_when_the_login_server_stops() {
+    let net = Net::start(2).await;
+    let alice = net.peer("alice");
+    let bob = net.peer("bob");
+    for peer in [&alice, &bob] {
+        peer.ok(&["register", &peer.name]).await;
+    }
+    let files = net.dir.path();
+    let (alice_play, bob_play) = (files.join("alice.wav"), files.join("bob.wav"));
+    let (alice_rec, bob_rec) = (files.join("alice-rec.wav"), files.join("bob-rec.wav"));
+    write_tone(&alice_play, 440.0, CALL_SECONDS as f64 + 2.0);
+    write_tone(&bob_play, 1000.0, CALL_SECONDS as f64 + 2.0);
+
+    let mut bob_online = bob.spawn(&[
+        "online",
+        "--auto-answer",
+        "--play",
+        bob_play.to_str().expect("utf-8"),
+        "--record",
+        bob_rec.to_str().expect("utf-8"),
+    ]);
+    bob_online.wait_event("logged_in", &[("user", "bob")]).await;
+    let mut call = alice.spawn(&[
+        "call",
+        "bob",
+        "--play",
+        alice_play.to_str().expect("utf-8"),
+        "--record",
+        alice_rec.to_str().expect("utf-8"),
+        "--seconds",
+        &CALL_SECONDS.to_string(),
+    ]);
+    let connected = call.wait_event("call_connected", &[("peer", "bob")]).await;
+    let connected_at = Instant::now();
+    let call_id = connected["call_id"].as_str().expect("id").to_owned();
+
+    let Net {
+        dir,
+        login,
+        supernodes,
+    } = net;
+    login.shutdown().await;
+    let login_gone_after = connected_at.elapsed();
+    // The checked part of the recording must come after the login server stopped.
+    assert!(
+        login_gone_after < Duration::from_secs_f64(CALL_SECONDS as f64 - CHECKED_S - END_MARGIN_S),
+        "the login server took {login_gone_after:?} to stop"
+    );
+
+    let (code, lines) = call.finish().await;
+    assert_eq!(code, Some(0), "{lines:?}");
+    let ended = lines
+        .iter()
+        .find(|l| l["event"] == "call_ended")
+        .unwrap_or_else(|| panic!("no call_ended in {lines:?}"));
+    assert_eq!(ended["call_id"], call_id.as_str());
+    assert_eq!(ended["reason"], "hangup", "{ended}");
+    let bob_ended = bob_online
+        .wait_event("call_ended", &[("call_id", &call_id), ("reason", "hangup")])
+        .await;
+    bob_online.stop().await;
+
+    // Every 20 ms of the call delivered a packet each way: at most one frame at each end of
+    // the call is missing.
+    for stats in [&ended["stats"], &bob_ended["stats"]] {
+        let duration_s = stats["duration_s"].as_f64().expect("duration");
+        assert!(duration_s >= CALL_SECONDS as f64, "{stats}");
+        let received = stats["packets_received"].as_f64().expect("received");
+        assert!(
+            received >= (CALL_SECONDS as f64 * PACKETS_PER_S) - 2.0,
+            "{stats}"
+        );
+    }
+
+    // The end of the call, well after the login server stopped, still carries alice's tone.
+    let heard_by_bob = read_samples(&bob_rec);
+    let end = heard_by_bob.len() - (END_MARGIN_S * f64::from(RATE)) as usize;
+    let start = end - (CHECKED_S * f64::from(RATE)) as usize;
+    let tail = &heard_by_bob[start..end];
+    let (tone, other) = (power_at(tail, 440.0), power_at(tail, 1000.0));
+    assert!(
+        tone > 10.0 * other && tone > 1e-3,
+        "bob heard alice at the end: {tone} vs {other}"
+    );
+
+    for supernode in supernodes {
+        supernode.shutdown().await;
+    }
+    drop(dir);
+}

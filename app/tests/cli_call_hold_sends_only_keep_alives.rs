@@ -1,0 +1,128 @@
+//! Hold and resume between two `peerphone` processes: a call held from 2 s to 8 s delivers
+//! about 6 s × 50 packets fewer to the callee than the same call without hold, i.e. only the
+//! keep-alives (one per 3 s) cross while held, and audio flows again after the resume.
+//! (`cli_call_held_throughout_sends_one_keep_alive_per_3_s.rs` counts the keep-alives
+//! themselves.)
+
+mod cli_net;
+
+use cli_net::{Net, write_tone};
+use serde_json::Value;
+
+const CALL_SECONDS: u64 = 12;
+const HOLD_AT_S: u64 = 2;
+const RESUME_AT_S: u64 = 8;
+/// One 20 ms frame per packet.
+const AUDIO_PACKETS_PER_S: f64 = 50.0;
+/// While held, one keep-alive every 3 s.
+const KEEP_ALIVE_EVERY_S: f64 = 3.0;
+/// How far each edge of the hold (hold, resume) and of the call may sit from its measured
+/// place: the CLI's timers, the signaling hop that tells the callee, and the start of the
+/// media after `call_connected`. Four edges (connect, hold, resume, hang-up) at 0.1 s each.
+const EDGE_SLACK_S: f64 = 0.1;
+const EDGES: f64 = 4.0;
+
+fn find<'a>(lines: &'a [Value], event: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["event"] == event)
+        .unwrap_or_else(|| panic!("no {event} in {lines:?}"))
+}
+
+fn number(stats: &Value, field: &str) -> f64 {
+    stats[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {field} in {stats}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_call_carries_only_keep_alives_until_resumed() {
+    let net = Net::start(2).await;
+    let alice = net.peer("alice");
+    let bob = net.peer("bob");
+    for peer in [&alice, &bob] {
+        peer.ok(&["register", &peer.name]).await;
+    }
+    let files = net.dir.path();
+    let (alice_play, bob_play) = (files.join("alice.wav"), files.join("bob.wav"));
+    write_tone(&alice_play, 440.0, CALL_SECONDS as f64 + 2.0);
+    write_tone(&bob_play, 1000.0, CALL_SECONDS as f64 + 2.0);
+
+    let mut bob_online = bob.spawn(&[
+        "online",
+        "--auto-answer",
+        "--play",
+        bob_play.to_str().expect("utf-8"),
+        // Recordings stand in for the sound cards, which a test machine may not have.
+        "--record",
+        files.join("bob-rec.wav").to_str().expect("utf-8"),
+    ]);
+    bob_online.wait_event("logged_in", &[("user", "bob")]).await;
+
+    let seconds = CALL_SECONDS.to_string();
+    let (hold_at, resume_at) = (HOLD_AT_S.to_string(), RESUME_AT_S.to_string());
+    let play = alice_play.to_str().expect("utf-8");
+    let alice_rec = files.join("alice-rec.wav");
+    let record = alice_rec.to_str().expect("utf-8");
+    let mut stats = Vec::new();
+    for held in [false, true] {
+        let mut args = vec![
+            "call",
+            "bob",
+            "--play",
+            play,
+            "--record",
+            record,
+            "--seconds",
+            &seconds,
+        ];
+        if held {
+            args.extend(["--hold-at", &hold_at, "--resume-at", &resume_at]);
+        }
+        let lines = alice.ok(&args).await;
+        let call_id = find(&lines, "call_connected")["call_id"]
+            .as_str()
+            .expect("call id")
+            .to_owned();
+        assert_eq!(find(&lines, "call_ended")["reason"], "hangup");
+        if held {
+            find(&lines, "call_held");
+            find(&lines, "call_resumed");
+            bob_online
+                .wait_event("call_held", &[("call_id", &call_id)])
+                .await;
+            bob_online
+                .wait_event("call_resumed", &[("call_id", &call_id)])
+                .await;
+        }
+        let ended = bob_online
+            .wait_event("call_ended", &[("call_id", &call_id), ("reason", "hangup")])
+            .await;
+        stats.push(ended["stats"].clone());
+    }
+    bob_online.stop().await;
+
+    let (plain, held) = (&stats[0], &stats[1]);
+    let plain_rate = number(plain, "packets_received") / number(plain, "duration_s");
+    assert!(
+        (plain_rate - AUDIO_PACKETS_PER_S).abs() <= AUDIO_PACKETS_PER_S * 0.1,
+        "a call without hold carries 50 packets/s: {plain}"
+    );
+    let hold_s = (RESUME_AT_S - HOLD_AT_S) as f64;
+    let keep_alives = (hold_s / KEEP_ALIVE_EVERY_S).floor();
+    // The held call at the plain call's measured rate, minus the audio of the hold, plus
+    // its keep-alives.
+    let expected = plain_rate * (number(held, "duration_s") - hold_s) + keep_alives;
+    let received = number(held, "packets_received");
+    let tolerance = EDGES * EDGE_SLACK_S * AUDIO_PACKETS_PER_S;
+    eprintln!(
+        "plain call: {plain}\nheld call: {held}\nexpected {expected:.1} ± {tolerance:.0}, received {received}"
+    );
+    assert!(
+        (received - expected).abs() <= tolerance,
+        "the callee received {received} packets in the held call, expected {expected:.1} ± {tolerance:.0} \
+         (plain {plain}, held {held})"
+    );
+
+    net.stop().await;
+}
