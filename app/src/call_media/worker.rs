@@ -22,6 +22,9 @@ const WAIT: Duration = Duration::from_millis(25);
 /// Without a captured frame for this long the thread ticks on its own clock (the source
 /// stalled), so playback and the recording keep their timeline.
 const STALL: Duration = Duration::from_millis(45);
+/// The most late frames dropped after a stall (see `run`); a longer stall is a source
+/// that stopped and started again, whose frames are not late.
+const MAX_OWED_FRAMES: u32 = 5;
 /// Ticks between updates of the encoder's expected loss (1 s).
 const FEEDBACK_TICKS: u64 = 50;
 /// Ticks between statistics snapshots (100 ms).
@@ -258,6 +261,11 @@ impl Worker {
     /// closed (a WAV recording is complete on disk by then).
     pub(super) fn run(mut self) -> CallMediaStats {
         let mut last_tick = Instant::now();
+        // Frames whose slot already went out as silence during a stall: when the source
+        // catches up, that many late frames are dropped, so the call stays on the wall
+        // clock (a 20 ms gap) instead of running one frame late for the rest of the call.
+        let mut owed: u32 = 0;
+        let mut stalled_ticks: u32 = 0;
         while !self.shared.stop.load(Ordering::Relaxed) {
             let captured = match self.endpoints.source.wait_frame(&mut self.mic, WAIT) {
                 Ok(captured) => captured,
@@ -271,9 +279,21 @@ impl Worker {
             for leg in self.legs.values_mut() {
                 leg.receive();
             }
-            if captured || now.saturating_duration_since(last_tick) >= STALL {
-                if !captured {
+            if captured && owed > 0 {
+                owed -= 1;
+                stalled_ticks = 0;
+                last_tick = now;
+            } else if captured || now.saturating_duration_since(last_tick) >= STALL {
+                if captured {
+                    stalled_ticks = 0;
+                } else {
                     self.mic = SILENCE;
+                    stalled_ticks = stalled_ticks.saturating_add(1);
+                    owed = if stalled_ticks <= MAX_OWED_FRAMES {
+                        owed + 1
+                    } else {
+                        0
+                    };
                 }
                 self.tick(now);
                 last_tick = if captured {
