@@ -39,33 +39,8 @@ pub enum PathKind {
 }
 
 /// `call_ended.reason` (plus `answered_elsewhere` on a device whose call another device of
-/// the same user took).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    Hangup,
-    Declined,
-    Busy,
-    Timeout,
-    Unreachable,
-    Failed,
-    AnsweredElsewhere,
-}
-
-impl From<client_core::call::EndReason> for EndReason {
-    fn from(reason: client_core::call::EndReason) -> Self {
-        use client_core::call::EndReason as R;
-        match reason {
-            R::Hangup => Self::Hangup,
-            R::Declined => Self::Declined,
-            R::Busy => Self::Busy,
-            R::Timeout => Self::Timeout,
-            R::Unreachable => Self::Unreachable,
-            R::Failed => Self::Failed,
-            R::AnsweredElsewhere => Self::AnsweredElsewhere,
-        }
-    }
-}
+/// the same user took): the call core's own reason, spelled by its serde derive.
+pub use client_core::call::EndReason;
 
 /// `call_ended.stats`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -212,10 +187,7 @@ impl Event {
                 detail,
                 ..
             } => {
-                let why = serde_json::to_value(reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                let why = reason.as_str();
                 let mut line = format!(
                     "call ended: {why} after {:.0} s (loss {:.1}%, jitter {:.0} ms, MOS {:.1})",
                     stats.duration_s, stats.loss_pct, stats.jitter_ms, stats.mos

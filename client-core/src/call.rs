@@ -81,8 +81,10 @@ impl Default for CallConfig {
 }
 
 /// Why a call ended (CONTRACT.md's `call_ended.reason`, plus `answered_elsewhere` for a
-/// device whose call another device of the same user took).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// device whose call another device of the same user took). Serialised as [`Self::as_str`]
+/// spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EndReason {
     Hangup,
     Declined,

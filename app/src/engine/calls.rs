@@ -537,13 +537,7 @@ impl CallGlue {
             // The core no longer knows the call, so no `Ended` will come from it: end it
             // here, or its path and media would live on.
             debug!(%error, "cannot hang up a failed call");
-            self.ended(
-                now,
-                call_id,
-                client_core::call::EndReason::Failed,
-                None,
-                None,
-            );
+            self.ended(now, call_id, EndReason::Failed, None, None);
         }
     }
 
@@ -694,7 +688,7 @@ impl CallGlue {
         &mut self,
         now: Instant,
         call_id: CallId,
-        reason: client_core::call::EndReason,
+        reason: EndReason,
         detail: Option<String>,
         duration: Option<Duration>,
     ) {
@@ -707,7 +701,7 @@ impl CallGlue {
             .unwrap_or_default();
         let (reason, detail) = match info.failure.take() {
             Some(failure) => (EndReason::Failed, Some(failure)),
-            None => (EndReason::from(reason), detail),
+            None => (reason, detail),
         };
         // Dropping the path stops its task; the audio stops first so the recording ends
         // with the call.
