@@ -1,18 +1,25 @@
-//! Sans-IO TURN client (RFC 8656 over UDP), usable against the Peerphone relay and coturn.
+//! Sans-IO TURN client (RFC 8656 over UDP, TCP or TLS), usable against the Peerphone relay
+//! and coturn.
 //!
 //! Allocates with the long-term credential mechanism (the 401 REALM/NONCE exchange and the
 //! 438 stale-nonce retry), refreshes the allocation before it expires, creates and refreshes
 //! permissions, binds and refreshes channels, sends through ChannelData when a channel is
 //! bound and a Send indication otherwise, and turns Data indications and ChannelData into
-//! [`ClientEvent::Data`]. Requests are retransmitted as RFC 8489 §6.2.1 says (RTO 500 ms
-//! doubling, 7 sends).
+//! [`ClientEvent::Data`]. Over UDP, requests are retransmitted as RFC 8489 §6.2.1 says (RTO
+//! 500 ms doubling, 7 sends).
+//!
+//! Over a stream ([`TurnTransport::Stream`]: TCP, or TLS terminated by the shell) requests
+//! are sent once and time out after 39.5 s (RFC 8489 §6.2.2), ChannelData is padded to 4
+//! bytes (RFC 8656 §12.5), and received bytes go to [`TurnClient::handle_stream_bytes`],
+//! which finds the message boundaries ([`super::stream`]). The relayed side stays UDP.
 //!
 //! Sans-IO: after every `handle_*` or command, drain [`TurnClient::poll_transmit`] (send each
 //! to [`ClientTransmit::destination`] from the client's UDP socket), then
 //! [`TurnClient::poll_event`], then arm a timer for [`TurnClient::poll_timeout`].
 //!
-//! Does not: TCP/TLS transports, IPv6 relayed addresses, picking a server, or checking that
-//! the peer is who it claims (that is the end-to-end session's job).
+//! Does not: open the TCP connection or run TLS (the shell does), allocate TCP relays
+//! (RFC 6062), IPv6 relayed addresses, pick a server, or check that the peer is who it
+//! claims (that is the end-to-end session's job).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +38,7 @@ use stun_codec::{MessageClass, TransactionId};
 
 use crate::stun::IntegrityKey;
 
+use super::stream::{StreamDecoder, StreamError, pad_for_stream};
 use super::wire::{
     self, CHANNEL_MAX, CHANNEL_MIN, PROTOCOL_UDP, StunMessage, TurnDatagram, TurnMessage,
 };
@@ -45,6 +53,11 @@ const LAST_WAIT_RTOS: u32 = 16;
 const PERMISSION_REFRESH: Duration = Duration::from_secs(240);
 /// Channels last 600 s; rebind with a minute to spare.
 const CHANNEL_REFRESH: Duration = Duration::from_secs(540);
+/// Transaction timeout on reliable transports (RFC 8489 §6.2.2: Ti = 39.5 s).
+const STREAM_TRANSACTION_TIMEOUT: Duration = Duration::from_millis(39_500);
+/// Largest message accepted from the server on a stream: a relayed media datagram of up to
+/// 9 KiB in a Data indication, with room to spare.
+pub const MAX_STREAM_FRAME_BYTES: usize = 10 * 1024;
 /// Retries of one request after 438 Stale Nonce.
 const MAX_STALE_NONCE_RETRIES: u32 = 3;
 /// The first Allocate carries no credentials and draws a 401 with REALM and NONCE. Servers
@@ -63,6 +76,19 @@ pub struct ClientConfig {
     pub password: String,
     /// LIFETIME asked for in Allocate and Refresh.
     pub requested_lifetime: Duration,
+    /// How the client reaches the server.
+    pub transport: TurnTransport,
+}
+
+/// How the client reaches its TURN server (the relayed side is always UDP).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TurnTransport {
+    /// Datagrams on a UDP socket; requests are retransmitted.
+    #[default]
+    Udp,
+    /// A byte stream (TCP, or TLS over TCP): no retransmissions, padded ChannelData, and
+    /// received bytes fed through [`TurnClient::handle_stream_bytes`].
+    Stream,
 }
 
 impl ClientConfig {
@@ -77,16 +103,23 @@ impl ClientConfig {
             username: username.into(),
             password: password.into(),
             requested_lifetime: Duration::from_secs(600),
+            transport: TurnTransport::Udp,
         }
+    }
+
+    /// The same server reached over a stream (TCP or TLS).
+    pub fn over_stream(mut self) -> Self {
+        self.transport = TurnTransport::Stream;
+        self
     }
 }
 
-/// A datagram for the client's UDP socket to send.
+/// A datagram for the client's UDP socket to send, or bytes to write to the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientTransmit {
     /// Always the TURN server.
     pub destination: SocketAddr,
-    /// STUN message or ChannelData.
+    /// STUN message or ChannelData (padded to 4 bytes on a stream).
     pub payload: Vec<u8>,
 }
 
@@ -119,6 +152,9 @@ pub enum ClientError {
     /// The credentials or a value cannot be put in a STUN message.
     #[error("cannot build STUN message: {0}")]
     Encode(String),
+    /// The server's byte stream cannot be framed; the connection must be closed.
+    #[error("TURN stream broken: {0}")]
+    Stream(#[from] StreamError),
 }
 
 /// Something the application should know.
@@ -235,13 +271,13 @@ pub struct TurnClient {
     next_channel: u16,
     transmits: VecDeque<ClientTransmit>,
     events: VecDeque<ClientEvent>,
+    stream: Option<StreamDecoder>,
 }
 
 impl TurnClient {
     /// A client that has not allocated yet; `seed` feeds transaction ids.
     pub fn new(config: ClientConfig, seed: [u8; 32]) -> Self {
         Self {
-            config,
             rng: StdRng::from_seed(seed),
             realm: None,
             nonce: None,
@@ -254,6 +290,9 @@ impl TurnClient {
             next_channel: CHANNEL_MIN,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            stream: (config.transport == TurnTransport::Stream)
+                .then(|| StreamDecoder::new(MAX_STREAM_FRAME_BYTES)),
+            config,
         }
     }
 
@@ -268,6 +307,11 @@ impl TurnClient {
     /// The TURN server this client talks to.
     pub fn server(&self) -> SocketAddr {
         self.config.server
+    }
+
+    /// How this client reaches its server.
+    pub fn transport(&self) -> TurnTransport {
+        self.config.transport
     }
 
     /// The relayed transport address, once allocated.
@@ -358,6 +402,9 @@ impl TurnClient {
             if !wire::encode_channel_data(channel, data, &mut out) {
                 return Err(ClientError::TooLarge(data.len()));
             }
+            if self.config.transport == TurnTransport::Stream {
+                pad_for_stream(&mut out);
+            }
             out
         } else {
             let id = self.transaction_id();
@@ -411,6 +458,21 @@ impl TurnClient {
             }
             Err(_) => false,
         }
+    }
+
+    /// Feeds bytes read from the stream to the server ([`TurnTransport::Stream`]); each
+    /// complete message is handled as [`TurnClient::handle_datagram`] would. An error means
+    /// the stream cannot be framed any more (or this client is not on a stream): close it.
+    pub fn handle_stream_bytes(&mut self, now: Instant, bytes: &[u8]) -> Result<(), ClientError> {
+        let Some(mut decoder) = self.stream.take() else {
+            return Err(ClientError::Encode("not a stream client".into()));
+        };
+        let server = self.config.server;
+        let result = decoder.decode(bytes, |frame| {
+            self.handle_datagram(now, server, frame);
+        });
+        self.stream = Some(decoder);
+        result.map_err(ClientError::Stream)
     }
 
     /// Retransmits, refreshes and times out.
@@ -601,14 +663,19 @@ impl TurnClient {
             destination: self.config.server,
             payload: bytes.clone(),
         });
+        // A stream delivers or breaks: one send, then only the transaction timeout.
+        let (sends, deadline) = match self.config.transport {
+            TurnTransport::Udp => (1, now + INITIAL_RTO),
+            TurnTransport::Stream => (MAX_SENDS, now + STREAM_TRANSACTION_TIMEOUT),
+        };
         self.pending.insert(
             *id.as_bytes(),
             Pending {
                 kind,
                 bytes,
-                sends: 1,
+                sends,
                 rto: INITIAL_RTO,
-                deadline: now + INITIAL_RTO,
+                deadline,
                 credentialed,
                 key: signing_key,
                 stale_retries,

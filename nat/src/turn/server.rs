@@ -17,7 +17,11 @@
 //! token-bucket bandwidth cap; answers to unauthenticated requests are rate-limited globally
 //! and never larger than the request (no amplification).
 //!
-//! Does not: TCP/TLS/DTLS transports, TCP relaying (RFC 6062), IPv6 relayed addresses
+//! Over TCP/TLS the shell frames the stream ([`super::stream`]), passes each message as a
+//! datagram from the connection's remote address, pads what it sends, and reports a closed
+//! connection with [`TurnServer::handle_client_gone`].
+//!
+//! Does not: DTLS, TCP relaying (RFC 6062), IPv6 relayed addresses
 //! (REQUESTED-ADDRESS-FAMILY), EVEN-PORT reservations, DONT-FRAGMENT, STUN Binding (the
 //! shell answers Binding requests itself).
 
@@ -459,6 +463,15 @@ impl TurnServer {
         let request = TurnMessage::new(MessageClass::Request, ALLOCATE, transaction_id);
         let response = wire::error_response(&request, 508, "Insufficient Capacity");
         self.send_signed(client, response, &key);
+    }
+
+    /// The client's connection (TCP or TLS) closed: its allocation goes with it
+    /// (RFC 8656 §3.1: over a stream, the allocation is bound to the connection).
+    pub fn handle_client_gone(&mut self, _now: Instant, client: SocketAddr) {
+        if let Some(&id) = self.by_client.get(&client) {
+            debug!(allocation = id.0, "client connection closed");
+            self.remove_allocation(id);
+        }
     }
 
     /// A datagram arrived on the listening socket from `from`.
