@@ -552,6 +552,27 @@ impl Calls {
         Ok(())
     }
 
+    /// Hangs up one leg of a call: a conference host drops a participant (or a participant
+    /// whose media failed) while the other legs go on. Like [`Calls::hangup`] for that leg
+    /// alone.
+    pub fn hangup_leg(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        peer: &UserName,
+    ) -> Result<(), CallError> {
+        let key = (call_id, peer.clone());
+        let ringing_here = match self.legs.get(&key) {
+            Some(leg) if leg.is_live() => matches!(leg.state, LegState::Ringing { .. }),
+            _ => return Err(CallError::UnknownCall),
+        };
+        if ringing_here {
+            return self.decline(now, call_id);
+        }
+        self.end_actively(now, &key, EndReason::Hangup, None, CancelReason::Hangup);
+        Ok(())
+    }
+
     /// Puts the call on hold (`hold: true`) or takes it off.
     pub fn set_hold(&mut self, now: Instant, call_id: CallId, hold: bool) -> Result<(), CallError> {
         let keys = self.connected_legs(call_id)?;
