@@ -419,6 +419,12 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<(EngineHandle, mpsc::Receiver<Event>), EngineError> {
         let key = config.profile.device_key()?;
+        // Only one process may act as this device on the network (see `Profile::lock`).
+        let profile_lock = if config.home {
+            Some(config.profile.lock()?)
+        } else {
+            None
+        };
         let claims = config
             .credential
             .claims_unverified()
@@ -503,6 +509,7 @@ impl Engine {
             directory_fetched: false,
             homing_enabled: config.home,
             stopping: false,
+            _profile_lock: profile_lock,
         };
         if config.home {
             actor.fetch_directory();
@@ -607,6 +614,8 @@ struct Actor {
     directory_fetched: bool,
     homing_enabled: bool,
     stopping: bool,
+    /// Held for the engine's lifetime while it acts as this device on the network.
+    _profile_lock: Option<std::sync::Arc<crate::profile::ProfileLock>>,
 }
 
 impl Actor {
