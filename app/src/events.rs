@@ -123,6 +123,15 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// Extension: the running call's figures so far and the peak audio levels since the
+    /// last such event (0.0 silence, 1.0 full scale); sent periodically while the call's
+    /// audio runs, only when the engine is configured for it (the desktop app's meters).
+    CallStats {
+        call_id: String,
+        stats: CallStats,
+        input_level: f32,
+        output_level: f32,
+    },
     /// Extension: the credential expires soon and the login server cannot be reached.
     CredentialExpiring {
         expires_in_s: u64,
@@ -197,6 +206,10 @@ impl Event {
                 }
                 line
             }
+            Self::CallStats { stats, .. } => format!(
+                "call quality: MOS {:.1}, loss {:.1}%, jitter {:.0} ms, round trip {:.0} ms",
+                stats.mos, stats.loss_pct, stats.jitter_ms, stats.rtt_ms
+            ),
             Self::CredentialExpiring { expires_in_s } => format!(
                 "your sign-in expires in {} min and the login server cannot be reached",
                 expires_in_s / 60

@@ -686,3 +686,87 @@ fn the_login_screen_switches_to_another_login_server() {
     assert_eq!(authority_key.to_string(), key);
     h.get_by_label_contains("Login server 203.0.113.5:7400");
 }
+
+/// The node's numeric value (a meter's fill in percent).
+fn meter_percent(h: &Harness<'static, DesktopApp>, label: &str) -> f64 {
+    use egui_kittest::kittest::NodeT;
+    h.get_by_role_and_label(Role::Meter, label)
+        .accesskit_node()
+        .numeric_value()
+        .expect("a meter has a value")
+}
+
+#[test]
+fn live_call_stats_drive_the_level_meters_and_the_quality_indicator() {
+    let mut h = logged_in();
+    h.get_by_label("Call bob").click();
+    step(&mut h);
+    feed(
+        &mut h,
+        UiEvent::CallPlaced {
+            peer: user("bob"),
+            call_id: "c5".into(),
+        },
+    );
+    engine(
+        &mut h,
+        Event::CallConnected {
+            call_id: "c5".into(),
+            peer: user("bob"),
+            path: PathKind::Relay,
+            setup_ms: 300,
+        },
+    );
+    h.get_by_label("relayed");
+    assert_eq!(meter_percent(&h, "Microphone level"), 0.0);
+    assert_eq!(meter_percent(&h, "Speaker level"), 0.0);
+    assert!(h.query_by_label_contains("Call quality").is_none());
+
+    let stats = |mos: f64, loss_pct: f64| CallStats {
+        duration_s: 3.0,
+        packets_sent: 150,
+        packets_received: 140,
+        loss_pct,
+        jitter_ms: 4.0,
+        rtt_ms: 38.0,
+        mos,
+    };
+    engine(
+        &mut h,
+        Event::CallStats {
+            call_id: "c5".into(),
+            stats: stats(4.3, 0.0),
+            input_level: 0.5,
+            output_level: 0.001,
+        },
+    );
+    // 0.5 is -6 dBFS (90% of a -60 dB meter), 0.001 is -60 dBFS (empty).
+    assert_eq!(meter_percent(&h, "Microphone level"), 90.0);
+    assert_eq!(meter_percent(&h, "Speaker level"), 0.0);
+    h.get_by_label_contains("Call quality excellent (MOS 4.3, loss 0.0%, round trip 38 ms");
+    h.get_by_label("excellent · MOS 4.3 · loss 0.0% · RTT 38 ms");
+
+    // The next figures replace the last ones; another call's figures are ignored.
+    engine(
+        &mut h,
+        Event::CallStats {
+            call_id: "c5".into(),
+            stats: stats(2.8, 12.5),
+            input_level: 1.0,
+            output_level: 0.1,
+        },
+    );
+    engine(
+        &mut h,
+        Event::CallStats {
+            call_id: "other".into(),
+            stats: stats(4.4, 0.0),
+            input_level: 0.0,
+            output_level: 0.0,
+        },
+    );
+    assert_eq!(meter_percent(&h, "Microphone level"), 100.0);
+    assert_eq!(meter_percent(&h, "Speaker level"), 67.0);
+    h.get_by_label_contains("Call quality poor (MOS 2.8, loss 12.5%");
+    h.get_by_label("poor · MOS 2.8 · loss 12.5% · RTT 38 ms");
+}

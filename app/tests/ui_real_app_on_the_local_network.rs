@@ -1,6 +1,6 @@
 //! The real desktop app (model, view, link, `NetworkBackend`, engine) on an embedded local
 //! network, driven through its window by egui_kittest: register, find and add a contact,
-//! call the echo account, hang up.
+//! call the echo account (live quality figures and level meters while it runs), hang up.
 
 use app::cli::EchoMode;
 use app::local::{LocalNetwork, LocalOptions};
@@ -131,6 +131,18 @@ fn register_add_a_contact_call_echo_and_hang_up() {
             .is_some_and(|c| c.phase == CallPhase::Connected)
     });
     h.get_by_label("In call with echo");
+    // While the call is up the engine reports live figures: the echo sends back what it
+    // hears, so packets arrive and the quality indicator and meters show.
+    step_until(&mut h, "live call figures", |app| {
+        app.model
+            .call
+            .as_ref()
+            .and_then(|c| c.stats.as_ref())
+            .is_some_and(|s| s.packets_received > 0 && s.mos > 0.0)
+    });
+    h.get_by_label_contains("Call quality");
+    h.get_by_role_and_label(Role::Meter, "Microphone level");
+    h.get_by_role_and_label(Role::Meter, "Speaker level");
     h.get_by_role_and_label(Role::Button, "Hang up").click();
     step_until(&mut h, "the call to end", |app| {
         app.model.call.is_none()

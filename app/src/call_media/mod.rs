@@ -35,7 +35,7 @@ mod worker;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use media::codec::{CodecError, DecoderConfig, EncoderConfig};
@@ -288,6 +288,20 @@ struct Shared {
     muted: AtomicBool,
     /// Round-trip time in microseconds; 0 = unknown.
     rtt_micros: AtomicU64,
+    /// Loudest microphone and speaker sample since the last [`CallMedia::take_levels`], as
+    /// `f32` bits: for non-negative floats the bit patterns order like the values, so
+    /// `fetch_max` keeps the peak without a lock.
+    input_peak_bits: AtomicU32,
+    output_peak_bits: AtomicU32,
+}
+
+/// Peak levels (0.0 = silence, 1.0 = full scale) for level meters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AudioLevels {
+    /// What the microphone picked up (also while muted or held).
+    pub input_peak: f32,
+    /// What went to the speaker.
+    pub output_peak: f32,
 }
 
 /// A running call's audio. Dropping it stops the audio thread (use [`CallMedia::stop`]
@@ -361,6 +375,15 @@ impl CallMedia {
     pub fn set_rtt(&self, rtt: Duration) {
         let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
         self.shared.rtt_micros.store(micros, Ordering::Relaxed);
+    }
+
+    /// The peak levels since the last call (for level meters; resets them).
+    pub fn take_levels(&self) -> AudioLevels {
+        let take = |bits: &AtomicU32| f32::from_bits(bits.swap(0, Ordering::Relaxed)).min(1.0);
+        AudioLevels {
+            input_peak: take(&self.shared.input_peak_bits),
+            output_peak: take(&self.shared.output_peak_bits),
+        }
     }
 
     /// Adds a conference leg: the microphone goes to every leg, and each leg hears the

@@ -372,6 +372,7 @@ impl Worker {
             self.speaker = SILENCE;
         }
         self.endpoints.speaker.play(&self.speaker);
+        self.record_levels();
         self.send_all(now);
         self.ticks += 1;
         if self.ticks.is_multiple_of(FEEDBACK_TICKS) {
@@ -390,6 +391,23 @@ impl Worker {
         if self.ticks.is_multiple_of(STATS_TICKS) {
             let snapshot = self.snapshot();
             self.stats.send_replace(snapshot);
+        }
+    }
+
+    /// Keeps the loudest microphone and speaker sample for the level meters.
+    fn record_levels(&self) {
+        let peak = |frame: &Frame| frame.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        let (input, output) = (peak(&self.mic), peak(&self.speaker));
+        // NaN never reaches the meters: its bits would order above every level.
+        if input.is_finite() {
+            self.shared
+                .input_peak_bits
+                .fetch_max(input.to_bits(), Ordering::Relaxed);
+        }
+        if output.is_finite() {
+            self.shared
+                .output_peak_bits
+                .fetch_max(output.to_bits(), Ordering::Relaxed);
         }
     }
 

@@ -16,7 +16,7 @@
 //! wired to media yet.
 
 use super::{EngineError, TurnCredentials};
-use crate::call_media::{CallMedia, CallMediaConfig, MediaKeys, Sink, Source};
+use crate::call_media::{AudioLevels, CallMedia, CallMediaConfig, MediaKeys, Sink, Source};
 use crate::events::{CallStats, EndReason, Event, PathKind};
 use crate::media_path::{LocalCandidates, MediaPath, PathConfig, PathError, TurnServer};
 use client_core::call::{CallConfig, CallError, CallEvent, CallRole, Calls};
@@ -246,6 +246,19 @@ impl CallGlue {
         for id in ids {
             let _ = self.calls.hangup(now, id);
         }
+    }
+
+    /// Calls whose audio runs, with their figures so far and peak levels since the last
+    /// look (for [`Event::CallStats`]).
+    pub(crate) fn live_media_stats(&self) -> Vec<(CallId, CallStats, AudioLevels)> {
+        self.live
+            .iter()
+            .filter(|(_, info)| info.ended.is_none())
+            .filter_map(|(id, info)| {
+                let media = info.media.as_ref()?;
+                Some((*id, media.stats(), media.take_levels()))
+            })
+            .collect()
     }
 
     /// True while some call's audio is still being stopped.

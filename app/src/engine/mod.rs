@@ -24,6 +24,7 @@ pub mod calls;
 pub mod chat;
 pub mod commands;
 mod links;
+mod live_stats;
 
 use crate::events::{Event, SearchResult, Status};
 use crate::login_client::LoginTarget;
@@ -86,6 +87,8 @@ pub struct EngineConfig {
     pub home: bool,
     /// How calls answer and which media they use.
     pub calls: CallOptions,
+    /// While a call's audio runs, send [`Event::CallStats`] this often; `None`: never.
+    pub live_call_stats: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -100,6 +103,7 @@ impl EngineConfig {
             homing: HomingConfig::default(),
             home: true,
             calls: CallOptions::default(),
+            live_call_stats: None,
         }
     }
 }
@@ -510,6 +514,7 @@ impl Engine {
             homing_enabled: config.home,
             stopping: false,
             _profile_lock: profile_lock,
+            live_stats: live_stats::LiveStats::new(config.live_call_stats, now),
         };
         if config.home {
             actor.fetch_directory();
@@ -616,6 +621,7 @@ struct Actor {
     stopping: bool,
     /// Held for the engine's lifetime while it acts as this device on the network.
     _profile_lock: Option<std::sync::Arc<crate::profile::ProfileLock>>,
+    live_stats: live_stats::LiveStats,
 }
 
 impl Actor {
@@ -722,6 +728,7 @@ impl Actor {
         consider(self.next_mailbox);
         consider(Some(self.refresh_at));
         consider(self.next_turn_refresh);
+        consider(self.live_stats.deadline());
         consider(self.searches.values().map(|s| s.deadline).min());
         consider(self.resolves.values().map(|r| r.deadline).min());
         deadline.max(now)
@@ -1209,6 +1216,7 @@ impl Actor {
         let now = Instant::now();
         self.homing.handle_timeout(now);
         self.calls.handle_timeout(now);
+        self.emit_live_stats(now);
         if let Some(chat) = self.chat.as_mut()
             && let Err(error) = chat.handle_timeout(now).await
         {

@@ -23,6 +23,10 @@ use proto::login::{Contact, ContactState, Password};
 use proto::{CallId, DisplayName, SignedCredential, UserName};
 use tokio::task::JoinHandle;
 
+/// How often the engine reports a running call's figures and levels (the meters and the
+/// quality indicator).
+const LIVE_CALL_STATS: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Talks to the network on behalf of the UI.
 #[derive(Debug)]
 pub struct NetworkBackend {
@@ -51,6 +55,7 @@ impl NetworkBackend {
         self.stop_engine().await;
         let mut config = EngineConfig::new(self.profile.clone(), self.target, credential);
         config.presence = self.presence.to_wire();
+        config.live_call_stats = Some(LIVE_CALL_STATS);
         match Engine::start(config).await {
             Ok((handle, events)) => {
                 let devices = self.chosen_devices();

@@ -489,6 +489,43 @@ pub struct CallView {
     pub path: Option<PathKind>,
     pub setup_ms: Option<u64>,
     pub stats: Option<CallStats>,
+    /// The latest peak levels (0.0 to 1.0) of the microphone and the speaker.
+    pub levels: Levels,
+}
+
+/// Peak audio levels for the meters, 0.0 (silence) to 1.0 (full scale).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Levels {
+    pub input: f32,
+    pub output: f32,
+}
+
+impl Levels {
+    /// Clamped to 0.0..=1.0 (NaN reads as silence).
+    pub fn new(input: f32, output: f32) -> Self {
+        let clamp = |v: f32| {
+            if v.is_finite() {
+                v.clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
+        };
+        Self {
+            input: clamp(input),
+            output: clamp(output),
+        }
+    }
+}
+
+/// A level meter's fill (0.0 to 1.0) for a peak level, on a decibel scale from -60 dBFS,
+/// so speech at normal loudness fills about half the meter rather than a sliver.
+pub fn meter_fill(peak: f32) -> f32 {
+    const FLOOR_DB: f32 = -60.0;
+    if !peak.is_finite() || peak <= 0.0 {
+        return 0.0;
+    }
+    let db = 20.0 * peak.min(1.0).log10();
+    ((db - FLOOR_DB) / -FLOOR_DB).clamp(0.0, 1.0)
 }
 
 impl CallView {
@@ -895,6 +932,7 @@ impl UiModel {
             path: None,
             setup_ms: None,
             stats: None,
+            levels: Levels::default(),
         });
         self.act(UiAction::Dial { to: user });
     }
@@ -919,6 +957,7 @@ impl UiModel {
             path: None,
             setup_ms: None,
             stats: None,
+            levels: Levels::default(),
         });
         self.act(UiAction::Answer {
             call_id: incoming.call_id,
@@ -1275,6 +1314,7 @@ impl UiModel {
                     path: None,
                     setup_ms: None,
                     stats: None,
+                    levels: Levels::default(),
                 });
                 if call.peer != peer {
                     return;
@@ -1306,6 +1346,17 @@ impl UiModel {
                 stats,
                 detail,
             } => self.call_ended(now, call_id, reason, stats, detail),
+            Event::CallStats {
+                call_id,
+                stats,
+                input_level,
+                output_level,
+            } => {
+                if let Some(call) = self.call_mut(&call_id) {
+                    call.stats = Some(stats);
+                    call.levels = Levels::new(input_level, output_level);
+                }
+            }
             Event::CredentialExpiring { .. } => {
                 let text = event_text(&event);
                 self.toast(now, ToastKind::Error, text);

@@ -6,7 +6,7 @@
 use super::model::{
     AudioDevice, AudioDevices, Authorization, CallPhase, CallView, Contact, LoginMode, MyStatus,
     Now, Quality, SYSTEM_DEFAULT_DEVICE, Screen, Tick, ToastKind, UiModel, format_clock,
-    format_duration,
+    format_duration, meter_fill,
 };
 use super::{resources, theme};
 use crate::events::{EndReason, PathKind, Status};
@@ -679,6 +679,18 @@ fn call_bar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                         }
                         quality_ui(ui, &call);
                     });
+                    if call.phase == CallPhase::Connected {
+                        ui.horizontal(|ui| {
+                            level_meter_ui(ui, "Mic", "Microphone level", call.levels.input, true);
+                            level_meter_ui(
+                                ui,
+                                "Speaker",
+                                "Speaker level",
+                                call.levels.output,
+                                true,
+                            );
+                        });
+                    }
                 });
                 ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
                     let hang_up =
@@ -714,6 +726,43 @@ fn call_bar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                 });
             });
         });
+}
+
+/// A horizontal level meter (decibel scale) with an accessible name and its fill in
+/// percent as the value; `dark` for the call bar.
+pub fn level_meter_ui(
+    ui: &mut egui::Ui,
+    caption: &str,
+    name: &str,
+    peak: f32,
+    dark: bool,
+) -> egui::Response {
+    let fill = meter_fill(peak);
+    let (text_color, track) = if dark {
+        (Color32::from_gray(200), Color32::from_gray(70))
+    } else {
+        (theme::MUTED_TEXT, Color32::from_gray(215))
+    };
+    ui.label(RichText::new(caption).size(12.0).color(text_color));
+    let (rect, response) = ui.allocate_exact_size(Vec2::new(110.0, 10.0), Sense::hover());
+    ui.painter().rect_filled(rect, 3.0, track);
+    let mut bar = rect;
+    bar.set_width(rect.width() * fill);
+    let color = if fill > 0.92 {
+        theme::BUSY
+    } else if fill > 0.75 {
+        theme::AWAY
+    } else {
+        theme::ONLINE
+    };
+    ui.painter().rect_filled(bar, 3.0, color);
+    let percent = f64::from((fill * 100.0).round());
+    response.widget_info(|| {
+        let mut info = egui::WidgetInfo::labeled(egui::accesskit::Role::Meter, true, name);
+        info.value = Some(percent);
+        info
+    });
+    response
 }
 
 fn quality_ui(ui: &mut egui::Ui, call: &CallView) {
@@ -752,7 +801,14 @@ fn quality_ui(ui: &mut egui::Ui, call: &CallView) {
     response
         .on_hover_text(description.clone())
         .accessible_name(description);
-    ui.label(RichText::new(quality.label()).color(Color32::from_gray(200)));
+    let details = format!(
+        "{} · MOS {:.1} · loss {:.1}% · RTT {:.0} ms",
+        quality.label(),
+        stats.mos,
+        stats.loss_pct,
+        stats.rtt_ms
+    );
+    ui.label(RichText::new(details).color(Color32::from_gray(215)));
 }
 
 fn end_reason_text(reason: EndReason) -> &'static str {
