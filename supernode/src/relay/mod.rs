@@ -9,11 +9,16 @@
 //! With an alternate address (`--alternate-addr`), three more sockets (A1:P2, A2:P1, A2:P2)
 //! answer STUN Binding requests for RFC 5780 behaviour discovery; TURN runs only on A1:P1.
 //!
-//! Does not: TURN over TCP/TLS, relaying TCP, or IPv6 relayed addresses.
+//! [`TcpRelayServer`] serves TURN over TCP on the same port for clients whose UDP is blocked
+//! (its own owner task and core; see its module).
+//!
+//! Does not: TURN over TLS or DTLS, relaying TCP, or IPv6 relayed addresses.
 
 mod config;
 mod ports;
 mod task;
+mod tcp;
 
 pub use config::{PortRangeError, RelayConfig, parse_port_range};
 pub use task::{RelayError, RelayServer, RelayStats};
+pub use tcp::TcpRelayServer;

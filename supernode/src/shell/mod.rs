@@ -189,6 +189,7 @@ pub struct RunningSupernode {
     tasks: Vec<JoinHandle<()>>,
     endpoint: Endpoint,
     relay: Option<crate::relay::RelayServer>,
+    tcp_relay: Option<crate::relay::TcpRelayServer>,
     metrics_stop: watch::Sender<bool>,
 }
 
@@ -288,6 +289,19 @@ impl RunningSupernode {
             None => None,
         };
         let turn_addr = relay.as_ref().map(crate::relay::RelayServer::listen_addr);
+        // TURN over TCP on the relay's port, for clients whose UDP is blocked.
+        let tcp_relay = match turn_addr {
+            Some(udp) => {
+                let mut relay_config = crate::relay::RelayConfig::new(udp, turn_secret.clone());
+                relay_config.advertised_ip = config.public_addr.map(|a| a.ip());
+                if let Some(ports) = config.relay_ports.clone() {
+                    relay_config.relay_ports = ports;
+                }
+                relay_config.allow_relay_to = config.allow_relay_to.clone();
+                crate::relay::TcpRelayServer::start_or_warn(relay_config).await
+            }
+            None => None,
+        };
         let (metrics_stop, metrics_stop_rx) = watch::channel(false);
         let metrics_addr = match config.metrics_listen {
             Some(addr) => {
@@ -339,6 +353,12 @@ impl RunningSupernode {
                 urls: vec![format!("turn:{turn}?transport=udp"), format!("stun:{turn}")],
                 ttl: Duration::from_secs(600),
             });
+        }
+        if let (Some(tcp), Some(turn)) = (&tcp_relay, core_config.turn.as_mut()) {
+            let port = tcp.listen_addr().port();
+            let public = config.public_addr.map(|p| SocketAddr::new(p.ip(), port));
+            let addr = advertised(tcp.listen_addr(), public, config.login_server);
+            turn.urls.push(format!("turn:{addr}?transport=tcp"));
         }
         let now = Instant::now();
         let seed = u64::from_le_bytes(
@@ -420,6 +440,7 @@ impl RunningSupernode {
             endpoint,
             relay,
             metrics_stop,
+            tcp_relay,
         })
     }
 
@@ -452,6 +473,9 @@ impl RunningSupernode {
         }
         if let Some(relay) = self.relay {
             let _ = tokio::time::timeout(Duration::from_millis(500), relay.shutdown()).await;
+        }
+        if let Some(tcp_relay) = self.tcp_relay {
+            let _ = tokio::time::timeout(Duration::from_millis(500), tcp_relay.shutdown()).await;
         }
         let _ = self.metrics_stop.send(true);
         self.endpoint.close(0, "shutting down");

@@ -1,0 +1,441 @@
+//! TURN over TCP for clients whose UDP is blocked (RFC 8656 §3.1: client to server over a
+//! stream, the relayed side UDP as always).
+//!
+//! Listens on the TCP port of the `--turn-listen` address (TURN's registered port serves
+//! both transports). One owner task runs its own [`TurnServer`] core and every relay
+//! port's socket; each connection has a reader task, which cuts the stream into messages
+//! ([`nat::turn::stream::StreamDecoder`]) and forwards them to the owner's bounded inbox,
+//! and a writer task fed through a bounded queue. The core sees each message as a
+//! datagram from the connection's remote address; what it sends back is padded to 4
+//! bytes. A closed connection frees its allocation.
+//!
+//! Limits: at most [`MAX_CONNECTIONS`] connections; a connection silent for
+//! [`IDLE_TIMEOUT`] is closed (clients refresh permissions every 4 minutes); messages
+//! longer than [`MAX_FRAME_BYTES`] close the connection; a client that does not read has
+//! its newest messages dropped once [`WRITE_QUEUE_FRAMES`] are waiting (media is worthless
+//! late).
+//!
+//! Does not: TLS (the payload is the call's end-to-end sealed media; TLS on the
+//! `--tcp-listen` port is the session's), share allocation quotas with the UDP relay (each
+//! core counts its own), STUN Binding, or TCP relaying (RFC 6062).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nat::turn::PeerPolicy;
+use nat::turn::server::{AllocationId, ServerCommand, ServerConfig, TurnServer};
+use nat::turn::stream::{StreamDecoder, pad_for_stream};
+use rand::Rng as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::config::RelayConfig;
+use super::ports::PortPool;
+use super::task::RelayError;
+
+/// Connections served at once; more are closed on accept.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// A connection that sends nothing this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest message a client may send: a 9 KiB datagram in a Send indication, and spare.
+pub const MAX_FRAME_BYTES: usize = 10 * 1024;
+/// Messages waiting for a slow client before newer ones are dropped.
+pub const WRITE_QUEUE_FRAMES: usize = 256;
+/// Largest datagram a relay port reads from a peer (as the UDP relay).
+const MAX_PEER_DATAGRAM_BYTES: usize = 9_216;
+/// Bytes read from a connection at once.
+const READ_CHUNK_BYTES: usize = 4096;
+
+enum Inbound {
+    Connected {
+        remote: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+        reader: JoinHandle<()>,
+    },
+    Frame {
+        from: SocketAddr,
+        payload: Vec<u8>,
+    },
+    Gone {
+        from: SocketAddr,
+    },
+    Relay {
+        allocation: AllocationId,
+        from: SocketAddr,
+        payload: Vec<u8>,
+    },
+    Shutdown,
+}
+
+/// A running TURN-over-TCP listener. Dropping it stops the service.
+#[derive(Debug)]
+pub struct TcpRelayServer {
+    listen_addr: SocketAddr,
+    inbox: mpsc::Sender<Inbound>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbound")
+    }
+}
+
+impl TcpRelayServer {
+    /// Listens on `config.listen` over TCP and starts the owner task on the current runtime.
+    pub async fn start(config: RelayConfig) -> Result<Self, RelayError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| RelayError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let listen_addr = listener.local_addr().map_err(|source| RelayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let advertised_ip = match config.advertised_ip {
+            Some(ip) => ip,
+            None if !listen_addr.ip().is_unspecified() => listen_addr.ip(),
+            None => outbound_ip(listen_addr.is_ipv4()).ok_or_else(|| {
+                RelayError::Config("cannot tell this host's address; set advertised_ip".into())
+            })?,
+        };
+        let mut own = vec![listen_addr.ip(), advertised_ip];
+        own.retain(|ip| !ip.is_unspecified());
+        let mut core_config = ServerConfig::new(config.realm.clone(), config.shared_secret.clone());
+        core_config.peer_policy = PeerPolicy::new(config.allow_relay_to.clone(), own);
+        core_config.max_allocations_total = config.max_allocations_total;
+        core_config.max_allocations_per_user = config.max_allocations_per_user;
+        core_config.bandwidth_cap_bytes_per_s = config.bandwidth_cap_bytes_per_s;
+        let now_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut seed = [0u8; 32];
+        rand::rng().fill_bytes(&mut seed);
+        let turn = TurnServer::new(core_config, Instant::now(), now_unix, seed)
+            .map_err(|e| RelayError::Config(e.to_string()))?;
+        let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity.max(16));
+        let owner = Owner {
+            turn,
+            conns: HashMap::new(),
+            relays: HashMap::new(),
+            ports: PortPool::new(config.relay_ports.clone()),
+            relay_bind_ip: listen_addr.ip(),
+            advertised_ip,
+            buffer_bytes: config.socket_buffer_bytes,
+            inbox_tx: inbox_tx.clone(),
+        };
+        info!(%listen_addr, %advertised_ip, "TURN over TCP listening");
+        let owner_task = tokio::spawn(owner.run(inbox_rx));
+        let accept_task = tokio::spawn(accept_loop(listener, inbox_tx.clone()));
+        Ok(Self {
+            listen_addr,
+            inbox: inbox_tx,
+            tasks: vec![accept_task, owner_task],
+        })
+    }
+
+    /// As [`TcpRelayServer::start`], but a failure (the TCP port is taken) only costs the
+    /// TCP service: it is logged and `None` returned.
+    pub async fn start_or_warn(config: RelayConfig) -> Option<Self> {
+        let listen = config.listen;
+        match Self::start(config).await {
+            Ok(server) => Some(server),
+            Err(error) => {
+                warn!(%listen, %error, "no TURN over TCP");
+                None
+            }
+        }
+    }
+
+    /// The bound TCP address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// Stops accepting, closes every connection and relay port, and waits for the owner.
+    pub async fn shutdown(mut self) {
+        if let Some(accept) = self.tasks.first() {
+            accept.abort();
+        }
+        let _ = self.inbox.send(Inbound::Shutdown).await;
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TcpRelayServer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The IP this host uses towards the Internet, found without sending anything.
+fn outbound_ip(v4: bool) -> Option<IpAddr> {
+    let (bind, probe) = if v4 {
+        ("0.0.0.0:0", "192.0.2.1:9")
+    } else {
+        ("[::]:0", "[2001:db8::1]:9")
+    };
+    let socket = StdUdpSocket::bind(bind).ok()?;
+    socket.connect(probe).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
+async fn accept_loop(listener: TcpListener, inbox: mpsc::Sender<Inbound>) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                warn!(%error, "accepting a TURN TCP connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE_FRAMES);
+        tokio::spawn(write_loop(write, writer_rx));
+        let reader = tokio::spawn(read_loop(read, remote, inbox.clone()));
+        let connected = Inbound::Connected {
+            remote,
+            writer: writer_tx,
+            reader,
+        };
+        if inbox.send(connected).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_loop(
+    mut read: tokio::net::tcp::OwnedReadHalf,
+    from: SocketAddr,
+    inbox: mpsc::Sender<Inbound>,
+) {
+    let mut decoder = StreamDecoder::new(MAX_FRAME_BYTES);
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        let n = match tokio::time::timeout(IDLE_TIMEOUT, read.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        let mut frames = Vec::new();
+        if let Err(error) = decoder.decode(&buf[..n], |f| frames.push(f.to_vec())) {
+            debug!(%error, "closing a TURN TCP connection");
+            break;
+        }
+        for payload in frames {
+            if inbox.send(Inbound::Frame { from, payload }).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = inbox.send(Inbound::Gone { from }).await;
+}
+
+async fn write_loop(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(bytes) = queue.recv().await {
+        if write.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+struct Connection {
+    writer: mpsc::Sender<Vec<u8>>,
+    reader: JoinHandle<()>,
+}
+
+struct RelayPort {
+    socket: Arc<UdpSocket>,
+    reader: JoinHandle<()>,
+    port: u16,
+}
+
+struct Owner {
+    turn: TurnServer,
+    conns: HashMap<SocketAddr, Connection>,
+    relays: HashMap<AllocationId, RelayPort>,
+    ports: PortPool,
+    relay_bind_ip: IpAddr,
+    advertised_ip: IpAddr,
+    buffer_bytes: usize,
+    inbox_tx: mpsc::Sender<Inbound>,
+}
+
+impl Owner {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) {
+        loop {
+            let deadline = self.turn.poll_timeout().map(tokio::time::Instant::from_std);
+            tokio::select! {
+                message = inbox.recv() => {
+                    let Some(message) = message else { break };
+                    if !self.inbound(message) {
+                        break;
+                    }
+                }
+                () = sleep_until(deadline) => self.turn.handle_timeout(Instant::now()),
+            }
+            self.flush();
+        }
+        for (_, conn) in self.conns.drain() {
+            conn.reader.abort();
+        }
+        for (_, relay) in self.relays.drain() {
+            relay.reader.abort();
+        }
+    }
+
+    /// Returns `false` on shutdown.
+    fn inbound(&mut self, message: Inbound) -> bool {
+        let now = Instant::now();
+        match message {
+            Inbound::Connected {
+                remote,
+                writer,
+                reader,
+            } => {
+                if self.conns.len() >= MAX_CONNECTIONS {
+                    debug!("TURN TCP connection refused: too many");
+                    reader.abort();
+                    return true;
+                }
+                if let Some(old) = self.conns.insert(remote, Connection { writer, reader }) {
+                    old.reader.abort();
+                }
+            }
+            Inbound::Frame { from, payload } => {
+                if self.conns.contains_key(&from) {
+                    self.turn.handle_listen_datagram(now, from, &payload);
+                }
+            }
+            Inbound::Gone { from } => {
+                if let Some(conn) = self.conns.remove(&from) {
+                    conn.reader.abort();
+                }
+                self.turn.handle_client_gone(now, from);
+            }
+            Inbound::Relay {
+                allocation,
+                from,
+                payload,
+            } => self
+                .turn
+                .handle_relay_datagram(now, allocation, from, &payload),
+            Inbound::Shutdown => return false,
+        }
+        true
+    }
+
+    fn flush(&mut self) {
+        while let Some(command) = self.turn.poll_command() {
+            match command {
+                ServerCommand::SendFromListen { to, mut payload } => {
+                    if let Some(conn) = self.conns.get(&to) {
+                        pad_for_stream(&mut payload);
+                        // Full: the client is not reading; late media is worthless.
+                        let _ = conn.writer.try_send(payload);
+                    }
+                }
+                ServerCommand::SendFromRelay {
+                    allocation,
+                    to,
+                    payload,
+                } => {
+                    if let Some(relay) = self.relays.get(&allocation) {
+                        let _ = relay.socket.try_send_to(&payload, to);
+                    }
+                }
+                ServerCommand::OpenRelayPort {
+                    allocation,
+                    even_port,
+                } => self.open(allocation, even_port),
+                ServerCommand::CloseRelayPort { allocation } => {
+                    if let Some(relay) = self.relays.remove(&allocation) {
+                        relay.reader.abort();
+                        self.ports.release(relay.port);
+                    }
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, allocation: AllocationId, even_port: bool) {
+        let now = Instant::now();
+        let opened = self
+            .ports
+            .bind(self.relay_bind_ip, even_port, self.buffer_bytes)
+            .and_then(|std| {
+                let port = std.local_addr().ok()?.port();
+                Some((UdpSocket::from_std(std).ok()?, port))
+            });
+        let Some((socket, port)) = opened else {
+            warn!(allocation = allocation.0, "no relay port free");
+            self.turn.handle_relay_port_failed(now, allocation);
+            return;
+        };
+        let socket = Arc::new(socket);
+        let reader = spawn_relay_reader(allocation, socket.clone(), self.inbox_tx.clone());
+        self.relays.insert(
+            allocation,
+            RelayPort {
+                socket,
+                reader,
+                port,
+            },
+        );
+        self.turn.handle_relay_port_opened(
+            now,
+            allocation,
+            SocketAddr::new(self.advertised_ip, port),
+        );
+    }
+}
+
+fn spawn_relay_reader(
+    allocation: AllocationId,
+    socket: Arc<UdpSocket>,
+    inbox: mpsc::Sender<Inbound>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_PEER_DATAGRAM_BYTES];
+        loop {
+            let (n, from) = match socket.recv_from(&mut buf).await {
+                Ok(r) => r,
+                // ICMP errors from earlier sends surface here on Linux; keep reading.
+                Err(_) => continue,
+            };
+            let message = Inbound::Relay {
+                allocation,
+                from,
+                payload: buf[..n].to_vec(),
+            };
+            if inbox.send(message).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,229 @@
+//! TURN over TCP on the relay's port, for clients whose UDP is blocked: a `nat::turn` client
+//! in stream mode allocates and relays both ways to a UDP peer, and coturn's standard
+//! client (`turnutils_uclient -t`) relays through it without loss (skipped, with a message,
+//! when the coturn tools are not installed).
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nat::turn::client::{ClientConfig, ClientEvent, TurnClient};
+use nat::turn::credentials;
+use supernode::relay::{RelayConfig, TcpRelayServer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UdpSocket};
+
+const SECRET: &[u8] = b"tcp-relay-test-secret";
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+async fn start(ports: std::ops::RangeInclusive<u16>, secret: &[u8]) -> TcpRelayServer {
+    let mut config = RelayConfig::new("127.0.0.1:0".parse().expect("addr"), secret);
+    config.relay_ports = ports;
+    config.allow_relay_to = vec!["127.0.0.0/8".parse().expect("cidr")];
+    TcpRelayServer::start(config).await.expect("relay starts")
+}
+
+/// Drives `client` on `stream` until `done` accepts an event (returned) or 10 s pass.
+async fn drive(
+    client: &mut TurnClient,
+    stream: &mut TcpStream,
+    done: impl Fn(&ClientEvent) -> bool,
+) -> ClientEvent {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Small reads: messages arrive cut across reads.
+    let mut buf = vec![0u8; 7];
+    loop {
+        while let Some(t) = client.poll_transmit() {
+            stream.write_all(&t.payload).await.expect("write");
+        }
+        while let Some(e) = client.poll_event() {
+            if done(&e) {
+                return e;
+            }
+        }
+        assert!(Instant::now() < deadline, "no matching event within 10 s");
+        if let Ok(read) =
+            tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await
+        {
+            let n = read.expect("read");
+            assert!(n > 0, "the relay closed the connection");
+            client
+                .handle_stream_bytes(Instant::now(), &buf[..n])
+                .expect("the relay frames its stream");
+        }
+        client.handle_timeout(Instant::now());
+    }
+}
+
+#[tokio::test]
+async fn a_stream_client_relays_both_ways_and_its_allocation_ends_with_the_connection() {
+    let relay = start(53000..=53099, SECRET).await;
+    let server = relay.listen_addr();
+    let creds = credentials::mint(SECRET, "alice", now_unix(), 600);
+    let mut client = TurnClient::new(
+        ClientConfig::new(server, creds.username, creds.password).over_stream(),
+        rand::random(),
+    );
+    let mut stream = TcpStream::connect(server).await.expect("connects");
+    client.allocate(Instant::now()).expect("idle");
+    let ClientEvent::Allocated { relayed, .. } = drive(&mut client, &mut stream, |e| {
+        matches!(
+            e,
+            ClientEvent::Allocated { .. } | ClientEvent::AllocationFailed(_)
+        )
+    })
+    .await
+    else {
+        panic!("allocation failed");
+    };
+    assert!((53000..=53099).contains(&relayed.port()), "{relayed}");
+
+    let peer = UdpSocket::bind("127.0.0.1:0").await.expect("peer socket");
+    let peer_addr = peer.local_addr().expect("addr");
+    client
+        .bind_channel(Instant::now(), peer_addr)
+        .expect("allocated");
+    drive(&mut client, &mut stream, |e| {
+        matches!(e, ClientEvent::ChannelBound { .. })
+    })
+    .await;
+
+    let mut buf = vec![0u8; 2048];
+    for len in [1usize, 3, 161, 1201] {
+        let media: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        client.send_to(peer_addr, &media).expect("allocated");
+        while let Some(t) = client.poll_transmit() {
+            stream.write_all(&t.payload).await.expect("write");
+        }
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+            .await
+            .expect("the peer gets the datagram")
+            .expect("recv");
+        assert_eq!((from, &buf[..n]), (relayed, &media[..]));
+        peer.send_to(&media, relayed).await.expect("send");
+        let got = drive(&mut client, &mut stream, |e| {
+            matches!(e, ClientEvent::Data { .. })
+        })
+        .await;
+        assert_eq!(
+            got,
+            ClientEvent::Data {
+                peer: peer_addr,
+                payload: media
+            }
+        );
+    }
+
+    // Closing the connection frees the allocation: its relay port is closed.
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::UdpSocket::bind(relayed).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "relay port {relayed} still open 5 s after the connection closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.shutdown().await;
+}
+
+fn which(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
+}
+
+/// Kills a helper process when the test ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turnutils_uclient_relays_over_tcp_without_loss() {
+    if !which("turnutils_uclient") || !which("turnutils_peer") {
+        eprintln!(
+            "SKIPPED: turnutils_uclient/turnutils_peer (Debian package coturn) not installed"
+        );
+        return;
+    }
+    let secret = "uclient-tcp-secret";
+    let relay = start(53100..=53199, secret.as_bytes()).await;
+    let server = relay.listen_addr();
+    let peer_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a: SocketAddr| a.port())
+        .expect("a free port");
+    let _peer = Reaped(
+        Command::new("turnutils_peer")
+            .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnutils_peer starts"),
+    );
+    let (clients, messages) = (2u64, 40u64);
+    let uclient = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .args([
+                "60",
+                "turnutils_uclient",
+                "-t",
+                "-p",
+                &server.port().to_string(),
+                "-e",
+                "127.0.0.1",
+                "-r",
+                &peer_port.to_string(),
+                "-W",
+                secret,
+                "-u",
+                "uclient",
+                "-c",
+                "-m",
+                &clients.to_string(),
+                "-n",
+                &messages.to_string(),
+                "-l",
+                "161",
+                "127.0.0.1",
+            ])
+            .output()
+            .expect("turnutils_uclient runs")
+    });
+    let output = tokio::time::timeout(Duration::from_secs(90), uclient)
+        .await
+        .expect("uclient finishes")
+        .expect("blocking task");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "uclient failed:\n{text}");
+    let lost = text
+        .lines()
+        .find(|l| l.contains("Total lost packets"))
+        .and_then(|l| l.split("Total lost packets").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(lost, Some(0), "loss reported:\n{text}");
+    let received = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("tot_recv_msgs=") && !l.contains("msz="))
+        .and_then(|l| l.split("tot_recv_msgs=").nth(1))
+        .and_then(|a| a.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(received, Some(clients * messages), "{text}");
+    relay.shutdown().await;
+}
