@@ -99,6 +99,9 @@ pub enum Command {
         /// Resume a held call this many seconds after it connects.
         #[arg(long, value_name = "S")]
         resume_at: Option<u64>,
+        /// Also invite USER once the call connects: a conference of up to five (repeatable).
+        #[arg(long = "add", value_name = "USER")]
+        add: Vec<UserName>,
     },
     /// NAT discovery report.
     Netcheck,
@@ -304,13 +307,27 @@ pub async fn run(command: Command, options: &Options) -> Result<(), CliError> {
             seconds,
             hold_at,
             resume_at,
+            add,
         } => {
+            if add.len() > crate::engine::commands::MAX_ADDED {
+                // A usage error: clap's message and exit code 2.
+                <Cli as clap::CommandFactory>::command()
+                    .error(
+                        clap::error::ErrorKind::TooManyValues,
+                        format!(
+                            "--add: a conference holds at most five people (the call plus {} more)",
+                            crate::engine::commands::MAX_ADDED
+                        ),
+                    )
+                    .exit();
+            }
             let plan = crate::engine::commands::CallPlan {
                 play,
                 record,
                 seconds,
                 hold_at,
                 resume_at,
+                add,
             };
             return crate::engine::commands::call(&ctx, user, plan).await;
         }

@@ -1,22 +1,38 @@
 //! Calls in the engine: [`client_core::call::Calls`] (signalling and the end-to-end
-//! handshake) joined to the call's UDP path ([`crate::media_path`]) and audio
+//! handshake) joined to each leg's UDP path ([`crate::media_path`]) and the call's audio
 //! ([`crate::call_media`]), turned into CONTRACT events.
 //!
-//! Per call: both sides gather candidates as soon as the call exists (the caller when it
-//! dials, the callee when it rings) on the home supernode's STUN/TURN service; the callee
-//! signals them while ringing, the caller once the call connects. When the call is
-//! connected and the peer device's candidates are known, the path starts (the caller
-//! controls the checks); once it selects a pair, the audio starts with the handshake's
-//! keys and `call_connected` says which path it took (`call_path` on every later change).
-//! `call_ended` waits for the audio to stop so its statistics (and a `--record` file) are
-//! complete.
+//! A call has one leg per peer: an ordinary call has one; the host of a conference
+//! ([`CallGlue::add_participant`]) has one per participant, all under the call's id, each
+//! with its own handshake keys and its own path, and one [`CallMedia`] mixes them
+//! (mix-minus: every leg hears the host's microphone and the other legs). A participant
+//! sees an ordinary call with the host.
+//!
+//! Per leg: both sides gather candidates as soon as the leg exists (the caller when it
+//! invites, the callee when it rings) on the home supernode's STUN/TURN service; the callee
+//! signals them while ringing, the caller once the leg connects. When the leg is connected
+//! and the peer device's candidates are known, its path starts (the caller controls the
+//! checks); once it selects a pair, the leg's audio starts (the call's audio, or a further
+//! leg of it) and `call_connected` names the leg's peer and path (`call_path` on every later
+//! change). When a leg ends while others go on, its audio leaves the mix and the call goes
+//! on; when the last one ends, `call_ended` waits for the audio to stop so its statistics
+//! (and a `--record` file) are complete.
+//!
+//! Call control also takes the media path: every sealed call message for a peer device
+//! with an open path is sent there too (one [`CONTROL_MARKER`] byte, then the same sealed
+//! envelope the supernodes route), and such datagrams from the path are opened like routed
+//! ones. A hang-up then reaches the peer even when this side's home supernode died
+//! without a word and its connection has not timed out yet. The core drops duplicates (an
+//! ended leg's tombstone swallows the second hang-up). A leg's path stays open for
+//! [`CONTROL_LINGER`] after the leg ends, so the repeated hang-up can take it.
 //!
 //! What it does not do: no signalling decisions (the core makes them), no supernode IO (the
-//! engine routes the core's sealed messages). Conference legs beyond the first are not
-//! wired to media yet.
+//! engine routes the core's sealed messages).
 
 use super::{EngineError, TurnCredentials};
-use crate::call_media::{AudioLevels, CallMedia, CallMediaConfig, MediaKeys, Sink, Source};
+use crate::call_media::{
+    AudioLevels, CallMedia, CallMediaConfig, LegConfig, LegId, MediaKeys, Sink, Source,
+};
 use crate::events::{CallStats, EndReason, Event, PathKind};
 use crate::media_path::{LocalCandidates, MediaPath, PathConfig, PathError, TurnServer};
 use client_core::call::{CallConfig, CallError, CallEvent, CallRole, Calls};
@@ -36,6 +52,19 @@ use tracing::{debug, warn};
 const MEDIA_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most remote candidates kept per device of a call (the hole puncher's own limit).
 const MAX_REMOTE_CANDIDATES: usize = 32;
+/// How long an ended leg's path stays open: the core repeats a hang-up for 2 s.
+pub(crate) const CONTROL_LINGER: Duration = Duration::from_millis(2_500);
+/// First byte of a call-control datagram on a media path. Media packets start with their
+/// version (1); this value is outside every range RFC 7983 assigns (STUN, ZRTP, DTLS, TURN
+/// channels, RTP/RTCP), so no packet of those kinds is taken for control either.
+pub(crate) const CONTROL_MARKER: u8 = 0xE0;
+/// The largest control datagram sent on a path: clear of IP fragmentation.
+const MAX_CONTROL_BYTES: usize = 1_200;
+/// Control datagrams from one path opened per second at most (each costs signature
+/// checks); the rest are dropped, their supernode-routed copies still count.
+const MAX_CONTROL_PER_SECOND: u32 = 20;
+/// Datagrams queued between a leg's path and its audio (the path's own depth).
+const MEDIA_QUEUE: usize = 64;
 
 /// How this device takes part in calls.
 #[derive(Debug, Clone, Default)]
@@ -86,13 +115,15 @@ impl CallOptions {
 }
 
 /// A request about an existing call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CallCommand {
     Accept(CallId),
     Decline(CallId),
     Hangup(CallId),
     Hold(CallId, bool),
     Mute(CallId, bool),
+    /// The conference host drops one participant; the others go on.
+    RemoveParticipant(CallId, UserName),
 }
 
 /// Results of the glue's own tasks, fed back through the engine.
@@ -100,16 +131,23 @@ pub(crate) enum CallCommand {
 pub(crate) enum CallInput {
     Gathered {
         call_id: CallId,
+        peer: UserName,
         result: Box<Result<(MediaPath, LocalCandidates), PathError>>,
     },
     Path {
         call_id: CallId,
+        peer: UserName,
         /// `None`: the path is gone.
         path: Option<PathKind>,
     },
     MediaStopped {
         call_id: CallId,
         stats: CallStats,
+    },
+    /// A sealed call message that came over the media path from `device`.
+    Control {
+        device: PublicKey,
+        payload: Vec<u8>,
     },
 }
 
@@ -119,10 +157,9 @@ struct Remote {
     candidates: Vec<Candidate>,
 }
 
+/// One leg: the media of this device with one peer.
 #[derive(Default)]
-struct CallInfo {
-    peer: Option<UserName>,
-    role: Option<CallRole>,
+struct LegInfo {
     /// Signalling connected: the device, the agreed media, the setup time, when.
     connected: Option<(PublicKey, MediaParams, Duration, Instant)>,
     keys: BTreeMap<PublicKey, SessionKeys>,
@@ -133,21 +170,44 @@ struct CallInfo {
     started: bool,
     current_path: Option<PathKind>,
     announced: bool,
-    media: Option<CallMedia>,
-    held_local: bool,
     held_remote: bool,
-    muted: bool,
-    /// Why this side ended the call on its own (no media path, media failure).
+    /// The leg in the call's audio, once it joined.
+    leg_id: Option<LegId>,
+    /// Why this side ended the leg on its own (no media path, media failure).
     failure: Option<String>,
-    /// The core's end, waiting for the audio to stop.
+}
+
+#[derive(Default)]
+struct CallInfo {
+    role: Option<CallRole>,
+    /// Live legs by peer.
+    legs: BTreeMap<UserName, LegInfo>,
+    media: Option<CallMedia>,
+    first_connected: Option<Instant>,
+    held_local: bool,
+    muted: bool,
+    /// The last leg's end, waiting for the audio to stop.
     ended: Option<(EndReason, Option<String>, Duration)>,
+}
+
+impl CallInfo {
+    /// Holds the audio when this side holds, or when every leg carrying audio is held by
+    /// its peer.
+    fn apply_hold(&self) {
+        let Some(media) = &self.media else {
+            return;
+        };
+        let mut started = self.legs.values().filter(|l| l.started).peekable();
+        let all_held_remote = started.peek().is_some() && started.all(|l| l.held_remote);
+        media.set_hold(self.held_local || all_held_remote);
+    }
 }
 
 impl std::fmt::Debug for CallInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallInfo")
-            .field("started", &self.started)
-            .field("announced", &self.announced)
+            .field("legs", &self.legs.len())
+            .field("ended", &self.ended.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -159,6 +219,8 @@ pub(crate) struct CallGlue {
     options: CallOptions,
     devices: CallDevices,
     live: BTreeMap<CallId, CallInfo>,
+    /// The outgoing media channel of each peer device's path, for call control.
+    controls: BTreeMap<(UserName, PublicKey), mpsc::Sender<Vec<u8>>>,
     outputs: VecDeque<Event>,
     turn: Option<TurnCredentials>,
     inputs: mpsc::Sender<CallInput>,
@@ -183,6 +245,7 @@ impl CallGlue {
             options,
             devices: CallDevices::default(),
             live: BTreeMap::new(),
+            controls: BTreeMap::new(),
             outputs: VecDeque::new(),
             turn: None,
             inputs,
@@ -216,13 +279,40 @@ impl CallGlue {
         self.live.insert(
             call_id,
             CallInfo {
-                peer: Some(user),
                 role: Some(CallRole::Caller),
+                legs: BTreeMap::from([(user.clone(), LegInfo::default())]),
                 ..CallInfo::default()
             },
         );
-        self.gather(call_id);
+        self.gather(call_id, user);
         Ok(call_id)
+    }
+
+    /// Invites `user` (on `devices`) into a call this device placed and that is connected:
+    /// a further leg, mixed into the call's audio once it connects.
+    pub(crate) fn add_participant(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        user: UserName,
+        devices: Vec<PublicKey>,
+    ) -> Result<(), EngineError> {
+        let info = self
+            .live
+            .get(&call_id)
+            .filter(|info| info.ended.is_none())
+            .ok_or_else(|| call_error(CallError::UnknownCall))?;
+        if info.legs.contains_key(&user) {
+            return Err(EngineError::Call(format!("{user} is already in the call")));
+        }
+        self.calls
+            .add_participant(now, call_id, user.clone(), devices)
+            .map_err(call_error)?;
+        if let Some(info) = self.live.get_mut(&call_id) {
+            info.legs.insert(user.clone(), LegInfo::default());
+        }
+        self.gather(call_id, user);
+        Ok(())
     }
 
     pub(crate) fn command(
@@ -236,6 +326,7 @@ impl CallGlue {
             CallCommand::Hangup(id) => self.calls.hangup(now, id),
             CallCommand::Hold(id, hold) => self.calls.set_hold(now, id, hold),
             CallCommand::Mute(id, muted) => self.calls.set_muted(id, muted),
+            CallCommand::RemoveParticipant(id, user) => self.calls.hangup_leg(now, id, &user),
         }
         .map_err(call_error)
     }
@@ -295,8 +386,12 @@ impl CallGlue {
         self.calls.handle_timeout(now);
     }
 
+    /// The next sealed call message for the supernodes to route; a copy also takes the
+    /// peer device's media path when one is open.
     pub(crate) fn poll_transmit(&mut self) -> Option<PeerTransmit> {
-        self.calls.poll_transmit()
+        let transmit = self.calls.poll_transmit()?;
+        self.send_on_path(&transmit);
+        Some(transmit)
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
@@ -314,27 +409,37 @@ impl CallGlue {
     /// A result of one of the glue's tasks.
     pub(crate) fn handle_input(&mut self, now: Instant, input: CallInput) {
         match input {
-            CallInput::Gathered { call_id, result } => {
-                let Some(info) = self.live.get_mut(&call_id) else {
+            CallInput::Gathered {
+                call_id,
+                peer,
+                result,
+            } => {
+                let Some(leg) = self
+                    .live
+                    .get_mut(&call_id)
+                    .filter(|info| info.ended.is_none())
+                    .and_then(|info| info.legs.get_mut(&peer))
+                else {
                     return;
                 };
-                if info.ended.is_some() {
-                    return;
-                }
                 match *result {
                     Ok((path, local)) => {
-                        info.path = Some(path);
-                        info.local = Some(local);
-                        self.send_candidates(call_id);
-                        self.try_start(now, call_id);
+                        leg.path = Some(path);
+                        leg.local = Some(local);
+                        self.send_candidates(call_id, &peer);
+                        self.try_start(now, call_id, &peer);
                     }
                     Err(error) => {
                         warn!(%error, "cannot set up a media path");
-                        self.fail(now, call_id, format!("no media path: {error}"));
+                        self.fail_leg(now, call_id, &peer, format!("no media path: {error}"));
                     }
                 }
             }
-            CallInput::Path { call_id, path } => self.path_changed(now, call_id, path),
+            CallInput::Path {
+                call_id,
+                peer,
+                path,
+            } => self.path_changed(now, call_id, &peer, path),
             CallInput::MediaStopped { call_id, stats } => {
                 let Some(info) = self.live.remove(&call_id) else {
                     return;
@@ -351,10 +456,45 @@ impl CallGlue {
                     });
                 }
             }
+            CallInput::Control { device, payload } => {
+                if let Err(error) =
+                    self.calls
+                        .handle_routed(now, super::wall_now(), device, &payload)
+                {
+                    debug!(%error, "call control from the media path refused");
+                }
+            }
         }
     }
 
-    fn gather(&mut self, call_id: CallId) {
+    /// Copies a sealed call message onto the media path of its device, if one is open.
+    fn send_on_path(&mut self, transmit: &PeerTransmit) {
+        let key = (transmit.to.clone(), transmit.to_device);
+        let Some(control) = self.controls.get(&key) else {
+            return;
+        };
+        if transmit.payload.len() >= MAX_CONTROL_BYTES {
+            debug!(
+                bytes = transmit.payload.len(),
+                "call message too large for the media path; routed only"
+            );
+            return;
+        }
+        let mut datagram = Vec::with_capacity(transmit.payload.len() + 1);
+        datagram.push(CONTROL_MARKER);
+        datagram.extend_from_slice(&transmit.payload);
+        match control.try_send(datagram) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                debug!("media path queue full; call message routed only");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.controls.remove(&key);
+            }
+        }
+    }
+
+    fn gather(&mut self, call_id: CallId, peer: UserName) {
         let mut config = PathConfig::default();
         if let Some(turn) = &self.turn {
             let server = TurnServer::new(
@@ -375,6 +515,7 @@ impl CallGlue {
             let _ = inputs
                 .send(CallInput::Gathered {
                     call_id,
+                    peer,
                     result: Box::new(result),
                 })
                 .await;
@@ -382,19 +523,23 @@ impl CallGlue {
     }
 
     /// Signals our candidates once the core knows the peer's device.
-    fn send_candidates(&mut self, call_id: CallId) {
+    fn send_candidates(&mut self, call_id: CallId, peer: &UserName) {
         let Some(info) = self.live.get_mut(&call_id) else {
             return;
         };
-        if info.candidates_sent {
-            return;
-        }
-        let (Some(local), Some(peer)) = (&info.local, &info.peer) else {
+        let role = info.role;
+        let Some(leg) = info.legs.get_mut(peer) else {
             return;
         };
-        let ready = match info.role {
+        if leg.candidates_sent {
+            return;
+        }
+        let Some(local) = &leg.local else {
+            return;
+        };
+        let ready = match role {
             Some(CallRole::Callee) => true,
-            Some(CallRole::Caller) => info.connected.is_some(),
+            Some(CallRole::Caller) => leg.connected.is_some(),
             None => false,
         };
         if !ready {
@@ -407,33 +552,42 @@ impl CallGlue {
             local.password.clone(),
             local.candidates.clone(),
         ) {
-            Ok(()) => info.candidates_sent = true,
+            Ok(()) => leg.candidates_sent = true,
             Err(error) => debug!(%error, "cannot signal candidates yet"),
         }
     }
 
-    /// Starts the path once connected with the peer device's candidates in hand.
-    fn try_start(&mut self, now: Instant, call_id: CallId) {
+    /// Starts a leg's path once it is connected with the peer device's candidates in hand,
+    /// and its audio: the call's audio for the first leg, a further leg of it otherwise.
+    fn try_start(&mut self, now: Instant, call_id: CallId, peer: &UserName) {
+        let source = self.options.source(&self.devices);
+        let sink = self.options.sink(&self.devices);
         let Some(info) = self.live.get_mut(&call_id) else {
             return;
         };
-        if info.started || info.ended.is_some() {
+        if info.ended.is_some() {
             return;
         }
-        let Some((device, ..)) = info.connected else {
+        let controlling = info.role == Some(CallRole::Caller);
+        let Some(leg) = info.legs.get_mut(peer) else {
             return;
         };
-        let Some(remote) = info.remote.get(&device) else {
+        if leg.started {
+            return;
+        }
+        let Some((device, media_params, ..)) = leg.connected else {
+            return;
+        };
+        let Some(remote) = leg.remote.get(&device) else {
             return;
         };
         // The handshake's keys come with the connection; wait for them if they lag.
-        if !info.keys.contains_key(&device) {
-            return;
-        }
-        let Some(path) = info.path.as_mut() else {
+        let Some(keys) = leg.keys.get(&device).map(MediaKeys::from) else {
             return;
         };
-        let controlling = info.role == Some(CallRole::Caller);
+        let Some(path) = leg.path.as_mut() else {
+            return;
+        };
         let channels = match path.start(
             controlling,
             remote.ufrag.clone(),
@@ -443,31 +597,37 @@ impl CallGlue {
             Ok(channels) => channels,
             Err(error) => {
                 let reason = format!("no media path: {error}");
-                self.fail(now, call_id, reason);
+                self.fail_leg(now, call_id, peer, reason);
                 return;
             }
         };
-        let Some(info) = self.live.get_mut(&call_id) else {
-            return;
+        leg.started = true;
+        let (to_media, from_path) = mpsc::channel(MEDIA_QUEUE);
+        tokio::spawn(split_control(
+            channels.incoming,
+            to_media,
+            self.inputs.clone(),
+            device,
+        ));
+        let control = channels.outgoing.clone();
+        // The audio sends nothing until the path selects a pair.
+        let leg_config = LegConfig {
+            keys,
+            local_params: media_params,
+            remote_params: media_params,
+            outgoing: channels.outgoing,
+            incoming: from_path,
         };
-        info.started = true;
-        let Some((_, media_params, ..)) = info.connected else {
-            return;
-        };
-        // The audio starts now; it sends nothing until the path selects a pair.
-        if let Some(keys) = info.keys.get(&device) {
-            let config = CallMediaConfig::new(
-                MediaKeys::from(keys),
-                media_params,
-                self.options.source(&self.devices),
-                self.options.sink(&self.devices),
-                channels.outgoing,
-                channels.incoming,
-            );
-            match CallMedia::start(config) {
+        let mut failure = None;
+        match info.media.as_mut() {
+            None => match CallMedia::start(CallMediaConfig {
+                leg: leg_config,
+                source,
+                sink,
+            }) {
                 Ok(media) => {
-                    media.set_hold(info.held_local || info.held_remote);
                     media.set_muted(info.muted);
+                    leg.leg_id = Some(LegId(1));
                     info.media = Some(media);
                 }
                 Err(error) => {
@@ -476,16 +636,32 @@ impl CallGlue {
                         message: format!("call audio did not start: {error}"),
                     });
                 }
-            }
+            },
+            Some(media) => match media.add_leg(leg_config) {
+                Ok(id) => leg.leg_id = Some(id),
+                Err(error) => failure = Some(format!("cannot mix this participant: {error}")),
+            },
+        }
+        info.apply_hold();
+        self.controls.retain(|_, sender| !sender.is_closed());
+        self.controls.insert((peer.clone(), device), control);
+        if let Some(reason) = failure {
+            self.fail_leg(now, call_id, peer, reason);
+            return;
         }
         let mut watch = channels.path;
         let inputs = self.inputs.clone();
+        let peer = peer.clone();
         tokio::spawn(async move {
             loop {
                 let path = *watch.borrow_and_update();
                 if path.is_some()
                     && inputs
-                        .send(CallInput::Path { call_id, path })
+                        .send(CallInput::Path {
+                            call_id,
+                            peer: peer.clone(),
+                            path,
+                        })
                         .await
                         .is_err()
                 {
@@ -495,6 +671,7 @@ impl CallGlue {
                     let _ = inputs
                         .send(CallInput::Path {
                             call_id,
+                            peer,
                             path: None,
                         })
                         .await;
@@ -504,26 +681,32 @@ impl CallGlue {
         });
     }
 
-    fn path_changed(&mut self, now: Instant, call_id: CallId, path: Option<PathKind>) {
+    fn path_changed(
+        &mut self,
+        now: Instant,
+        call_id: CallId,
+        peer: &UserName,
+        path: Option<PathKind>,
+    ) {
+        let Some(leg) = self
+            .live
+            .get_mut(&call_id)
+            .filter(|info| info.ended.is_none())
+            .and_then(|info| info.legs.get_mut(peer))
+        else {
+            return;
+        };
         let Some(kind) = path else {
-            if self.live.get(&call_id).is_some_and(|i| i.ended.is_none()) {
-                self.fail(now, call_id, "the media path was lost".into());
-            }
+            self.fail_leg(now, call_id, peer, "the media path was lost".into());
             return;
         };
-        let Some(info) = self.live.get_mut(&call_id) else {
-            return;
-        };
-        if info.ended.is_some() {
+        if leg.current_path == Some(kind) {
             return;
         }
-        if info.current_path == Some(kind) {
-            return;
-        }
-        info.current_path = Some(kind);
-        if !info.announced {
-            info.announced = true;
-            if let (Some((_, _, setup, connected_at)), Some(peer)) = (info.connected, &info.peer) {
+        leg.current_path = Some(kind);
+        if !leg.announced {
+            leg.announced = true;
+            if let Some((_, _, setup, connected_at)) = leg.connected {
                 self.outputs.push_back(Event::CallConnected {
                     call_id: call_id.to_string(),
                     peer: peer.clone(),
@@ -539,18 +722,21 @@ impl CallGlue {
         }
     }
 
-    /// Ends a call this side cannot carry; `call_ended` says `failed` with `reason`.
-    fn fail(&mut self, now: Instant, call_id: CallId, reason: String) {
-        if let Some(info) = self.live.get_mut(&call_id)
-            && info.failure.is_none()
+    /// Ends a leg this side cannot carry; it ends `failed` with `reason`.
+    fn fail_leg(&mut self, now: Instant, call_id: CallId, peer: &UserName, reason: String) {
+        if let Some(leg) = self
+            .live
+            .get_mut(&call_id)
+            .and_then(|info| info.legs.get_mut(peer))
+            && leg.failure.is_none()
         {
-            info.failure = Some(reason);
+            leg.failure = Some(reason);
         }
-        if let Err(error) = self.calls.hangup(now, call_id) {
-            // The core no longer knows the call, so no `Ended` will come from it: end it
+        if let Err(error) = self.calls.hangup_leg(now, call_id, peer) {
+            // The core no longer knows the leg, so no `Ended` will come from it: end it
             // here, or its path and media would live on.
-            debug!(%error, "cannot hang up a failed call");
-            self.ended(now, call_id, EndReason::Failed, None, None);
+            debug!(%error, "cannot hang up a failed leg");
+            self.leg_ended(now, call_id, peer, EndReason::Failed, None, None);
         }
     }
 
@@ -560,16 +746,16 @@ impl CallGlue {
                 self.live.insert(
                     call_id,
                     CallInfo {
-                        peer: Some(from.clone()),
                         role: Some(CallRole::Callee),
+                        legs: BTreeMap::from([(from.clone(), LegInfo::default())]),
                         ..CallInfo::default()
                     },
                 );
                 self.outputs.push_back(Event::CallIncoming {
-                    from,
+                    from: from.clone(),
                     call_id: call_id.to_string(),
                 });
-                self.gather(call_id);
+                self.gather(call_id, from);
                 if self.options.auto_answer
                     && let Err(error) = self.calls.accept(now, call_id)
                 {
@@ -584,29 +770,37 @@ impl CallGlue {
             }
             CallEvent::MediaKeys {
                 call_id,
+                peer,
                 device,
                 keys,
-                ..
             } => {
-                if let Some(info) = self.live.get_mut(&call_id) {
-                    info.keys.insert(device, keys);
+                if let Some(leg) = self
+                    .live
+                    .get_mut(&call_id)
+                    .and_then(|info| info.legs.get_mut(&peer))
+                {
+                    leg.keys.insert(device, keys);
                 }
-                self.try_start(now, call_id);
+                self.try_start(now, call_id, &peer);
             }
             CallEvent::Candidates {
                 call_id,
+                peer,
                 device,
                 ufrag,
                 password,
                 candidates,
-                ..
             } => {
-                if let Some(info) = self.live.get_mut(&call_id) {
-                    match info.remote.get_mut(&device) {
+                if let Some(leg) = self
+                    .live
+                    .get_mut(&call_id)
+                    .and_then(|info| info.legs.get_mut(&peer))
+                {
+                    match leg.remote.get_mut(&device) {
                         // Trickled candidates of the same session.
                         Some(remote) if remote.ufrag == ufrag => {
-                            if info.started
-                                && let Some(path) = info.path.as_mut()
+                            if leg.started
+                                && let Some(path) = leg.path.as_mut()
                                 && let Err(error) = path.add_remote_candidates(candidates.clone())
                             {
                                 debug!(%error, "cannot add trickled candidates");
@@ -619,7 +813,7 @@ impl CallGlue {
                             remote.candidates.truncate(MAX_REMOTE_CANDIDATES);
                         }
                         _ => {
-                            info.remote.insert(
+                            leg.remote.insert(
                                 device,
                                 Remote {
                                     ufrag,
@@ -630,7 +824,7 @@ impl CallGlue {
                         }
                     }
                 }
-                self.try_start(now, call_id);
+                self.try_start(now, call_id, &peer);
             }
             CallEvent::Connected {
                 call_id,
@@ -641,31 +835,29 @@ impl CallGlue {
                 setup,
             } => {
                 let info = self.live.entry(call_id).or_default();
-                info.peer = Some(peer);
-                info.role = Some(role);
-                info.connected = Some((device, media, setup, now));
+                if info.ended.is_some() {
+                    return;
+                }
+                info.role.get_or_insert(role);
+                info.first_connected.get_or_insert(now);
+                let leg = info.legs.entry(peer.clone()).or_default();
+                leg.connected = Some((device, media, setup, now));
                 // Only the answering device's keys and candidates matter from now on.
-                info.keys.retain(|d, _| *d == device);
-                info.remote.retain(|d, _| *d == device);
-                self.send_candidates(call_id);
-                self.try_start(now, call_id);
+                leg.keys.retain(|d, _| *d == device);
+                leg.remote.retain(|d, _| *d == device);
+                self.send_candidates(call_id, &peer);
+                self.try_start(now, call_id, &peer);
             }
             CallEvent::Held {
-                call_id, by_peer, ..
-            } => {
-                self.set_hold(call_id, by_peer, true);
-                self.outputs.push_back(Event::CallHeld {
-                    call_id: call_id.to_string(),
-                });
-            }
+                call_id,
+                peer,
+                by_peer,
+            } => self.set_hold(call_id, &peer, by_peer, true),
             CallEvent::Resumed {
-                call_id, by_peer, ..
-            } => {
-                self.set_hold(call_id, by_peer, false);
-                self.outputs.push_back(Event::CallResumed {
-                    call_id: call_id.to_string(),
-                });
-            }
+                call_id,
+                peer,
+                by_peer,
+            } => self.set_hold(call_id, &peer, by_peer, false),
             CallEvent::Muted { call_id, muted } => {
                 if let Some(info) = self.live.get_mut(&call_id) {
                     info.muted = muted;
@@ -676,52 +868,99 @@ impl CallGlue {
             }
             CallEvent::Ended {
                 call_id,
+                peer,
                 reason,
                 error,
                 duration,
-                ..
-            } => self.ended(now, call_id, reason, error.map(|e| e.to_string()), duration),
+            } => self.leg_ended(
+                now,
+                call_id,
+                &peer,
+                reason,
+                error.map(|e| e.to_string()),
+                duration,
+            ),
         }
     }
 
-    fn set_hold(&mut self, call_id: CallId, by_peer: bool, hold: bool) {
-        if let Some(info) = self.live.get_mut(&call_id) {
-            if by_peer {
-                info.held_remote = hold;
-            } else {
-                info.held_local = hold;
+    /// Hold by this side applies to every leg (the core tells each): one `call_held`. A
+    /// peer's hold is told as it comes.
+    fn set_hold(&mut self, call_id: CallId, peer: &UserName, by_peer: bool, hold: bool) {
+        let Some(info) = self.live.get_mut(&call_id) else {
+            return;
+        };
+        let changed = if by_peer {
+            match info.legs.get_mut(peer) {
+                Some(leg) => {
+                    leg.held_remote = hold;
+                    true
+                }
+                None => false,
             }
-            if let Some(media) = &info.media {
-                media.set_hold(info.held_local || info.held_remote);
-            }
+        } else {
+            let changed = info.held_local != hold;
+            info.held_local = hold;
+            changed
+        };
+        info.apply_hold();
+        if !changed {
+            return;
         }
+        let call_id = call_id.to_string();
+        self.outputs.push_back(if hold {
+            Event::CallHeld { call_id }
+        } else {
+            Event::CallResumed { call_id }
+        });
     }
 
-    fn ended(
+    /// One leg ended. While others go on, its audio leaves the mix; the last one ends the
+    /// call.
+    fn leg_ended(
         &mut self,
         now: Instant,
         call_id: CallId,
+        peer: &UserName,
         reason: EndReason,
         detail: Option<String>,
         duration: Option<Duration>,
     ) {
-        let mut info = self.live.remove(&call_id).unwrap_or_default();
-        let duration = duration
-            .or_else(|| {
-                info.connected
-                    .map(|(.., at)| now.saturating_duration_since(at))
-            })
-            .unwrap_or_default();
-        let (reason, detail) = match info.failure.take() {
+        let info = self.live.entry(call_id).or_default();
+        if info.ended.is_some() {
+            return;
+        }
+        let mut leg = info.legs.remove(peer).unwrap_or_default();
+        // Dropping the path stops its task; it lingers so the repeated hang-up can use it.
+        if let Some(path) = leg.path.take() {
+            tokio::spawn(async move {
+                tokio::time::sleep(CONTROL_LINGER).await;
+                drop(path);
+            });
+        }
+        let (reason, detail) = match leg.failure.take() {
             Some(failure) => (EndReason::Failed, Some(failure)),
             None => (reason, detail),
         };
-        // Dropping the path stops its task; the audio stops first so the recording ends
-        // with the call.
+        if !info.legs.is_empty() {
+            if let (Some(media), Some(id)) = (info.media.as_mut(), leg.leg_id) {
+                media.remove_leg(id);
+            }
+            info.apply_hold();
+            debug!(reason = reason.as_str(), ?detail, "a conference leg ended");
+            return;
+        }
+        let duration = info
+            .first_connected
+            .map(|at| now.saturating_duration_since(at))
+            .or(duration)
+            .or_else(|| {
+                leg.connected
+                    .map(|(.., at)| now.saturating_duration_since(at))
+            })
+            .unwrap_or_default();
+        // The audio stops first so the recording ends with the call.
         let media = info.media.take();
-        info.path = None;
         info.ended = Some((reason, detail, duration));
-        self.live.insert(call_id, info);
         let inputs = self.inputs.clone();
         tokio::spawn(async move {
             let stats = match media {
@@ -734,6 +973,42 @@ impl CallGlue {
                 .send(CallInput::MediaStopped { call_id, stats })
                 .await;
         });
+    }
+}
+
+/// Splits what a leg's path delivers: call-control datagrams go to the engine (at most
+/// [`MAX_CONTROL_PER_SECOND`]), the rest to the audio. Runs until the path closes, also
+/// after the audio stopped, so the path lives as long as its handle.
+async fn split_control(
+    mut from_path: mpsc::Receiver<Vec<u8>>,
+    to_media: mpsc::Sender<Vec<u8>>,
+    inputs: mpsc::Sender<CallInput>,
+    device: PublicKey,
+) {
+    let mut window = tokio::time::Instant::now();
+    let mut in_window = 0u32;
+    while let Some(datagram) = from_path.recv().await {
+        let Some((&CONTROL_MARKER, payload)) = datagram.split_first() else {
+            // A full or closed audio queue drops, as the path itself does.
+            let _ = to_media.try_send(datagram);
+            continue;
+        };
+        let now = tokio::time::Instant::now();
+        if now.duration_since(window) >= Duration::from_secs(1) {
+            window = now;
+            in_window = 0;
+        }
+        in_window += 1;
+        if in_window > MAX_CONTROL_PER_SECOND {
+            continue;
+        }
+        let control = CallInput::Control {
+            device,
+            payload: payload.to_vec(),
+        };
+        if inputs.try_send(control).is_err() {
+            debug!("engine busy; a call message from the media path was dropped");
+        }
     }
 }
 

@@ -23,6 +23,8 @@ const HOMING_TIMEOUT: Duration = Duration::from_secs(30);
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `chat` waits for the receipt of a message handed to an online device.
 const RECEIPT_GRACE: Duration = Duration::from_secs(3);
+/// `call --add` invites at most this many: with the caller and the callee, five people.
+pub const MAX_ADDED: usize = proto::peer::MAX_CONFERENCE - 2;
 
 /// `call`'s options.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +34,8 @@ pub struct CallPlan {
     pub seconds: Option<u64>,
     pub hold_at: Option<u64>,
     pub resume_at: Option<u64>,
+    /// Participants invited once the call connects (a conference of up to five).
+    pub add: Vec<UserName>,
 }
 
 impl From<EngineError> for CliError {
@@ -408,6 +412,8 @@ async fn run_call(
     plan_steps.sort_by_key(|(s, _)| *s);
     let mut connected_at: Option<tokio::time::Instant> = None;
     let mut hung_up = false;
+    // Failed invitations into the conference, as they come back.
+    let (add_failed_tx, mut add_failed) = mpsc::channel::<String>(MAX_ADDED);
     loop {
         let next_step =
             connected_at.and_then(|t| plan_steps.first().map(|(s, _)| t + Duration::from_secs(*s)));
@@ -436,14 +442,28 @@ async fn run_call(
                     tracing::debug!(%error, action, "call step failed");
                 }
             }
+            Some(message) = add_failed.recv() => {
+                print_event(&ctx.out, &Event::Error { message });
+            }
             event = session.next() => {
                 let Some(event) = event else {
                     return Err(CliError::Other("the engine stopped".into()));
                 };
                 print_event(&ctx.out, &event);
                 match &event {
-                    Event::CallConnected { call_id: c, .. } if *c == id => {
+                    // The first leg connects the call; the participants' legs connect later.
+                    Event::CallConnected { call_id: c, .. }
+                        if *c == id && connected_at.is_none() =>
+                    {
                         connected_at = Some(tokio::time::Instant::now());
+                        for user in &plan.add {
+                            tokio::spawn(invite(
+                                session.handle.clone(),
+                                call_id,
+                                user.clone(),
+                                add_failed_tx.clone(),
+                            ));
+                        }
                     }
                     Event::CallEnded { call_id: c, reason, detail, .. } if *c == id => {
                         use crate::events::EndReason;
@@ -466,6 +486,18 @@ async fn run_call(
                 }
             }
         }
+    }
+}
+
+/// Adds `user` to the call; a failure comes back as a message for the user.
+async fn invite(
+    handle: EngineHandle,
+    call_id: proto::CallId,
+    user: UserName,
+    failed: mpsc::Sender<String>,
+) {
+    if let Err(error) = handle.add_participant(call_id, user.clone()).await {
+        let _ = failed.send(format!("cannot add {user}: {error}")).await;
     }
 }
 

@@ -182,6 +182,11 @@ enum Command {
         to: UserName,
         reply: Reply<CallId>,
     },
+    AddParticipant {
+        call_id: CallId,
+        user: UserName,
+        reply: Reply<()>,
+    },
     Call(calls::CallCommand, Reply<()>),
     SetPresence(PresenceStatus),
     SetDevices(calls::CallDevices),
@@ -209,6 +214,7 @@ impl std::fmt::Debug for Command {
             Self::ContactsChanged(_) => "ContactsChanged",
             Self::SendChat { .. } => "SendChat",
             Self::Dial { .. } => "Dial",
+            Self::AddParticipant { .. } => "AddParticipant",
             Self::Call(..) => "Call",
             Self::SetPresence(_) => "SetPresence",
             Self::SetDevices(_) => "SetDevices",
@@ -277,6 +283,34 @@ impl EngineHandle {
     /// Calls `to` on all their devices.
     pub async fn dial(&self, to: UserName) -> Result<CallId, EngineError> {
         self.ask(|reply| Command::Dial { to, reply }).await
+    }
+
+    /// Adds `user` (all their devices ring) to a call this device placed and that is
+    /// connected: a conference of up to five people, mixed here. Returns once the
+    /// invitation is out; the new leg reports `call_ringing` and `call_connected` (with
+    /// `peer: user`) under the same `call_id`. A participant who leaves, or never joins,
+    /// ends only their own leg.
+    pub async fn add_participant(
+        &self,
+        call_id: CallId,
+        user: UserName,
+    ) -> Result<(), EngineError> {
+        self.ask(|reply| Command::AddParticipant {
+            call_id,
+            user,
+            reply,
+        })
+        .await
+    }
+
+    /// Drops one participant from a conference this device hosts; the others go on.
+    pub async fn remove_participant(
+        &self,
+        call_id: CallId,
+        user: UserName,
+    ) -> Result<(), EngineError> {
+        self.ask(|reply| Command::Call(calls::CallCommand::RemoveParticipant(call_id, user), reply))
+            .await
     }
 
     pub async fn accept(&self, call_id: CallId) -> Result<(), EngineError> {
@@ -391,6 +425,10 @@ enum ResolveThen {
     },
     Dial {
         reply: Reply<CallId>,
+    },
+    AddParticipant {
+        call_id: CallId,
+        reply: Reply<()>,
     },
 }
 
@@ -1053,6 +1091,13 @@ impl Actor {
             Command::Dial { to, reply } => {
                 self.start_resolve(now, to, ResolveThen::Dial { reply });
             }
+            Command::AddParticipant {
+                call_id,
+                user,
+                reply,
+            } => {
+                self.start_resolve(now, user, ResolveThen::AddParticipant { call_id, reply });
+            }
             Command::Call(command, reply) => {
                 let _ = reply.send(self.calls.command(now, command));
             }
@@ -1191,6 +1236,16 @@ impl Actor {
                     return;
                 }
                 let _ = reply.send(self.calls.dial(now, user.clone(), devices));
+            }
+            ResolveThen::AddParticipant { call_id, reply } => {
+                if devices.is_empty() {
+                    let _ = reply.send(Err(missing()));
+                    return;
+                }
+                let result = self
+                    .calls
+                    .add_participant(now, call_id, user.clone(), devices);
+                let _ = reply.send(result);
             }
         }
     }
