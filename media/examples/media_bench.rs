@@ -159,38 +159,54 @@ fn decoder_complexity() -> u8 {
         .unwrap_or(DecoderConfig::default().complexity)
 }
 
+/// DRED length of the DRED columns: `MEDIA_BENCH_DRED_10MS`, default [`DRED`].
+fn dred_10ms() -> u8 {
+    std::env::var("MEDIA_BENCH_DRED_10MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DRED)
+}
+
+/// Loss patterns drawn per condition (`MEDIA_BENCH_SEEDS`, default 3); the table averages
+/// over them, since one 12 s pattern decides too much by where its losses fall.
+fn seeds() -> u64 {
+    std::env::var("MEDIA_BENCH_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
+
 #[derive(Clone, Copy)]
 struct Variant {
     name: &'static str,
     fec: bool,
     dred_10ms: u8,
-    decoder_complexity: u8,
 }
+
+/// DRED length of the DRED columns (10 ms units).
+const DRED: u8 = 100;
 
 const VARIANTS: [Variant; 4] = [
     Variant {
         name: "pipeline, no FEC",
         fec: false,
         dred_10ms: 0,
-        decoder_complexity: 7,
     },
     Variant {
         name: "pipeline, FEC",
         fec: true,
         dred_10ms: 0,
-        decoder_complexity: 7,
     },
     Variant {
         name: "pipeline, DRED",
         fec: false,
-        dred_10ms: 100,
-        decoder_complexity: 7,
+        dred_10ms: DRED,
     },
     Variant {
         name: "pipeline, FEC+DRED",
         fec: true,
-        dred_10ms: 100,
-        decoder_complexity: 7,
+        dred_10ms: DRED,
     },
 ];
 
@@ -199,7 +215,7 @@ fn sim_config(v: Variant) -> SimConfig {
         sender: SenderConfig {
             encoder: EncoderConfig {
                 fec: v.fec,
-                dred_duration_10ms: v.dred_10ms,
+                dred_duration_10ms: if v.dred_10ms > 0 { dred_10ms() } else { 0 },
                 bitrate_bps: bitrate_bps(),
                 complexity: encoder_complexity(),
                 ..EncoderConfig::default()
@@ -208,7 +224,7 @@ fn sim_config(v: Variant) -> SimConfig {
         },
         jitter: JitterConfig {
             decoder: DecoderConfig {
-                complexity: v.decoder_complexity.min(decoder_complexity()),
+                complexity: decoder_complexity(),
                 dred: v.dred_10ms > 0,
             },
             ..JitterConfig::default()
@@ -258,50 +274,60 @@ fn pesq_wavs(speech: &Path, outdir: &Path) -> Res<()> {
     let mut manifest = std::fs::File::create(outdir.join("manifest.tsv"))?;
     writeln!(
         manifest,
-        "condition\tvariant\treference\tdegraded\tlost_pct\tdetail"
+        "condition\tseed\tvariant\treference\tdegraded\tlost_pct\tdetail"
     )?;
     for (ci, (cname, loss)) in conditions.iter().enumerate() {
-        let lost = loss_mask(*loss, packets, 1000 + ci as u64);
-        let scored = &lost[half / FRAME_SAMPLES..input.len() / FRAME_SAMPLES];
-        let lost_pct = scored.iter().filter(|l| **l).count() as f64 * 100.0 / scored.len() as f64;
         let reference_path = outdir.join(format!("c{ci}_reference.wav"));
         write_wav(&reference_path, &input[half..])?;
-        let base = baseline(&input, &lost)?;
-        let base_path = outdir.join(format!("c{ci}_baseline.wav"));
-        write_wav(&base_path, &base[half..input.len()])?;
-        writeln!(
-            manifest,
-            "{cname}\tplain libopus (baseline)\t{}\t{}\t{lost_pct:.1}\t-",
-            reference_path.display(),
-            base_path.display()
-        )?;
-        let ideal = ideal_fec(&input, &lost, lost_pct.ceil() as u8)?;
-        let ideal_path = outdir.join(format!("c{ci}_ideal.wav"));
-        write_wav(&ideal_path, &ideal[half..input.len()])?;
-        writeln!(
-            manifest,
-            "{cname}\tlibopus FEC, oracle timing\t{}\t{}\t{lost_pct:.1}\t-",
-            reference_path.display(),
-            ideal_path.display()
-        )?;
-        for (vi, v) in VARIANTS.iter().enumerate() {
-            let out = simulate(&input, sim_config(*v), &mut MaskChannel::new(lost.clone()))?;
-            let (_, degraded, lag) = aligned_second_half(&input, &out.output, half);
-            let path = outdir.join(format!("c{ci}_v{vi}.wav"));
-            write_wav(&path, &degraded)?;
-            let c = out.counters;
-            writeln!(
-                manifest,
-                "{cname}\t{}\t{}\t{}\t{lost_pct:.1}\tlag {:.1} ms; fec {} dred {} concealed {} dropped {}",
-                v.name,
-                reference_path.display(),
-                path.display(),
-                lag as f64 / 48.0,
-                c.fec_frames,
-                c.dred_frames,
-                c.concealed_frames,
-                c.dropped_frames
+        let seeds = if ci == 0 { 1 } else { seeds() };
+        for seed in 0..seeds {
+            let lost = loss_mask(*loss, packets, 1000 + ci as u64 + 100 * seed);
+            let scored = &lost[half / FRAME_SAMPLES..input.len() / FRAME_SAMPLES];
+            let lost_pct =
+                scored.iter().filter(|l| **l).count() as f64 * 100.0 / scored.len() as f64;
+            let mut row = |variant: &str, name: String, out: &[f32], detail: String| -> Res<()> {
+                let path = outdir.join(format!("c{ci}_s{seed}_{name}.wav"));
+                write_wav(&path, out)?;
+                writeln!(
+                    manifest,
+                    "{cname}\t{seed}\t{variant}\t{}\t{}\t{lost_pct:.1}\t{detail}",
+                    reference_path.display(),
+                    path.display()
+                )?;
+                Ok(())
+            };
+            let base = baseline(&input, &lost)?;
+            row(
+                "plain libopus (baseline)",
+                "baseline".into(),
+                &base[half..input.len()],
+                "-".into(),
             )?;
+            let ideal = ideal_fec(&input, &lost, lost_pct.ceil() as u8)?;
+            row(
+                "libopus FEC, oracle timing",
+                "ideal".into(),
+                &ideal[half..input.len()],
+                "-".into(),
+            )?;
+            for (vi, v) in VARIANTS.iter().enumerate() {
+                let out = simulate(&input, sim_config(*v), &mut MaskChannel::new(lost.clone()))?;
+                let (_, degraded, lag) = aligned_second_half(&input, &out.output, half);
+                let c = out.counters;
+                row(
+                    v.name,
+                    format!("v{vi}"),
+                    &degraded,
+                    format!(
+                        "lag {:.1} ms; fec {} dred {} concealed {} dropped {}",
+                        lag as f64 / 48.0,
+                        c.fec_frames,
+                        c.dred_frames,
+                        c.concealed_frames,
+                        c.dropped_frames
+                    ),
+                )?;
+            }
         }
         eprintln!("condition {cname}: done");
     }
@@ -371,36 +397,68 @@ fn cpu(speech: &Path) -> Res<()> {
     let input = read_wav(speech)?;
     let frames: Vec<&[f32]> = input.chunks_exact(FRAME_SAMPLES).collect();
     let rounds = 10;
-    let mut enc = Encoder::new(EncoderConfig {
+    use media::codec::Bandwidth;
+    let defaults = EncoderConfig {
         expected_loss_pct: 10,
-        dred_duration_10ms: 0,
         ..EncoderConfig::default()
-    })?;
-    let mut enc_dred = Encoder::new(EncoderConfig {
-        expected_loss_pct: 10,
-        dred_duration_10ms: 100,
-        ..EncoderConfig::default()
-    })?;
-    let mut enc7 = Encoder::new(EncoderConfig {
-        expected_loss_pct: 10,
-        complexity: 7,
-        ..EncoderConfig::default()
-    })?;
-    let mut dec = Decoder::new(DecoderConfig {
-        complexity: 7,
-        dred: false,
-    })?;
-    let mut dec_plain = plain_decoder()?;
-    let mut dec_lace = Decoder::new(DecoderConfig {
-        complexity: 6,
-        dred: false,
-    })?;
+    };
+    let encoders = [
+        (
+            "encode (defaults: complexity 10, wideband, FEC at 10% loss)",
+            defaults,
+        ),
+        (
+            "encode (defaults + DRED 200 ms at 10% loss)",
+            EncoderConfig {
+                dred_duration_10ms: 20,
+                ..defaults
+            },
+        ),
+        (
+            "encode (complexity 10, fullband: hybrid mode)",
+            EncoderConfig {
+                max_bandwidth: Bandwidth::Full,
+                ..defaults
+            },
+        ),
+        (
+            "encode (complexity 9, fullband: hybrid mode)",
+            EncoderConfig {
+                complexity: 9,
+                max_bandwidth: Bandwidth::Full,
+                ..defaults
+            },
+        ),
+    ];
+    let decoders = [
+        (
+            "decode (defaults: complexity 6, deep PLC + LACE)",
+            DecoderConfig::default(),
+        ),
+        (
+            "decode (complexity 7: deep PLC + NoLACE)",
+            DecoderConfig {
+                complexity: 7,
+                ..DecoderConfig::default()
+            },
+        ),
+        (
+            "decode (complexity 5: deep PLC, no enhancement)",
+            DecoderConfig {
+                complexity: 5,
+                ..DecoderConfig::default()
+            },
+        ),
+        (
+            "decode (complexity 0, baseline)",
+            DecoderConfig {
+                complexity: 0,
+                dred: false,
+            },
+        ),
+    ];
     let mut sealer = PacketSealer::new([1; 32], b"bench", Direction::CallerToCallee);
     let mut opener = PacketOpener::new([1; 32], b"bench", Direction::CallerToCallee);
-    let packets: Vec<Vec<u8>> = frames
-        .iter()
-        .map(|f| enc.encode(f))
-        .collect::<Result<_, _>>()?;
     let n = (frames.len() * rounds) as f64;
     let frame_secs = 0.020;
     // CPU time of this thread (Linux schedstat, ns), so other load on the machine does not
@@ -419,49 +477,41 @@ fn cpu(speech: &Path) -> Res<()> {
         secs / n
     };
     let mut sink = 0usize;
-    let t_enc = time(&mut || {
-        for _ in 0..rounds {
-            for f in &frames {
-                sink += enc.encode(f).map(|p| p.len()).unwrap_or(0);
+    let mut rows: Vec<(&str, f64)> = Vec::new();
+    let mut packets_of_default = Vec::new();
+    for (name, config) in encoders {
+        let mut enc = Encoder::new(config)?;
+        let mut packets = Vec::with_capacity(frames.len());
+        let t = time(&mut || {
+            for round in 0..rounds {
+                for f in &frames {
+                    if let Ok(p) = enc.encode(f) {
+                        sink += p.len();
+                        if round == 0 {
+                            packets.push(p);
+                        }
+                    }
+                }
             }
+        });
+        if packets_of_default.is_empty() {
+            packets_of_default = packets;
         }
-    });
-    let t_enc_dred = time(&mut || {
-        for _ in 0..rounds {
-            for f in &frames {
-                sink += enc_dred.encode(f).map(|p| p.len()).unwrap_or(0);
-            }
-        }
-    });
-    let t_enc7 = time(&mut || {
-        for _ in 0..rounds {
-            for f in &frames {
-                sink += enc7.encode(f).map(|p| p.len()).unwrap_or(0);
-            }
-        }
-    });
+        rows.push((name, t));
+    }
+    let packets = packets_of_default;
     let mut out = [0.0f32; FRAME_SAMPLES];
-    let t_dec = time(&mut || {
-        for _ in 0..rounds {
-            for p in &packets {
-                sink += usize::from(dec.decode(p, &mut out).is_ok());
+    for (name, config) in decoders {
+        let mut dec = Decoder::new(config)?;
+        let t = time(&mut || {
+            for _ in 0..rounds {
+                for p in &packets {
+                    sink += usize::from(dec.decode(p, &mut out).is_ok());
+                }
             }
-        }
-    });
-    let t_dec_lace = time(&mut || {
-        for _ in 0..rounds {
-            for p in &packets {
-                sink += usize::from(dec_lace.decode(p, &mut out).is_ok());
-            }
-        }
-    });
-    let t_dec_plain = time(&mut || {
-        for _ in 0..rounds {
-            for p in &packets {
-                sink += usize::from(dec_plain.decode(p, &mut out).is_ok());
-            }
-        }
-    });
+        });
+        rows.push((name, t));
+    }
     let mut seq = 0u32;
     let mut sealed = Vec::with_capacity(packets.len() * rounds);
     let t_seal = time(&mut || {
@@ -485,24 +535,17 @@ fn cpu(speech: &Path) -> Res<()> {
         }
     });
     let pct = |t: f64| t / frame_secs * 100.0;
+    rows.push(("seal (ChaCha20-Poly1305)", t_seal));
+    rows.push(("open (ChaCha20-Poly1305 + replay window)", t_open));
     println!("| stage (one 20 ms frame) | time per frame (µs) | share of one core per call |");
     println!("| --- | --- | --- |");
-    for (name, t) in [
-        ("encode (complexity 9, FEC)", t_enc),
-        ("encode (complexity 9, FEC + DRED 1 s)", t_enc_dred),
-        ("encode (complexity 7, FEC)", t_enc7),
-        ("decode (complexity 7: OSCE NoLACE)", t_dec),
-        ("decode (complexity 6: OSCE LACE)", t_dec_lace),
-        ("decode (complexity 0, baseline)", t_dec_plain),
-        ("seal (ChaCha20-Poly1305)", t_seal),
-        ("open (ChaCha20-Poly1305 + replay window)", t_open),
-    ] {
-        println!("| {name} | {:.1} | {:.2}% |", t * 1e6, pct(t));
+    for (name, t) in &rows {
+        println!("| {name} | {:.1} | {:.2}% |", t * 1e6, pct(*t));
     }
-    let call = t_enc + t_dec + t_seal + t_open;
-    let call_dred = t_enc_dred + t_dec + t_seal + t_open;
+    let call = rows[0].1 + rows[4].1 + t_seal + t_open;
+    let call_dred = rows[1].1 + rows[4].1 + t_seal + t_open;
     println!(
-        "| **per call: encode + decode + seal + open** | {:.1} | **{:.2}%** |",
+        "| **per call (defaults): encode + decode + seal + open** | {:.1} | **{:.2}%** |",
         call * 1e6,
         pct(call)
     );

@@ -5,7 +5,7 @@
 //! normally the peer's measured loss) and, with the `dred` feature, Deep REDundancy.
 //! [`Decoder`] decodes packets, recovers a lost frame from the next packet's FEC or from a
 //! later packet's DRED, and conceals (deep PLC and OSCE enhancement with the `osce` feature
-//! at decoder complexity 7).
+//! at decoder complexity 5 and up).
 //!
 //! Not here: when to recover or conceal (the [`crate::jitter`] buffer decides), packet
 //! framing and encryption ([`crate::packet`], [`crate::secure`]).
@@ -47,13 +47,18 @@ impl From<ffi::OpusCode> for CodecError {
     }
 }
 
+/// Default voice bitrate. The top of the 24 to 32 kbit/s range: libopus only spends
+/// in-band FEC bits at moderate expected loss with this much room (docs/bench/media.md).
+pub const DEFAULT_BITRATE_BPS: u32 = 32_000;
+
 /// Encoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncoderConfig {
     /// Target bitrate (24 to 32 kbit/s for voice; 32 kbit/s by default because in-band FEC
     /// only switches on at 5% expected loss with that much room, see docs/bench/media.md).
     pub bitrate_bps: u32,
-    /// Encoder complexity, 0 (cheapest) to 10.
+    /// Encoder complexity, 0 (cheapest) to 10 (the default; in wideband it still costs
+    /// less CPU than complexity 9 in fullband, docs/bench/media.md).
     pub complexity: u8,
     /// In-band FEC (LBRR). It only costs bits while the expected loss is above zero.
     pub fec: bool,
@@ -62,16 +67,43 @@ pub struct EncoderConfig {
     pub dred_duration_10ms: u8,
     /// Initial expected packet loss in percent; later updated from measurements.
     pub expected_loss_pct: u8,
+    /// Widest audio band the encoder may code. Wideband by default: at 24 to 32 kbit/s
+    /// SILK-only wideband spends every bit below 8 kHz, where speech lives and wideband
+    /// PESQ listens; super-wideband and fullband switch to hybrid mode, which spends part
+    /// of the budget above 8 kHz and scored 0.07 lower at 0% loss (docs/bench/media.md).
+    pub max_bandwidth: Bandwidth,
+}
+
+/// Audio bandwidth an Opus encoder may code (libopus `OPUS_BANDWIDTH_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Bandwidth {
+    /// 0 to 8 kHz (16 kHz sampling inside the codec).
+    Wide,
+    /// 0 to 12 kHz.
+    SuperWide,
+    /// 0 to 20 kHz.
+    Full,
+}
+
+impl Bandwidth {
+    fn opus_constant(self) -> i32 {
+        match self {
+            Bandwidth::Wide => sys::OPUS_BANDWIDTH_WIDEBAND,
+            Bandwidth::SuperWide => sys::OPUS_BANDWIDTH_SUPERWIDEBAND,
+            Bandwidth::Full => sys::OPUS_BANDWIDTH_FULLBAND,
+        }
+    }
 }
 
 impl Default for EncoderConfig {
     fn default() -> Self {
         Self {
-            bitrate_bps: 32_000,
-            complexity: 9,
+            bitrate_bps: DEFAULT_BITRATE_BPS,
+            complexity: 10,
             fec: true,
             dred_duration_10ms: 0,
             expected_loss_pct: 0,
+            max_bandwidth: Bandwidth::Wide,
         }
     }
 }
@@ -102,6 +134,10 @@ impl Encoder {
         raw.set_int(
             sys::OPUS_SET_COMPLEXITY_REQUEST,
             i32::from(config.complexity.min(10)),
+        )?;
+        raw.set_int(
+            sys::OPUS_SET_MAX_BANDWIDTH_REQUEST,
+            config.max_bandwidth.opus_constant(),
         )?;
         raw.set_int(sys::OPUS_SET_INBAND_FEC_REQUEST, i32::from(config.fec))?;
         raw.set_int(
@@ -165,7 +201,8 @@ impl Encoder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecoderConfig {
     /// Decoder complexity 0..=10. At 5 and above libopus uses deep PLC, at 6 LACE and at 7
-    /// NoLACE speech enhancement (needs the `osce` feature; otherwise plain PLC).
+    /// NoLACE speech enhancement (needs the `osce` feature; otherwise plain PLC). 6 by
+    /// default: NoLACE scored no better at 32 kbit/s and costs twice the CPU.
     pub complexity: u8,
     /// Use Deep REDundancy from later packets to rebuild lost frames (`dred` feature).
     pub dred: bool,
@@ -174,7 +211,7 @@ pub struct DecoderConfig {
 impl Default for DecoderConfig {
     fn default() -> Self {
         Self {
-            complexity: 7,
+            complexity: 6,
             dred: cfg!(feature = "dred"),
         }
     }
