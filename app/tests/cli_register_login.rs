@@ -7,21 +7,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Builds the `login-server` binary (another crate's binary: cargo does not build it for
-/// this crate's tests) into the same target directory and returns its path.
+/// The `login-server` binary next to `peerphone`. `cargo test --workspace` builds every
+/// workspace binary with the same features as the tests; only a run of this crate's tests
+/// alone lacks it, and then it is built here (a build of one package resolves features on
+/// its own and recompiles much of the dependency tree, so it is not done when not needed).
 fn login_server_bin() -> PathBuf {
-    let peerphone = PathBuf::from(env!("CARGO_BIN_EXE_peerphone"));
-    let profile_dir = peerphone.parent().expect("binary has a directory");
-    let target_dir = profile_dir.parent().expect("profile dir has a parent");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "login-server", "--bin", "login-server"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "building login-server failed");
-    profile_dir.join("login-server")
+    let path = Path::new(env!("CARGO_BIN_EXE_peerphone")).with_file_name("login-server");
+    if !path.is_file() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "login-server", "--bin", "login-server"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building login-server failed");
+    }
+    assert!(
+        path.is_file(),
+        "no login-server binary at {}",
+        path.display()
+    );
+    path
 }
 
 struct Server {
