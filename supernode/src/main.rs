@@ -40,6 +40,17 @@ struct Args {
     /// Address ranges the relay may send to although refused by default (repeatable).
     #[arg(long)]
     allow_relay_to: Vec<String>,
+    /// A TURN or STUN URL handed to clients with their TURN credentials, instead of this
+    /// supernode's own relay (repeatable), e.g. `turn:203.0.113.7:3478?transport=udp` for
+    /// a coturn server; needs --turn-secret-file. Clients use the first `turn:` URL with a
+    /// literal IP.
+    #[arg(long = "turn-url", value_name = "URL")]
+    turn_url: Vec<String>,
+    /// A file holding the TURN REST shared secret (coturn's `--use-auth-secret
+    /// --static-auth-secret`): credentials are minted with it and the built-in relay checks
+    /// it. Surrounding whitespace is ignored [default: a secret in the data directory].
+    #[arg(long, value_name = "FILE")]
+    turn_secret_file: Option<PathBuf>,
     /// Key pair and state [default: ~/.local/share/peerphone/supernode].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -70,6 +81,9 @@ struct FileConfig {
     relay_ports: Option<String>,
     #[serde(default)]
     allow_relay_to: Vec<String>,
+    #[serde(default)]
+    turn_url: Vec<String>,
+    turn_secret_file: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
     max_clients: Option<usize>,
@@ -143,6 +157,35 @@ fn build_config(args: Args) -> Result<(ShellConfig, String), anyhow::Error> {
                 .map_err(|e| Usage(format!("--allow-relay-to {cidr}: {e}")))?,
         );
     }
+    let turn_urls = if args.turn_url.is_empty() {
+        file.turn_url
+    } else {
+        args.turn_url
+    };
+    for url in &turn_urls {
+        if !is_turn_url(url) {
+            return Err(Usage(format!(
+                "--turn-url {url}: not a turn:, turns: or stun: URL with a host"
+            ))
+            .into());
+        }
+    }
+    if let Some(path) = args.turn_secret_file.or(file.turn_secret_file) {
+        let text = std::fs::read(&path)
+            .with_context(|| format!("reading the TURN secret {}", path.display()))?;
+        let secret = text.trim_ascii();
+        if secret.is_empty() {
+            anyhow::bail!("the TURN secret file {} is empty", path.display());
+        }
+        config.turn_secret = Some(supernode::shell::TurnSecret(secret.to_vec()));
+    } else if !turn_urls.is_empty() {
+        return Err(Usage(
+            "--turn-url needs --turn-secret-file (the secret the TURN server checks credentials with)"
+                .into(),
+        )
+        .into());
+    }
+    config.turn_urls = turn_urls;
     config.metrics_listen = args.metrics_listen.or(file.metrics_listen);
     if let Some(max) = args.max_clients.or(file.max_clients) {
         config.core.max_clients = max.max(1);
@@ -158,6 +201,17 @@ fn build_config(args: Args) -> Result<(ShellConfig, String), anyhow::Error> {
         .into());
     }
     Ok((config, log_format))
+}
+
+/// `turn:HOST[:PORT][?…]`, `turns:…` or `stun:…` (RFC 7064/7065 shape, loosely).
+fn is_turn_url(url: &str) -> bool {
+    let rest = ["turn:", "turns:", "stun:"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme));
+    rest.is_some_and(|r| {
+        let host = r.split(['?', '/']).next().unwrap_or_default();
+        !host.is_empty() && !host.starts_with(':') && !host.contains(char::is_whitespace)
+    })
 }
 
 fn init_logs(format: &str) {

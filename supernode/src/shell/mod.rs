@@ -31,6 +31,16 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use transport::{Conn, Endpoint, PeerPolicy, ServerOptions, TcpListener, Tuning};
 
+/// A TURN REST shared secret; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TurnSecret(pub Vec<u8>);
+
+impl std::fmt::Debug for TurnSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TurnSecret(..)")
+    }
+}
+
 /// Everything the shell needs to run.
 #[derive(Debug, Clone)]
 pub struct ShellConfig {
@@ -45,6 +55,13 @@ pub struct ShellConfig {
     pub alternate_addr: Option<SocketAddr>,
     pub relay_ports: Option<std::ops::RangeInclusive<u16>>,
     pub allow_relay_to: Vec<nat::turn::Cidr>,
+    /// `--turn-url`: the TURN/STUN URLs handed to clients with their credentials (an
+    /// external server such as coturn). Empty: the built-in relay's own URLs.
+    pub turn_urls: Vec<String>,
+    /// `--turn-secret-file`: the TURN REST shared secret credentials are minted with (and the
+    /// built-in relay checks), shared with an external TURN server (coturn's
+    /// `--static-auth-secret`). `None`: a secret kept in the data directory.
+    pub turn_secret: Option<TurnSecret>,
     pub data_dir: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
     pub core: CoreConfig,
@@ -70,6 +87,8 @@ impl ShellConfig {
             alternate_addr: None,
             relay_ports: None,
             allow_relay_to: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
             data_dir,
             metrics_listen: None,
             core: CoreConfig::default(),
@@ -240,7 +259,10 @@ impl RunningSupernode {
             source,
         })?;
         let key = transport::load_or_create_secret_key(&config.data_dir.join("supernode.key"))?;
-        let turn_secret = load_or_create_turn_secret(&config.data_dir)?;
+        let turn_secret = match &config.turn_secret {
+            Some(secret) => secret.0.clone(),
+            None => load_or_create_turn_secret(&config.data_dir)?,
+        };
         let options = ServerOptions {
             policy: PeerPolicy::AnyKey,
             // Clients keep their NAT bindings alive themselves; server-side keep-alives would
@@ -347,10 +369,18 @@ impl RunningSupernode {
             }),
         };
         let mut core_config = config.core.clone();
-        if let Some(turn) = addrs.turn {
+        let turn_urls = if config.turn_urls.is_empty() {
+            addrs
+                .turn
+                .map(|turn| vec![format!("turn:{turn}?transport=udp"), format!("stun:{turn}")])
+                .unwrap_or_default()
+        } else {
+            config.turn_urls.clone()
+        };
+        if !turn_urls.is_empty() {
             core_config.turn = Some(crate::core::TurnService {
                 shared_secret: turn_secret.clone(),
-                urls: vec![format!("turn:{turn}?transport=udp"), format!("stun:{turn}")],
+                urls: turn_urls,
                 ttl: Duration::from_secs(600),
             });
         }
