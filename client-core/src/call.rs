@@ -44,7 +44,7 @@ use proto::peer::{
 };
 use proto::supernode::RouteOutcome;
 use proto::{CallId, Credential, PublicKey, Signature, UnixTime, UserName};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Tunables.
@@ -348,6 +348,8 @@ pub struct Calls {
     legs: BTreeMap<LegKey, Leg>,
     /// Route tokens of invitations, to notice offline devices.
     invite_tokens: BTreeMap<u64, (LegKey, PublicKey)>,
+    /// Tokens of recent transmits that end a leg (hang-up, cancel, decline).
+    ending_tokens: BTreeSet<u64>,
     next_token: u64,
     transmits: VecDeque<PeerTransmit>,
     events: VecDeque<CallEvent>,
@@ -360,6 +362,8 @@ impl std::fmt::Debug for Calls {
 }
 
 const MAX_INVITE_TOKENS: usize = 1024;
+/// Leg-ending transmits remembered for [`Calls::ends_a_leg`]; the shell asks right away.
+const MAX_ENDING_TOKENS: usize = 64;
 
 impl Calls {
     pub fn new(crypto: DeviceCrypto, config: CallConfig) -> Self {
@@ -368,6 +372,7 @@ impl Calls {
             config,
             legs: BTreeMap::new(),
             invite_tokens: BTreeMap::new(),
+            ending_tokens: BTreeSet::new(),
             next_token: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -838,6 +843,14 @@ impl Calls {
             }
             self.state_timeout(now, &key);
         }
+    }
+
+    /// Whether the transmit with this token ends a leg (a hang-up, cancel or decline):
+    /// messages that are safe to deliver twice and in any order, so a shell may send them
+    /// over a second path too (the call's media path, when the supernodes are slow to
+    /// notice a dead link). Answers for the most recent transmits only.
+    pub fn ends_a_leg(&self, token: u64) -> bool {
+        self.ending_tokens.contains(&token)
     }
 
     pub fn poll_transmit(&mut self) -> Option<PeerTransmit> {
@@ -1568,6 +1581,17 @@ impl Calls {
         let payload = self.crypto.seal(&device, message).ok()?;
         let token = self.next_token;
         self.next_token = self.next_token.wrapping_add(1);
+        if matches!(
+            message,
+            PeerToPeer::CallHangup { .. }
+                | PeerToPeer::CallCancel { .. }
+                | PeerToPeer::CallDecline { .. }
+        ) {
+            self.ending_tokens.insert(token);
+            while self.ending_tokens.len() > MAX_ENDING_TOKENS {
+                self.ending_tokens.pop_first();
+            }
+        }
         self.transmits.push_back(PeerTransmit {
             token,
             to: key.1.clone(),

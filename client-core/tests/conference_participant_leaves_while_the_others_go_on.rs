@@ -82,3 +82,31 @@ fn dropping_one_participant_leaves_the_others_connected() {
     assert_eq!(end_reason(sim.ended(carol)), Some("hangup"));
     assert!(!sim.calls(alice).in_call());
 }
+
+#[test]
+fn only_leg_ending_transmits_are_marked_for_a_second_path() {
+    let mut sim = Sim::new(netsim::ImpairmentConfig::default(), 22);
+    let alice = sim.add_device("alice");
+    let bob = sim.add_device("bob");
+    let call = CallId([22; 16]);
+    let now = sim.now;
+    sim.calls(alice)
+        .dial(now, call, user("bob"), vec![bob], MediaParams::default())
+        .expect("dial");
+    let invite = sim.calls(alice).poll_transmit().expect("an invitation");
+    assert!(!sim.calls(alice).ends_a_leg(invite.token));
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    sim.calls(bob).accept(now, call).expect("bob answers");
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    sim.calls(alice).set_hold(now, call, true).expect("hold");
+    let hold = sim.calls(alice).poll_transmit().expect("a hold");
+    assert!(
+        !sim.calls(alice).ends_a_leg(hold.token),
+        "hold is order-sensitive"
+    );
+    sim.calls(alice).hangup(now, call).expect("hang up");
+    let hangup = sim.calls(alice).poll_transmit().expect("a hang-up");
+    assert!(sim.calls(alice).ends_a_leg(hangup.token));
+}

@@ -18,13 +18,14 @@
 //! on; when the last one ends, `call_ended` waits for the audio to stop so its statistics
 //! (and a `--record` file) are complete.
 //!
-//! Call control also takes the media path: every sealed call message for a peer device
-//! with an open path is sent there too (one [`CONTROL_MARKER`] byte, then the same sealed
-//! envelope the supernodes route), and such datagrams from the path are opened like routed
-//! ones. A hang-up then reaches the peer even when this side's home supernode died
-//! without a word and its connection has not timed out yet. The core drops duplicates (an
-//! ended leg's tombstone swallows the second hang-up). A leg's path stays open for
-//! [`CONTROL_LINGER`] after the leg ends, so the repeated hang-up can take it.
+//! The end of a leg also takes the media path: a sealed hang-up, cancel or decline for a
+//! peer device with an open path is sent there too (one [`CONTROL_MARKER`] byte, then the
+//! same sealed envelope the supernodes route), and such datagrams from the path are opened
+//! like routed ones. A hang-up then reaches the peer even when this side's home supernode
+//! died without a word and its connection has not timed out yet. Only these messages take
+//! both ways: they may arrive twice and in any order (an ended leg's tombstone swallows the
+//! second copy), while hold and resume must not overtake each other. A leg's path stays
+//! open for [`CONTROL_LINGER`] after the leg ends, so the repeated hang-up can take it.
 //!
 //! What it does not do: no signalling decisions (the core makes them), no supernode IO (the
 //! engine routes the core's sealed messages).
@@ -386,8 +387,8 @@ impl CallGlue {
         self.calls.handle_timeout(now);
     }
 
-    /// The next sealed call message for the supernodes to route; a copy also takes the
-    /// peer device's media path when one is open.
+    /// The next sealed call message for the supernodes to route; a copy of one that ends a
+    /// leg also takes the peer device's media path when one is open.
     pub(crate) fn poll_transmit(&mut self) -> Option<PeerTransmit> {
         let transmit = self.calls.poll_transmit()?;
         self.send_on_path(&transmit);
@@ -467,8 +468,11 @@ impl CallGlue {
         }
     }
 
-    /// Copies a sealed call message onto the media path of its device, if one is open.
+    /// Copies a leg-ending call message onto the media path of its device, if one is open.
     fn send_on_path(&mut self, transmit: &PeerTransmit) {
+        if !self.calls.ends_a_leg(transmit.token) {
+            return;
+        }
         let key = (transmit.to.clone(), transmit.to_device);
         let Some(control) = self.controls.get(&key) else {
             return;
