@@ -114,10 +114,12 @@ impl EndReason {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallFailure {
     /// The peer's credential, signature or key did not verify, or it is not who was dialed.
-    #[error("identity: {0}")]
+    #[error("identity check failed: {0}")]
     Identity(#[from] E2eError),
     /// The device that answered is not the device that was invited: its key was substituted.
-    #[error("identity: the answering device {answered:?} is not the invited device {invited:?}")]
+    #[error(
+        "identity check failed: the answering device {answered:?} is not the invited device {invited:?}"
+    )]
     DeviceSubstituted {
         invited: PublicKey,
         answered: PublicKey,

@@ -5,7 +5,10 @@
 //!   exponential backoff; it replays presence and contact lists on every new home.
 //! - [`host_cache`]: [`HostCache`], up to 200 supernodes with their RTTs, stored in the
 //!   profile.
-//! - [`search`]: [`search::verify_hit`] checks a search result's credential.
+//! - [`search`]: [`search::verify_hit`] checks a search result's credential
+//!   ([`HitError::is_forgery`]: a supernode substituting a key).
+//! - [`guard`]: [`guard::ReplayGuard`] refuses routed envelopes delivered again (replays by
+//!   a supernode); [`guard::ForgeryAlarms`] rate-limits telling the user about forgeries.
 //! - [`call`]: [`call::Calls`], call signalling for one device as caller and callee
 //!   (multi-device ringing, first answer wins, busy, hold, conference legs), with the
 //!   end-to-end handshake that yields the media keys.
@@ -17,6 +20,7 @@
 
 pub mod call;
 pub mod chat;
+pub mod guard;
 pub mod homing;
 pub mod host_cache;
 pub mod search;

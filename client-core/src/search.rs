@@ -18,6 +18,20 @@ pub enum HitError {
     WrongUser,
 }
 
+impl HitError {
+    /// True when the hit can only come from a supernode substituting a key: a credential the
+    /// authority never signed, or a real one of another user under this user's name. An
+    /// expired or not-yet-valid credential is only stale (a cached answer), and no
+    /// credential is an account never seen online.
+    pub fn is_forgery(&self) -> bool {
+        matches!(
+            self,
+            Self::WrongUser
+                | Self::Credential(CredentialError::BadSignature | CredentialError::Malformed)
+        )
+    }
+}
+
 /// Verifies a hit's credential against the trust anchor and checks that it names the hit's
 /// user. Returns the verified claims: use their `device_key` and `display_name`, never the
 /// hit's unverified fields, for anything that matters.
@@ -77,7 +91,16 @@ mod tests {
             verify_hit(&hit, &authority.public(), now),
             Err(HitError::Credential(CredentialError::BadSignature))
         );
+        assert!(
+            verify_hit(&hit, &authority.public(), now)
+                .expect_err("forged")
+                .is_forgery()
+        );
+        hit.credential = Some(credential(&authority, "alice"));
+        let stale = verify_hit(&hit, &authority.public(), UnixTime::from_secs(2500));
+        assert!(!stale.expect_err("expired").is_forgery());
         hit.credential = None;
+        assert!(!HitError::NoCredential.is_forgery());
         assert_eq!(
             verify_hit(&hit, &authority.public(), now),
             Err(HitError::NoCredential)

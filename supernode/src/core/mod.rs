@@ -23,6 +23,8 @@
 
 pub mod limits;
 pub mod ring;
+#[cfg(feature = "test-tamper")]
+pub mod tamper;
 
 use limits::{TokenBucket, TtlCache};
 use proto::directory::Directory;
@@ -93,6 +95,9 @@ pub struct Config {
     pub tick: Duration,
     /// The TURN relay clients may get credentials for, when this supernode runs one.
     pub turn: Option<TurnService>,
+    /// Test-only: a hook that makes this supernode malicious ([`tamper`]).
+    #[cfg(feature = "test-tamper")]
+    pub tamper: Option<tamper::TamperHook>,
 }
 
 /// The TURN relay this supernode runs, for minting REST-style credentials.
@@ -141,6 +146,8 @@ impl Default for Config {
             unreachable_backoff: Duration::from_secs(30),
             tick: Duration::from_millis(250),
             turn: None,
+            #[cfg(feature = "test-tamper")]
+            tamper: None,
         }
     }
 }
@@ -461,6 +468,15 @@ impl Supernode {
     }
 
     fn send_client(&mut self, client: ClientId, message: SupernodeToClient) {
+        #[cfg(feature = "test-tamper")]
+        let mut message = message;
+        #[cfg(feature = "test-tamper")]
+        if let Some(hook) = &self.config.tamper
+            && let Some(conn) = self.conns.get(&client)
+            && !hook.0.to_client(&conn.device, &mut message)
+        {
+            return;
+        }
         if matches!(message, SupernodeToClient::PresenceChanged { .. }) {
             self.stats.presence_deliveries += 1;
         }
@@ -697,6 +713,14 @@ impl Supernode {
             return;
         };
         conn.last_rx = now;
+        #[cfg(feature = "test-tamper")]
+        let mut message = message;
+        #[cfg(feature = "test-tamper")]
+        if let Some(hook) = &self.config.tamper
+            && !hook.0.client_sent(&conn.device, &mut message)
+        {
+            return;
+        }
         let has_session = conn.session.is_some();
         match message {
             ClientToSupernode::Hello {
@@ -2491,6 +2515,21 @@ impl Supernode {
 
     /// The next effect for the shell to perform.
     pub fn poll_command(&mut self) -> Option<Command> {
+        #[cfg(feature = "test-tamper")]
+        if self.commands.is_empty()
+            && let Some(hook) = &self.config.tamper
+        {
+            for (device, message) in hook.0.inject() {
+                for (client, conn) in &self.conns {
+                    if conn.device == device {
+                        self.commands.push_back(Command::SendToClient {
+                            client: *client,
+                            message: message.clone(),
+                        });
+                    }
+                }
+            }
+        }
         self.commands.pop_front()
     }
 }
