@@ -1,46 +1,55 @@
 //! A three-way conference through the CLI: alice runs `call bob --add carol`, bob and carol
 //! answer with `online --auto-answer`. Each plays a tone of its own frequency and records
-//! what its speaker would play. Alice (the host) mixes: in the part of the call where all
-//! three are in, each recording carries the other two tones and not its own (mix-minus).
-//! Bob and carol each see an ordinary call with alice under the same call id; alice sees a
-//! `call_connected` per leg and one `call_ended` when she hangs up, which ends both legs.
+//! what its speaker would play. Alice (the host) mixes: while all three are in, each
+//! recording carries the other two tones and never its own (mix-minus). Then bob leaves
+//! (his process stops, hanging up): alice and carol go on hearing each other until alice
+//! hangs up, which ends carol's call too.
+//!
+//! Bob and carol each see an ordinary call with alice under one call id; alice sees a
+//! `call_connected` per leg and a single `call_ended`. The recordings are read in quarter
+//! seconds and each quarter classified by the tones it carries, so the checks do not
+//! depend on when exactly each process joined or left.
 
 mod cli_net;
 
 use cli_net::{Net, RATE, power_at, read_samples, write_tone};
 use serde_json::Value;
 use std::path::Path;
+use std::time::Duration;
 
 const ALICE_HZ: f64 = 440.0;
 const BOB_HZ: f64 = 1000.0;
 const CAROL_HZ: f64 = 1650.0;
-/// From bob's answer to alice's hang-up; carol joins about a second in.
-const CALL_SECONDS: u64 = 6;
-/// The stretch of each recording analysed: the last seconds of the call, when all three
-/// were in it, leaving out the final moment of the hang-up.
-const WINDOW_SECONDS: f64 = 3.0;
-const TAIL_SECONDS: f64 = 0.3;
+/// From bob's answer to alice's hang-up.
+const CALL_SECONDS: u64 = 7;
+/// How long the three talk before bob leaves (counted from carol's connection).
+const ALL_THREE_FOR: Duration = Duration::from_millis(2_500);
+/// One analysed block: a quarter second.
+const BLOCK: usize = RATE as usize / 4;
+/// A 0.5-amplitude tone over a block has a power of about 750 (`power_at`); the mix and
+/// its limiter keep a present tone well above this, and an absent one far below.
+const PRESENT: f64 = 100.0;
+const ABSENT: f64 = 5.0;
 
 fn all<'a>(lines: &'a [Value], event: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l["event"] == event).collect()
 }
 
-/// The analysed window of a recording.
-fn conference_window(path: &Path) -> Vec<f64> {
-    let samples = read_samples(path);
-    let window = (WINDOW_SECONDS * f64::from(RATE)) as usize;
-    let tail = (TAIL_SECONDS * f64::from(RATE)) as usize;
-    assert!(
-        samples.len() >= window + tail,
-        "{} recorded only {} samples",
-        path.display(),
-        samples.len()
-    );
-    samples[samples.len() - tail - window..samples.len() - tail].to_vec()
+/// Per block of a recording, the power at each frequency.
+fn blocks(path: &Path, freqs: [f64; 3]) -> Vec<[f64; 3]> {
+    read_samples(path)
+        .chunks_exact(BLOCK)
+        .map(|block| freqs.map(|hz| power_at(block, hz)))
+        .collect()
+}
+
+/// How many blocks match `pred`.
+fn count(blocks: &[[f64; 3]], pred: impl Fn(&[f64; 3]) -> bool) -> usize {
+    blocks.iter().filter(|b| pred(b)).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_of_three_participants_hears_the_other_two_and_not_itself() {
+async fn each_of_three_participants_hears_the_other_two_and_the_call_outlives_one_leaving() {
     let net = Net::start(2).await;
     let alice = net.peer("alice");
     let bob = net.peer("bob");
@@ -76,7 +85,7 @@ async fn each_of_three_participants_hears_the_other_two_and_not_itself() {
 
     let (alice_play, alice_record) = (play("alice"), record("alice"));
     let seconds = CALL_SECONDS.to_string();
-    let call = alice.spawn(&[
+    let mut call = alice.spawn(&[
         "call",
         "bob",
         "--add",
@@ -102,6 +111,13 @@ async fn each_of_three_participants_hears_the_other_two_and_not_itself() {
         .wait_event("call_connected", &[("call_id", &call_id)])
         .await;
     assert_eq!(bob_connected["peer"], "alice", "{bob_connected}");
+    call.wait_event("call_connected", &[("peer", "carol")])
+        .await;
+    let all_three_since = tokio::time::Instant::now();
+
+    // Bob leaves; the others go on.
+    tokio::time::sleep_until(all_three_since + ALL_THREE_FOR).await;
+    bob_online.stop().await;
 
     let (code, lines) = call.finish().await;
     assert_eq!(code, Some(0), "{lines:?}");
@@ -112,6 +128,8 @@ async fn each_of_three_participants_hears_the_other_two_and_not_itself() {
             c["peer"].as_str().expect("peer")
         })
         .collect();
+    // The harness took carol's line out of `lines` when it matched above.
+    peers.push("carol");
     peers.sort_unstable();
     assert_eq!(
         peers,
@@ -126,42 +144,63 @@ async fn each_of_three_participants_hears_the_other_two_and_not_itself() {
     );
     assert_eq!(ended[0]["call_id"], call_id.as_str());
     assert_eq!(ended[0]["reason"], "hangup", "{}", ended[0]);
+    let alice_duration = ended[0]["stats"]["duration_s"].as_f64().expect("duration");
+    assert!(
+        alice_duration >= CALL_SECONDS as f64 - 0.5,
+        "bob leaving ended alice's call early: {}",
+        ended[0]
+    );
     assert!(
         all(&lines, "error").is_empty(),
         "adding carol failed: {lines:?}"
     );
 
-    // Alice's hang-up ends both legs.
-    for online in [&mut bob_online, &mut carol_online] {
-        let ended = online
-            .wait_event("call_ended", &[("call_id", &call_id)])
-            .await;
-        assert_eq!(ended["reason"], "hangup", "{}: {ended}", online.name);
-    }
-    bob_online.stop().await;
+    // Alice's hang-up ends carol's call, which outlived bob's leaving.
+    let carol_ended = carol_online
+        .wait_event("call_ended", &[("call_id", &call_id)])
+        .await;
+    assert_eq!(carol_ended["reason"], "hangup", "{carol_ended}");
     carol_online.stop().await;
 
+    let freqs = [ALICE_HZ, BOB_HZ, CAROL_HZ];
+    let (a, b, c) = (0, 1, 2);
+    let on = |block: &[f64; 3], i: usize| block[i] > PRESENT;
+    let off = |block: &[f64; 3], i: usize| block[i] < ABSENT;
+    // A second of all three, as each of them heard it.
+    let all_three = (Duration::from_secs(1).as_secs_f64() * 4.0) as usize;
+    // Bob leaves a good 4 s before the end; 2 s of that is plenty to see.
+    let after_bob = 8;
     for (name, own, others) in [
-        ("alice", ALICE_HZ, [BOB_HZ, CAROL_HZ]),
-        ("bob", BOB_HZ, [ALICE_HZ, CAROL_HZ]),
-        ("carol", CAROL_HZ, [ALICE_HZ, BOB_HZ]),
+        ("alice", a, [b, c]),
+        ("bob", b, [a, c]),
+        ("carol", c, [a, b]),
     ] {
-        let window = conference_window(&record(name));
-        let own_power = power_at(&window, own);
-        let heard = others.map(|hz| power_at(&window, hz));
-        eprintln!("{name}: heard {heard:?} of {others:?}, own {own_power:.3e} at {own} Hz");
-        // A 0.5-amplitude tone over the window has a power of about 9000 here; the mix
-        // and its limiter keep each tone well above a tenth of that.
-        for (hz, power) in others.iter().zip(heard) {
-            assert!(
-                power > 100.0,
-                "{name} does not hear the {hz} Hz tone: {power:.3e} (own {own_power:.3e})"
-            );
-            assert!(
-                power > 100.0 * own_power,
-                "{name} hears itself: {own_power:.3e} at {own} Hz vs {power:.3e} at {hz} Hz"
-            );
-        }
+        let blocks = blocks(&record(name), freqs);
+        let loudest_own = blocks.iter().map(|p| p[own]).fold(0.0, f64::max);
+        assert!(
+            loudest_own < ABSENT,
+            "{name} hears itself: {loudest_own:.3e} at {} Hz",
+            freqs[own]
+        );
+        let both = count(&blocks, |p| on(p, others[0]) && on(p, others[1]));
+        eprintln!(
+            "{name}: {both} of {} blocks carry both others",
+            blocks.len()
+        );
+        assert!(
+            both >= all_three,
+            "{name} heard both others in only {both} quarter seconds: {blocks:?}"
+        );
+    }
+    // After bob left, alice and carol hear each other and no bob.
+    for (name, other) in [("alice", c), ("carol", a)] {
+        let blocks = blocks(&record(name), freqs);
+        let without_bob = count(&blocks, |p| on(p, other) && off(p, b));
+        eprintln!("{name}: {without_bob} blocks after bob left");
+        assert!(
+            without_bob >= after_bob,
+            "{name}: only {without_bob} quarter seconds of the call after bob left: {blocks:?}"
+        );
     }
     net.stop().await;
 }
