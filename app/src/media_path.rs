@@ -26,10 +26,17 @@
 //! or a peer-reflexive address whose check passed MESSAGE-INTEGRITY), so strangers cannot
 //! fill the call's channel.
 //!
+//! When UDP to the relay goes unanswered for [`TCP_FALLBACK_AFTER`] (outbound UDP blocked)
+//! or the UDP allocation fails, and the server offers `turn:IP:PORT?transport=tcp`, the
+//! relayed candidate is allocated over TCP instead (RFC 8656 §3.1; the relayed side stays
+//! UDP): the TURN client runs in stream mode, a reader task feeds it what the connection
+//! delivers and a writer task sends what it queues. Media on that path is the same sealed
+//! datagrams, now carried in ChannelData on the stream.
+//!
 //! Does not: decrypt or authenticate media (the media layer seals each datagram end to
 //! end), carry signalling (candidates travel in
-//! `proto::peer::PeerToPeer::Candidates`), resolve host names in TURN URLs, use TCP/TLS to
-//! the relay, or gather IPv6 host candidates on its own.
+//! `proto::peer::PeerToPeer::Candidates`), resolve host names in TURN URLs, run TLS to the
+//! relay (`turns:`), or gather IPv6 host candidates on its own.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -40,11 +47,13 @@ use nat::holepunch::{
     Candidate as NatCandidate, CandidateKind as NatCandidateKind, HolePunch, HolePunchConfig,
     IceCredentials, PathPair, PunchEvent, Role,
 };
-use nat::turn::client::{ClientConfig, ClientEvent, TurnClient};
+use nat::turn::client::{ClientConfig, ClientEvent, TurnClient, TurnTransport};
 use nat::{Transmit, Via};
 use proto::peer::{Candidate, CandidateKind};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -62,6 +71,16 @@ const MAX_PENDING_REMOTE: usize = 32;
 /// candidates. Each permission is refreshed for the whole call, so a peer trickling
 /// candidates must not make the client ask the relay for an unbounded set.
 const MAX_PERMITTED_PEERS: usize = 32;
+/// How long the UDP allocation may go unanswered before the relay is tried over TCP: two
+/// sends (RTO 500 ms) lost means UDP to the relay is most likely blocked.
+pub const TCP_FALLBACK_AFTER: Duration = Duration::from_secs(1);
+/// Longest wait for the relay's TCP handshake.
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Messages queued for the relay's TCP connection before newer ones are dropped (late
+/// audio is worthless).
+const TCP_WRITE_QUEUE: usize = 128;
+/// Bytes read from the relay's TCP connection at once.
+const TCP_READ_CHUNK_BYTES: usize = 4096;
 
 /// A TURN server and the long-term credentials minted for it (the supernode's
 /// `TurnCredentials`: `urls` like `turn:IP:PORT?transport=udp`).
@@ -98,6 +117,21 @@ impl TurnServer {
     pub fn udp_addr(&self) -> Option<SocketAddr> {
         self.urls.iter().find_map(|url| parse_turn_url(url))
     }
+
+    /// The TCP address of the first `turn:IP:PORT?transport=tcp` URL.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.urls.iter().find_map(|url| parse_turn_tcp_url(url))
+    }
+}
+
+/// `turn:IP:PORT?transport=tcp` into its address; `None` for anything else.
+pub fn parse_turn_tcp_url(url: &str) -> Option<SocketAddr> {
+    let (addr, query) = url.strip_prefix("turn:")?.split_once('?')?;
+    query
+        .split('&')
+        .any(|kv| kv == "transport=tcp")
+        .then(|| addr.parse().ok())
+        .flatten()
 }
 
 /// `turn:IP:PORT[?transport=udp]` (or `turn:[V6]:PORT`) into its address; `None` for
@@ -116,6 +150,15 @@ pub fn parse_turn_url(url: &str) -> Option<SocketAddr> {
         return None;
     }
     addr.parse().ok()
+}
+
+/// Set to `1`, every call's media goes through the TURN relay: no host or
+/// server-reflexive candidates are offered (tests of a relay such as coturn; users who
+/// would rather not show their addresses to the peer).
+pub const RELAY_ONLY_ENV: &str = "PEERPHONE_RELAY_ONLY";
+
+fn relay_only_forced() -> bool {
+    std::env::var_os(RELAY_ONLY_ENV).is_some_and(|v| v == "1")
 }
 
 /// How a call's path gathers candidates.
@@ -232,11 +275,92 @@ struct Idle {
 struct Relay {
     client: TurnClient,
     relayed: SocketAddr,
+    /// `Some` when the client reaches the server over TCP.
+    stream: Option<StreamLink>,
+}
+
+impl Relay {
+    /// Sends what the TURN client queued: on the call's socket, or the TCP connection.
+    async fn flush(&mut self, socket: &UdpSocket) {
+        while let Some(t) = self.client.poll_transmit() {
+            match &self.stream {
+                // Full: the connection is not keeping up; requests time out, media is late.
+                Some(link) => {
+                    let _ = link.writer.try_send(t.payload);
+                }
+                None => {
+                    let _ = socket.send_to(&t.payload, t.destination).await;
+                }
+            }
+        }
+    }
+}
+
+/// A TCP connection to the TURN server, driven by a reader and a writer task.
+#[derive(Debug)]
+struct StreamLink {
+    writer: mpsc::Sender<Vec<u8>>,
+    /// What the connection delivered, in read-sized chunks; closed when it ends.
+    received: mpsc::Receiver<Vec<u8>>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl StreamLink {
+    async fn connect(server: SocketAddr) -> std::io::Result<Self> {
+        let stream = tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(server))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        stream.set_nodelay(true)?;
+        let (mut read, mut write) = stream.into_split();
+        let (writer, mut queue) = mpsc::channel::<Vec<u8>>(TCP_WRITE_QUEUE);
+        let (deliver, received) = mpsc::channel(MEDIA_CHANNEL_DEPTH);
+        let writing = tokio::spawn(async move {
+            while let Some(bytes) = queue.recv().await {
+                if write.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let reading = tokio::spawn(async move {
+            let mut buf = vec![0u8; TCP_READ_CHUNK_BYTES];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 || deliver.send(buf[..n].to_vec()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Self {
+            writer,
+            received,
+            tasks: [writing, reading],
+        })
+    }
+}
+
+impl Drop for StreamLink {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The next chunk from the relay's TCP connection, `None` once it closed; never ready
+/// without a TCP relay.
+async fn stream_chunk(relay: &mut Option<Relay>) -> Option<Vec<u8>> {
+    match relay.as_mut().and_then(|r| r.stream.as_mut()) {
+        Some(link) => link.received.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl MediaPath {
     /// Binds the call's socket and gathers host, server-reflexive and relayed candidates.
-    pub async fn bind(config: PathConfig) -> Result<(MediaPath, LocalCandidates), PathError> {
+    pub async fn bind(mut config: PathConfig) -> Result<(MediaPath, LocalCandidates), PathError> {
+        if relay_only_forced() {
+            config.host_candidates = false;
+            config.stun_server = None;
+        }
         let socket = UdpSocket::bind(config.bind)
             .await
             .map_err(|source| PathError::Bind {
@@ -472,7 +596,8 @@ struct Gathered {
 }
 
 /// Runs the STUN Binding and the TURN allocation side by side on the call's socket until
-/// both finished or `gather_timeout` passed.
+/// both finished or `gather_timeout` passed. When the UDP allocation stays unanswered for
+/// [`TCP_FALLBACK_AFTER`] or fails, allocates over TCP instead (if the server offers it).
 async fn gather(
     socket: &UdpSocket,
     config: &PathConfig,
@@ -506,6 +631,11 @@ async fn gather(
         }
         _ => None,
     };
+    let tcp_server = config.turn.as_ref().and_then(TurnServer::tcp_addr);
+    let mut tcp: Option<(TurnClient, StreamLink)> = None;
+    let mut tcp_tried = false;
+    let mut tcp_allocated: Option<SocketAddr> = None;
+    let mut udp_answered = false;
     let mut allocated: Option<(SocketAddr, Option<SocketAddr>)> = None;
     let mut buf = vec![0u8; RECV_BUFFER_BYTES];
     loop {
@@ -528,7 +658,7 @@ async fn gather(
                         relayed, mapped, ..
                     } => allocated = Some((relayed, mapped)),
                     ClientEvent::AllocationFailed(e) => {
-                        warn!(error = %e, "TURN allocation failed; no relayed candidate");
+                        warn!(error = %e, "TURN allocation over UDP failed");
                     }
                     _ => {}
                 }
@@ -540,8 +670,46 @@ async fn gather(
                 turn = None;
             }
         }
-        let turn_done = turn.is_none() || allocated.is_some();
-        if discovery.is_none() && turn_done {
+        let udp_stalled =
+            turn.is_none() || (!udp_answered && Instant::now() >= started + TCP_FALLBACK_AFTER);
+        if !tcp_tried
+            && allocated.is_none()
+            && udp_stalled
+            && let (Some(server), Some(creds)) = (tcp_server, &config.turn)
+        {
+            tcp_tried = true;
+            tcp = start_tcp_allocation(server, creds).await;
+        }
+        let mut tcp_failed = false;
+        if let Some((client, link)) = tcp.as_mut() {
+            while let Some(t) = client.poll_transmit() {
+                let _ = link.writer.try_send(t.payload);
+            }
+            while let Some(event) = client.poll_event() {
+                match event {
+                    ClientEvent::Allocated { relayed, .. } => tcp_allocated = Some(relayed),
+                    ClientEvent::AllocationFailed(e) => {
+                        warn!(error = %e, "TURN allocation over TCP failed");
+                        tcp_failed = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if tcp_failed {
+            tcp = None;
+        }
+        // A TCP allocation means UDP went unanswered: the server-reflexive candidate
+        // would not come either.
+        if allocated.is_some() || tcp_allocated.is_some() {
+            if discovery.is_none() || tcp_allocated.is_some() {
+                break;
+            }
+        } else if discovery.is_none()
+            && turn.is_none()
+            && tcp.is_none()
+            && (tcp_tried || tcp_server.is_none())
+        {
             break;
         }
         let now = Instant::now();
@@ -555,6 +723,12 @@ async fn gather(
         if let Some(at) = turn.as_ref().and_then(TurnClient::poll_timeout) {
             wake = wake.min(Instant::from_std(at));
         }
+        if let Some(at) = tcp.as_ref().and_then(|(c, _)| c.poll_timeout()) {
+            wake = wake.min(Instant::from_std(at));
+        }
+        if !tcp_tried && tcp_server.is_some() && allocated.is_none() {
+            wake = wake.min(started + TCP_FALLBACK_AFTER);
+        }
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
@@ -562,7 +736,18 @@ async fn gather(
                 let bytes = &buf[..len];
                 let ours = discovery.as_mut().is_some_and(|d| d.handle_datagram(now, from, bytes));
                 if !ours && let Some(client) = turn.as_mut() {
-                    client.handle_datagram(now, from, bytes);
+                    udp_answered |= client.handle_datagram(now, from, bytes);
+                }
+            }
+            chunk = tcp_chunk(&mut tcp) => {
+                let now = Instant::now().into_std();
+                let handled = match (chunk, tcp.as_mut()) {
+                    (Some(bytes), Some((client, _))) => client.handle_stream_bytes(now, &bytes),
+                    _ => Err(nat::turn::client::ClientError::NotAllocated),
+                };
+                if let Err(e) = handled {
+                    warn!(error = %e, "TURN connection over TCP ended");
+                    tcp = None;
                 }
             }
             () = tokio::time::sleep_until(wake) => {
@@ -573,14 +758,67 @@ async fn gather(
                 if let Some(client) = turn.as_mut() {
                     client.handle_timeout(now);
                 }
+                if let Some((client, _)) = tcp.as_mut() {
+                    client.handle_timeout(now);
+                }
             }
         }
     }
-    let turn = match (turn, allocated) {
-        (Some(client), Some((relayed, mapped))) => Some((Relay { client, relayed }, mapped)),
+    let turn = match (turn, allocated, tcp, tcp_allocated) {
+        (Some(client), Some((relayed, mapped)), _, _) => Some((
+            Relay {
+                client,
+                relayed,
+                stream: None,
+            },
+            mapped,
+        )),
+        // The TCP connection's mapped address says nothing about UDP: no srflx from it.
+        (_, _, Some((client, link)), Some(relayed)) => Some((
+            Relay {
+                client,
+                relayed,
+                stream: Some(link),
+            },
+            None,
+        )),
         _ => None,
     };
     Gathered { mapped, turn }
+}
+
+/// Connects to the relay over TCP and starts an allocation there.
+async fn start_tcp_allocation(
+    server: SocketAddr,
+    creds: &TurnServer,
+) -> Option<(TurnClient, StreamLink)> {
+    let link = match StreamLink::connect(server).await {
+        Ok(link) => link,
+        Err(e) => {
+            warn!(error = %e, "cannot reach the TURN server over TCP");
+            return None;
+        }
+    };
+    let config = ClientConfig::new(server, &creds.username, &creds.password).over_stream();
+    let mut client = TurnClient::new(config, rand::random());
+    match client.allocate(Instant::now().into_std()) {
+        Ok(()) => {
+            debug!("TURN allocation over TCP started");
+            Some((client, link))
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot start a TURN allocation over TCP");
+            None
+        }
+    }
+}
+
+/// The next chunk from a gathering TCP connection; `None` once it closed.
+async fn tcp_chunk(tcp: &mut Option<(TurnClient, StreamLink)>) -> Option<Vec<u8>> {
+    match tcp.as_mut() {
+        Some((_, link)) => link.received.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The task that owns the call's socket and state machines.
@@ -634,6 +872,17 @@ impl Driver {
                         Err(e) => debug!(error = %e, "recv on the call socket"),
                     }
                 }
+                chunk = stream_chunk(&mut self.relay) => {
+                    let now = Instant::now().into_std();
+                    let handled = match (chunk, self.relay.as_mut()) {
+                        (Some(bytes), Some(relay)) => relay.client.handle_stream_bytes(now, &bytes),
+                        _ => Err(nat::turn::client::ClientError::NotAllocated),
+                    };
+                    if let Err(e) = handled {
+                        warn!(error = %e, "TURN connection over TCP lost");
+                        self.relay = None;
+                    }
+                }
                 media = outgoing.recv(), if outgoing_open => {
                     match media {
                         Some(media) => self.send_media(media).await,
@@ -680,6 +929,7 @@ impl Driver {
     fn handle_datagram(&mut self, from: SocketAddr, bytes: &[u8]) {
         let now = Instant::now().into_std();
         if let Some(relay) = self.relay.as_mut()
+            && relay.client.transport() == TurnTransport::Udp
             && from == relay.client.server()
             && relay.client.handle_datagram(now, from, bytes)
         {
@@ -763,9 +1013,7 @@ impl Driver {
                         .await;
                 }
             }
-            while let Some(t) = relay.client.poll_transmit() {
-                let _ = self.socket.send_to(&t.payload, t.destination).await;
-            }
+            relay.flush(&self.socket).await;
         }
         if lost_relay {
             self.relay = None;
@@ -783,9 +1031,7 @@ impl Driver {
         }
         // Channel binds and refreshes queued by `select`.
         if let Some(relay) = self.relay.as_mut() {
-            while let Some(t) = relay.client.poll_transmit() {
-                let _ = self.socket.send_to(&t.payload, t.destination).await;
-            }
+            relay.flush(&self.socket).await;
         }
         // Nobody listens any more: the call is over.
         !self.incoming.is_closed()
@@ -831,9 +1077,7 @@ impl Driver {
         if let Some(relay) = self.relay.as_mut() {
             let now = Instant::now().into_std();
             if relay.client.release(now).is_ok() {
-                while let Some(t) = relay.client.poll_transmit() {
-                    let _ = self.socket.send_to(&t.payload, t.destination).await;
-                }
+                relay.flush(&self.socket).await;
             }
         }
     }
@@ -899,6 +1143,36 @@ mod tests {
         assert_eq!(parse_turn_url("stun:192.0.2.1:3478"), None);
         assert_eq!(parse_turn_url("turn:relay.example:3478"), None);
         assert_eq!(parse_turn_url("turns:192.0.2.1:5349"), None);
+    }
+
+    #[test]
+    fn turn_tcp_urls_parse_to_tcp_addresses() {
+        assert_eq!(
+            parse_turn_tcp_url("turn:192.0.2.1:3478?transport=tcp"),
+            Some("192.0.2.1:3478".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_turn_tcp_url("turn:192.0.2.1:3478?transport=udp"),
+            None
+        );
+        assert_eq!(parse_turn_tcp_url("turn:192.0.2.1:3478"), None);
+        assert_eq!(
+            parse_turn_tcp_url("turns:192.0.2.1:443?transport=tcp"),
+            None
+        );
+        assert_eq!(
+            parse_turn_tcp_url("turn:relay.example:3478?transport=tcp"),
+            None
+        );
+        let server = TurnServer::new(
+            vec![
+                "turn:192.0.2.1:3478?transport=udp".into(),
+                "turn:192.0.2.1:3478?transport=tcp".into(),
+            ],
+            "u",
+            "p",
+        );
+        assert_eq!(server.udp_addr(), server.tcp_addr());
     }
 
     #[test]
