@@ -133,6 +133,10 @@ pub enum EngineError {
     Chat(String),
     #[error("call: {0}")]
     Call(String),
+    /// A peer's key or credential failed the checks against the login server's authority
+    /// (a supernode substituting keys); the message starts with "identity check failed".
+    #[error("{0}")]
+    Identity(String),
     #[error("the supernode runs no TURN relay")]
     NoRelay,
     #[error("the engine has stopped")]
@@ -438,6 +442,9 @@ struct Resolve {
     search: Option<u32>,
     login: bool,
     found: bool,
+    /// A search answer carried a key for this user that the login server never certified:
+    /// the supernode is substituting keys (see `HitError::is_forgery`).
+    forged: Option<String>,
     deadline: Instant,
     then: ResolveThen,
 }
@@ -552,6 +559,8 @@ impl Engine {
             homing_enabled: config.home,
             stopping: false,
             _profile_lock: profile_lock,
+            replays: client_core::guard::ReplayGuard::default(),
+            forgery_alarms: client_core::guard::ForgeryAlarms::default(),
             live_stats: live_stats::LiveStats::new(config.live_call_stats, now),
         };
         if config.home {
@@ -659,6 +668,10 @@ struct Actor {
     stopping: bool,
     /// Held for the engine's lifetime while it acts as this device on the network.
     _profile_lock: Option<std::sync::Arc<crate::profile::ProfileLock>>,
+    /// Routed envelopes already handled, so a supernode's replay is not acted on again.
+    replays: client_core::guard::ReplayGuard,
+    /// When to tell the user about forged envelopes.
+    forgery_alarms: client_core::guard::ForgeryAlarms,
     live_stats: live_stats::LiveStats,
 }
 
@@ -926,10 +939,10 @@ impl Actor {
                     .await;
             }
             SupernodeToClient::Routed {
+                from,
                 from_device,
                 payload,
-                ..
-            } => self.routed(now, from_device, &payload).await,
+            } => self.routed(now, &from, from_device, &payload).await,
             SupernodeToClient::RouteStatus { id, outcome } => {
                 if let Some(owner) = self.routes.remove(&id) {
                     self.route_status(now, owner, outcome);
@@ -966,10 +979,25 @@ impl Actor {
         }
     }
 
-    async fn routed(&mut self, now: Instant, from_device: PublicKey, payload: &[u8]) {
+    /// `from` is the supernode's (unverified) claim of who sent it.
+    async fn routed(
+        &mut self,
+        now: Instant,
+        from: &UserName,
+        from_device: PublicKey,
+        payload: &[u8],
+    ) {
         let wall = wall_now();
         match proto::peer::open_peer_message(&self.key, &self.authority, wall, payload) {
             Ok((sender, message)) => {
+                if self
+                    .replays
+                    .check(wall, payload, sender.expires_at)
+                    .is_err()
+                {
+                    debug!("a routed envelope arrived again (replayed); dropped");
+                    return;
+                }
                 if message.call_id().is_some() {
                     self.calls.handle_message(now, wall, &sender, message);
                 } else {
@@ -981,6 +1009,17 @@ impl Actor {
             }
             Err(error) => {
                 debug!(%error, "a routed payload did not open");
+                if client_core::guard::is_forged(&error)
+                    && self.forgery_alarms.should_tell(now, from)
+                {
+                    self.emit(Event::Error {
+                        message: format!(
+                            "identity check failed: a message said to be from {from} is not \
+                             signed by a key the login server certified for them (a supernode \
+                             on the way substituted it); ignored: {error}"
+                        ),
+                    });
+                }
                 self.calls.handle_open_failure(now, from_device, &error);
             }
         }
@@ -1006,6 +1045,12 @@ impl Actor {
                             r.devices.insert(claims.device_key);
                         } else if hit.user == r.user {
                             r.found = true;
+                            if let Err(error) = verify_hit(&hit, &self.authority, wall)
+                                && error.is_forgery()
+                            {
+                                r.forged = Some(error.to_string());
+                                r.deadline = Instant::now();
+                            }
                         }
                     }
                 }
@@ -1188,6 +1233,7 @@ impl Actor {
                 search,
                 login: true,
                 found: false,
+                forged: None,
                 deadline: now + LOOKUP_TIMEOUT,
                 then,
             },
@@ -1208,6 +1254,14 @@ impl Actor {
         };
         let devices: Vec<PublicKey> = resolve.devices.into_iter().collect();
         let user = resolve.user;
+        // Nothing goes out through a supernode caught substituting keys, even to the devices
+        // the login server certified: the person is told instead.
+        let forged = resolve.forged.map(|why| {
+            format!(
+                "identity check failed: the key a supernode gave for {user} is not one the \
+                 login server certified ({why})"
+            )
+        });
         let missing = || {
             if resolve.found {
                 EngineError::NoDevices(user.clone())
@@ -1217,6 +1271,10 @@ impl Actor {
         };
         match resolve.then {
             ResolveThen::Chat { text, reply } => {
+                if let Some(detail) = forged {
+                    let _ = reply.send(Err(EngineError::Identity(detail)));
+                    return;
+                }
                 if devices.is_empty() {
                     let _ = reply.send(Err(missing()));
                     return;
@@ -1231,6 +1289,18 @@ impl Actor {
                 let _ = reply.send(result);
             }
             ResolveThen::Dial { reply } => {
+                if let Some(detail) = forged {
+                    // A call that fails before it starts: no media, nothing sent.
+                    let call_id = CallId::random(&mut rand::rng());
+                    self.emit(Event::CallEnded {
+                        call_id: call_id.to_string(),
+                        reason: crate::events::EndReason::Failed,
+                        stats: crate::events::CallStats::default(),
+                        detail: Some(detail),
+                    });
+                    let _ = reply.send(Ok(call_id));
+                    return;
+                }
                 if devices.is_empty() {
                     let _ = reply.send(Err(missing()));
                     return;
