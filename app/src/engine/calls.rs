@@ -1051,6 +1051,69 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_path_splits_call_control_from_media_and_caps_it() {
+        let (path_tx, from_path) = mpsc::channel(64);
+        let (to_media, mut media) = mpsc::channel(64);
+        let (inputs, mut controls) = mpsc::channel(64);
+        let device = proto::SecretKey::from_bytes(&[5; 32]).public();
+        let task = tokio::spawn(split_control(from_path, to_media, inputs, device));
+        // A media packet (version 1), then more control datagrams than a second allows.
+        path_tx.send(vec![1, 0, 0, 0]).await.expect("open");
+        for n in 0..MAX_CONTROL_PER_SECOND + 5 {
+            path_tx
+                .send(vec![CONTROL_MARKER, n as u8])
+                .await
+                .expect("open");
+        }
+        path_tx.send(vec![1, 9]).await.expect("open");
+        drop(path_tx);
+        task.await.expect("the task ends with the path");
+        assert_eq!(media.recv().await, Some(vec![1, 0, 0, 0]));
+        assert_eq!(media.recv().await, Some(vec![1, 9]));
+        let mut opened = Vec::new();
+        while let Ok(input) = controls.try_recv() {
+            let CallInput::Control {
+                device: from,
+                payload,
+            } = input
+            else {
+                panic!("only control reaches the engine: {input:?}");
+            };
+            assert_eq!(from, device);
+            opened.push(payload[0]);
+        }
+        // The whole burst fits in one second of a debug build on a loaded machine; should it
+        // not, a second window lets more through, never fewer than the cap.
+        assert!(
+            opened.len() >= MAX_CONTROL_PER_SECOND as usize,
+            "{opened:?}"
+        );
+        assert_eq!(opened[..3], [0, 1, 2], "the marker byte is taken off");
+    }
+
+    #[tokio::test]
+    async fn the_path_outlives_the_audio_for_call_control() {
+        let (path_tx, from_path) = mpsc::channel(8);
+        let (to_media, media) = mpsc::channel(8);
+        let (inputs, mut controls) = mpsc::channel(8);
+        let device = proto::SecretKey::from_bytes(&[5; 32]).public();
+        let task = tokio::spawn(split_control(from_path, to_media, inputs, device));
+        drop(media);
+        path_tx.send(vec![1, 0]).await.expect("open");
+        path_tx
+            .send(vec![CONTROL_MARKER, 7])
+            .await
+            .expect("still open");
+        let Some(CallInput::Control { payload, .. }) = controls.recv().await else {
+            panic!("control after the audio stopped");
+        };
+        assert_eq!(payload, [7]);
+        assert!(!task.is_finished(), "the path's receiver stays open");
+        drop(path_tx);
+        task.await.expect("ends with the path");
+    }
+
     #[test]
     fn files_and_echo_replace_the_chosen_sound_cards() {
         let files = CallOptions {
