@@ -26,7 +26,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// How many envelopes a [`ReplayGuard`] remembers by default: far more than a device gets
-/// within a credential's lifetime in normal use, about 3 MB at most.
+/// within a credential's lifetime in normal use, about 6 MB at most (two indexes of
+/// 40-byte entries).
 pub const DEFAULT_REPLAY_CAPACITY: usize = 50_000;
 
 /// True when an envelope failed to open because of a forgery: a sender credential the
