@@ -6,7 +6,8 @@
 //! hangs up, which ends carol's call too.
 //!
 //! Bob and carol each see an ordinary call with alice under one call id; alice sees a
-//! `call_connected` per leg and a single `call_ended`. The recordings are read in quarter
+//! `call_connected` per leg and a single `call_ended`. Dave, also invited, is offline:
+//! alice gets an `error` saying so and the others never notice. The recordings are read in quarter
 //! seconds and each quarter classified by the tones it carries, so the checks do not
 //! depend on when exactly each process joined or left.
 
@@ -54,7 +55,8 @@ async fn each_of_three_participants_hears_the_other_two_and_the_call_outlives_on
     let alice = net.peer("alice");
     let bob = net.peer("bob");
     let carol = net.peer("carol");
-    for peer in [&alice, &bob, &carol] {
+    let dave = net.peer("dave");
+    for peer in [&alice, &bob, &carol, &dave] {
         peer.ok(&["register", &peer.name]).await;
     }
     let files = net.dir.path();
@@ -90,6 +92,8 @@ async fn each_of_three_participants_hears_the_other_two_and_the_call_outlives_on
         "bob",
         "--add",
         "carol",
+        "--add",
+        "dave",
         "--play",
         alice_play.to_str().expect("utf-8"),
         "--record",
@@ -150,9 +154,15 @@ async fn each_of_three_participants_hears_the_other_two_and_the_call_outlives_on
         "bob leaving ended alice's call early: {}",
         ended[0]
     );
-    assert!(
-        all(&lines, "error").is_empty(),
-        "adding carol failed: {lines:?}"
+    // Dave is offline: alice is told he did not join, and the call goes on.
+    let errors: Vec<&str> = all(&lines, "error")
+        .iter()
+        .map(|e| e["message"].as_str().expect("message"))
+        .collect();
+    assert_eq!(
+        errors,
+        ["dave did not join the call: unreachable"],
+        "{lines:?}"
     );
 
     // Alice's hang-up ends carol's call, which outlived bob's leaving.

@@ -951,6 +951,15 @@ impl CallGlue {
             }
             info.apply_hold();
             debug!(reason = reason.as_str(), ?detail, "a conference leg ended");
+            // Someone invited into the conference who never joined: the host asked for
+            // them, so say why (busy, declined, unreachable, …).
+            if leg.connected.is_none() && reason != EndReason::Hangup {
+                let mut message = format!("{peer} did not join the call: {}", reason.as_str());
+                if let Some(detail) = detail {
+                    message.push_str(&format!(" ({detail})"));
+                }
+                self.outputs.push_back(Event::Error { message });
+            }
             return;
         }
         let duration = info
