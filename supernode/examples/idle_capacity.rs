@@ -29,12 +29,16 @@ struct Args {
     /// Steady-state measurement window.
     #[arg(long, default_value_t = 30)]
     window_secs: u64,
-    /// Application keep-alive interval of each client (client-core's default is 4 s).
+    /// Application keep-alive interval of each client (client-core's default is 4 s); 0 sends
+    /// none (QUIC's keep-alive and idle timeout alone watch the supernode).
     #[arg(long, default_value_t = 4)]
     ping_secs: u64,
     /// QUIC keep-alive of each client (transport::Tuning::client() uses 3 s, idle timeout 9 s).
     #[arg(long, default_value_t = 3)]
     quic_keepalive_secs: u64,
+    /// QUIC idle timeout of each client; default 3 × the keep-alive, at least 9 s.
+    #[arg(long)]
+    idle_timeout_secs: Option<u64>,
     /// Client connections per client UDP socket.
     #[arg(long, default_value_t = 500)]
     per_socket: usize,
@@ -157,7 +161,10 @@ async fn main() -> anyhow::Result<()> {
         let tuning = Tuning {
             keep_alive_interval: Some(keepalive),
             // Three keep-alives may go missing before the connection is declared dead.
-            idle_timeout: (keepalive * 3).max(Duration::from_secs(9)),
+            idle_timeout: args
+                .idle_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or((keepalive * 3).max(Duration::from_secs(9))),
             ..Tuning::client()
         };
         tasks.push(tokio::spawn(async move {
@@ -192,6 +199,12 @@ async fn main() -> anyhow::Result<()> {
             }
             homed.fetch_add(1, Ordering::Relaxed);
             drop(permit);
+            if ping.is_zero() {
+                // Hold the connection (QUIC keep-alives only) until the benchmark ends or
+                // the connection dies.
+                let error = conn.closed().await;
+                return Err(error.to_string());
+            }
             let mut nonce = 0u64;
             loop {
                 tokio::time::sleep(ping).await;
@@ -227,17 +240,23 @@ async fn main() -> anyhow::Result<()> {
         (pongs.load(Ordering::Relaxed) - pongs_before) as f64 / args.window_secs as f64;
     let lost = failed(&tasks);
     let homed_now = (homed.load(Ordering::Relaxed) as usize).saturating_sub(lost);
+    let per_client_kib = (rss - baseline.1) * 1024.0 / homed_now.max(1) as f64;
     println!(
-        "| clients homed | lost | QUIC keep-alive s | app ping s | supernode CPU (% of one core) | supernode RSS (MiB) |"
+        "| clients homed | lost | QUIC keep-alive s | app ping s | supernode CPU (% of one core) | supernode RSS (MiB) | KiB per client |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     println!(
-        "| 0 (baseline) | 0 | - | - | {:.2} | {:.1} |",
+        "| 0 (baseline) | 0 | - | - | {:.2} | {:.1} | - |",
         baseline.0, baseline.1
     );
     println!(
-        "| {homed_now} | {lost} | {} | {} | {cpu:.2} | {rss:.1} |",
-        args.quic_keepalive_secs, args.ping_secs
+        "| {homed_now} | {lost} | {} | {} | {cpu:.2} | {rss:.1} | {per_client_kib:.1} |",
+        args.quic_keepalive_secs,
+        if args.ping_secs == 0 {
+            "-".to_owned()
+        } else {
+            args.ping_secs.to_string()
+        }
     );
     println!("\nramp-up {ramp_secs:.1} s; {pongs_per_sec:.0} pongs/s in the window");
     drop(guard);

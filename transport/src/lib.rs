@@ -13,7 +13,7 @@
 //! - [`RawUdp`] ([`Endpoint::bind_with_raw`]): STUN and hole-punching datagrams on the
 //!   QUIC endpoint's own socket, demultiplexed by the QUIC fixed bit (RFC 9443).
 //! - [`Tuning`]: keep-alive, idle timeout and the limits that bound a peer's memory use, with
-//!   presets [`Tuning::client`] and [`Tuning::server`].
+//!   presets [`Tuning::client`], [`Tuning::server`] and [`Tuning::signalling_server`].
 //! - [`TcpListener`] / [`connect_tcp`]: the same over TLS-over-TCP (streams multiplexed by
 //!   yamux), for clients whose UDP is blocked.
 //! - [`Conn`]: an authenticated connection over either transport: [`Conn::open_bi`],

@@ -32,6 +32,12 @@ pub struct Tuning {
     pub datagram_receive_buffer_bytes: u32,
     /// Outgoing datagrams buffered before the oldest are dropped.
     pub datagram_send_buffer_bytes: u32,
+    /// Probe for a path MTU above QUIC's 1200-byte minimum (and again every 10 minutes).
+    /// Worth it for bulk data; for small messages the probes are pure overhead.
+    pub mtu_discovery: bool,
+    /// Hand the kernel several datagrams per send call (GSO) when it supports it. Each
+    /// connection keeps a send buffer as large as the biggest batch it ever sent.
+    pub segmentation_offload: bool,
 }
 
 impl Tuning {
@@ -61,6 +67,31 @@ impl Tuning {
         }
     }
 
+    /// A server's side of long-lived signalling sessions that sit idle most of the time
+    /// (a supernode's clients and mesh links): small messages on one stream, media and
+    /// relayed traffic elsewhere. Tuned for many connections per process; see
+    /// docs/bench/supernode.md for what each setting saves at 10,000 idle clients.
+    ///
+    /// - No keep-alives of its own: clients send theirs (their NAT bindings need them), and
+    ///   their packets keep the connection alive on both ends; each server keep-alive would
+    ///   be one more packet per idle client.
+    /// - The 60 s idle timeout of [`Tuning::server`] notices a dead client within 60 s
+    ///   (sooner when the client asks for a shorter one).
+    /// - 4 bidirectional streams and no unidirectional ones: quinn keeps a table slot for
+    ///   every stream the peer may open, for the life of the connection.
+    /// - No MTU discovery and no segmentation offload: signalling messages fit 1200-byte
+    ///   packets, and both only cost packets and buffer memory here.
+    pub fn signalling_server() -> Self {
+        Self {
+            keep_alive_interval: None,
+            max_concurrent_bi_streams: 4,
+            max_concurrent_uni_streams: 0,
+            mtu_discovery: false,
+            segmentation_offload: false,
+            ..Self::server()
+        }
+    }
+
     /// The limits both presets share: at most 32 requests in flight per QUIC connection and
     /// at most 2 MiB of buffered data per connection, whatever the peer sends. Over TCP,
     /// yamux's fixed windows set the figures instead: 8 streams of 256 KiB, 4 opened by
@@ -77,6 +108,8 @@ impl Tuning {
             send_window_bytes: 1024 * 1024,
             datagram_receive_buffer_bytes: 256 * 1024,
             datagram_send_buffer_bytes: 256 * 1024,
+            mtu_discovery: true,
+            segmentation_offload: true,
         }
     }
 
@@ -98,7 +131,11 @@ impl Tuning {
                 0 => None,
                 bytes => Some(bytes as usize),
             })
-            .datagram_send_buffer_size(self.datagram_send_buffer_bytes as usize);
+            .datagram_send_buffer_size(self.datagram_send_buffer_bytes as usize)
+            .enable_segmentation_offload(self.segmentation_offload);
+        if !self.mtu_discovery {
+            config.mtu_discovery_config(None);
+        }
         Arc::new(config)
     }
 }
@@ -140,8 +177,22 @@ mod tests {
     }
 
     #[test]
+    fn the_signalling_preset_leaves_keep_alives_to_clients_and_notices_dead_ones_within_60_s() {
+        let tuning = Tuning::signalling_server();
+        assert_eq!(tuning.keep_alive_interval, None);
+        assert!(tuning.idle_timeout <= Duration::from_secs(60));
+        // A client's keep-alives (at most every 25 s for its NAT binding) arrive well within it.
+        assert!(Duration::from_secs(25) * 2 <= tuning.idle_timeout);
+        assert!(tuning.max_concurrent_bi_streams >= 1);
+    }
+
+    #[test]
     fn presets_bound_what_one_connection_can_make_us_buffer() {
-        for tuning in [Tuning::client(), Tuning::server()] {
+        for tuning in [
+            Tuning::client(),
+            Tuning::server(),
+            Tuning::signalling_server(),
+        ] {
             assert!(tuning.max_concurrent_bi_streams <= 64);
             assert!(tuning.connection_receive_window_bytes <= 4 * 1024 * 1024);
             assert!(tuning.stream_receive_window_bytes <= tuning.connection_receive_window_bytes);

@@ -247,7 +247,9 @@ struct Subscriber {
 
 /// A user record held for the mesh by a responsible supernode.
 struct UserRecord {
-    devices: BTreeMap<PublicKey, StoredDevice>,
+    /// Boxed: a B-tree leaf holds room for eleven values, so one device inline would cost
+    /// eleven records' worth of memory for every user.
+    devices: BTreeMap<PublicKey, Box<StoredDevice>>,
     authorized: BTreeSet<UserName>,
     subscribers: BTreeMap<UserName, Subscriber>,
     cachers: BTreeMap<PublicKey, Instant>,
@@ -358,6 +360,8 @@ pub struct Supernode {
     revoked: BTreeSet<u64>,
     conns: HashMap<ClientId, Conn>,
     homed: HashMap<UserName, BTreeMap<PublicKey, ClientId>>,
+    /// Entries in `homed`, kept so that every `Ping` answer need not count them.
+    sessions: usize,
     records: HashMap<UserName, UserRecord>,
     cache: TtlCache<UserName, CachedRecord>,
     prefix_cache: TtlCache<String, Vec<UserInfo>>,
@@ -399,6 +403,7 @@ impl Supernode {
             revoked: BTreeSet::new(),
             conns: HashMap::new(),
             homed: HashMap::new(),
+            sessions: 0,
             records: HashMap::new(),
             cache: TtlCache::new(cache_capacity),
             prefix_cache: TtlCache::new(cache_capacity / 4),
@@ -442,7 +447,11 @@ impl Supernode {
     }
 
     fn session_count(&self) -> usize {
-        self.homed.values().map(BTreeMap::len).sum()
+        debug_assert_eq!(
+            self.sessions,
+            self.homed.values().map(BTreeMap::len).sum::<usize>()
+        );
+        self.sessions
     }
 
     fn wall(&self, now: Instant) -> UnixTime {
@@ -961,7 +970,9 @@ impl Supernode {
             self.close_client(now, client);
             return;
         }
-        devices.insert(device, client);
+        if devices.insert(device, client).is_none() {
+            self.sessions += 1;
+        }
         let user = claims.user.clone();
         if let Some(conn) = self.conns.get_mut(&client) {
             conn.session = Some(Session {
@@ -1171,8 +1182,8 @@ impl Supernode {
             return;
         };
         if let Some(devices) = self.homed.get_mut(&session.user) {
-            if devices.get(&device) == Some(&client) {
-                devices.remove(&device);
+            if devices.get(&device) == Some(&client) && devices.remove(&device).is_some() {
+                self.sessions -= 1;
             }
             if devices.is_empty() {
                 self.homed.remove(&session.user);
@@ -2186,7 +2197,9 @@ impl Supernode {
         authorized.sort();
         authorized.dedup();
         entry.authorized = authorized.into_iter().collect();
-        entry.devices.insert(device, StoredDevice { record, seq });
+        entry
+            .devices
+            .insert(device, Box::new(StoredDevice { record, seq }));
         self.record_changed(now, &user, Some(from));
     }
 

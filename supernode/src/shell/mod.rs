@@ -160,8 +160,11 @@ enum Input {
     Shutdown,
 }
 
+/// What the core sends one client's writer task. Boxed so that each client's queue
+/// (whose first block of 32 slots is allocated up front) costs 32 pointers, not 32
+/// messages, while the client sits idle.
 enum ClientOut {
-    Message(SupernodeToClient),
+    Message(Box<SupernodeToClient>),
     Close,
 }
 
@@ -265,12 +268,9 @@ impl RunningSupernode {
         };
         let options = ServerOptions {
             policy: PeerPolicy::AnyKey,
-            // Clients keep their NAT bindings alive themselves; server-side keep-alives would
-            // double the cost of every idle client (see docs/bench/supernode.md).
-            tuning: Tuning {
-                keep_alive_interval: None,
-                ..Tuning::server()
-            },
+            // Clients keep their NAT bindings alive themselves; see the preset and
+            // docs/bench/supernode.md for what each of its settings saves per idle client.
+            tuning: Tuning::signalling_server(),
             connections: transport::ConnectionLimiter::new(config.max_connections),
         };
         let endpoint = Endpoint::bind(config.listen, &key, Some(options.clone())).map_err(|e| {
@@ -433,7 +433,7 @@ impl RunningSupernode {
             tasks.push(tokio::spawn(async move {
                 while let Some(incoming) = endpoint.accept().await {
                     tokio::spawn(serve_incoming(
-                        incoming,
+                        Box::new(incoming),
                         inbox.clone(),
                         members.clone(),
                         refresh.clone(),
@@ -448,7 +448,7 @@ impl RunningSupernode {
             tasks.push(tokio::spawn(async move {
                 while let Some(incoming) = tcp.accept().await {
                     tokio::spawn(serve_incoming(
-                        incoming,
+                        Box::new(incoming),
                         inbox.clone(),
                         members.clone(),
                         refresh_tx.clone(),
@@ -588,7 +588,7 @@ async fn core_loop(
             match command {
                 Command::SendToClient { client, message } => {
                     if let Some((conn, out, _)) = clients.get(&client)
-                        && out.try_send(ClientOut::Message(message)).is_err()
+                        && out.try_send(ClientOut::Message(Box::new(message))).is_err()
                     {
                         // A client that does not read its messages is cut off; it re-homes.
                         metrics::counter!("supernode_slow_clients_total").increment(1);
@@ -799,14 +799,19 @@ async fn identify(
     }
 }
 
+/// `incoming` is boxed because an async fn keeps room for its arguments for as long as it
+/// runs, and this one runs as long as the session.
 async fn serve_incoming(
-    incoming: transport::Incoming,
+    incoming: Box<transport::Incoming>,
     inbox: mpsc::Sender<Input>,
     mut members: watch::Receiver<Arc<BTreeSet<PublicKey>>>,
     refresh: mpsc::Sender<()>,
     next_id: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let conn = match incoming.complete().await {
+    // The handshake and the identification are boxed: a task's future is as large as its
+    // largest await point, and every idle client's task would otherwise carry room for
+    // these two for the life of its session.
+    let conn = match Box::pin(incoming.complete()).await {
         Ok(conn) => conn,
         Err(error) => {
             debug!(%error, "handshake failed");
@@ -814,7 +819,7 @@ async fn serve_incoming(
         }
     };
     let peer = conn.peer_key();
-    match identify(&conn, &mut members, &refresh).await {
+    match Box::pin(identify(&conn, &mut members, &refresh)).await {
         None => {}
         Some(Opener::Member { first_stream }) => {
             if let Some(recv) = first_stream {
@@ -868,18 +873,17 @@ async fn serve_client(
     first: Vec<u8>,
 ) {
     let (out_tx, mut out_rx) = mpsc::channel(CLIENT_QUEUE);
-    if inbox
-        .send(Input::ClientConnected {
-            id,
-            device: conn.peer_key(),
-            conn: conn.clone(),
-            out: out_tx,
-        })
-        .await
-        .is_err()
-    {
+    // Reserving before building an input keeps inputs out of the task's future (see
+    // serve_incoming).
+    let Ok(permit) = inbox.reserve().await else {
         return;
-    }
+    };
+    permit.send(Input::ClientConnected {
+        id,
+        device: conn.peer_key(),
+        conn: conn.clone(),
+        out: out_tx,
+    });
     let writer_conn = conn.clone();
     let writer = tokio::spawn(async move {
         while let Some(out) = out_rx.recv().await {
@@ -891,7 +895,7 @@ async fn serve_client(
                 }
                 ClientOut::Close => {
                     let _ = send.shutdown().await;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Box::pin(tokio::time::sleep(Duration::from_millis(200))).await;
                     writer_conn.close(0, "closed");
                     break;
                 }
@@ -900,16 +904,18 @@ async fn serve_client(
     });
     let mut body = Some(first);
     while let Some(frame) = body.take() {
-        let input = match ClientToSupernode::decode(&frame) {
+        let Ok(permit) = inbox.reserve().await else {
+            break;
+        };
+        permit.send(match ClientToSupernode::decode(&frame) {
             Ok(message) => Input::ClientMessage { id, message },
             Err(error) => Input::ClientGarbage { id, error },
-        };
-        if inbox.send(input).await.is_err() {
-            break;
-        }
+        });
         body = read_body(&mut recv).await.ok().flatten();
     }
-    let _ = inbox.send(Input::ClientDisconnected { id }).await;
+    if let Ok(permit) = inbox.reserve().await {
+        permit.send(Input::ClientDisconnected { id });
+    }
     writer.abort();
 }
 
