@@ -4,7 +4,7 @@
 # Usage: bench/media_core.sh [speech.wav]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SPEECH="${1:-media/tests/data/speech_48k.wav}"
+SPEECH="${1:-media/tests/data/speech_natural_48k.wav}"
 cargo build --quiet --release -p media --example media_bench
 echo "## Added latency"
 target/release/examples/media_bench latency "$SPEECH"

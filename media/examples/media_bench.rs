@@ -12,7 +12,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use media::codec::{Decoder, DecoderConfig, Encoder, EncoderConfig, FRAME_SAMPLES, plain_decoder};
+use media::codec::{
+    Bandwidth, Decoder, DecoderConfig, Encoder, EncoderConfig, FRAME_SAMPLES, plain_decoder,
+};
 use media::jitter::JitterConfig;
 use media::packet::{Flags, PacketHeader};
 use media::pipeline::{Channel, MaskChannel, SimConfig, align, simulate};
@@ -74,6 +76,7 @@ fn baseline(input: &[f32], lost: &[bool]) -> Res<Vec<f32>> {
         fec: false,
         bitrate_bps: bitrate_bps(),
         complexity: encoder_complexity(),
+        max_bandwidth: max_bandwidth(),
         ..EncoderConfig::default()
     })?;
     let mut dec = plain_decoder()?;
@@ -99,6 +102,7 @@ fn ideal_fec(input: &[f32], lost: &[bool], loss_pct: u8) -> Res<Vec<f32>> {
         expected_loss_pct: loss_pct,
         bitrate_bps: bitrate_bps(),
         complexity: encoder_complexity(),
+        max_bandwidth: max_bandwidth(),
         ..EncoderConfig::default()
     })?;
     let mut dec = Decoder::new(DecoderConfig {
@@ -157,6 +161,17 @@ fn decoder_complexity() -> u8 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DecoderConfig::default().complexity)
+}
+
+/// Widest coded band of every run: `MEDIA_BENCH_BANDWIDTH` (`wb`, `swb`, `fb`), default the
+/// encoder default.
+fn max_bandwidth() -> Bandwidth {
+    match std::env::var("MEDIA_BENCH_BANDWIDTH").as_deref() {
+        Ok("wb") => Bandwidth::Wide,
+        Ok("swb") => Bandwidth::SuperWide,
+        Ok("fb") => Bandwidth::Full,
+        _ => EncoderConfig::default().max_bandwidth,
+    }
 }
 
 /// DRED length of the DRED columns: `MEDIA_BENCH_DRED_10MS`, default [`DRED`].
@@ -218,6 +233,7 @@ fn sim_config(v: Variant) -> SimConfig {
                 dred_duration_10ms: if v.dred_10ms > 0 { dred_10ms() } else { 0 },
                 bitrate_bps: bitrate_bps(),
                 complexity: encoder_complexity(),
+                max_bandwidth: max_bandwidth(),
                 ..EncoderConfig::default()
             },
             ..SenderConfig::default()
@@ -397,7 +413,6 @@ fn cpu(speech: &Path) -> Res<()> {
     let input = read_wav(speech)?;
     let frames: Vec<&[f32]> = input.chunks_exact(FRAME_SAMPLES).collect();
     let rounds = 10;
-    use media::codec::Bandwidth;
     let defaults = EncoderConfig {
         expected_loss_pct: 10,
         ..EncoderConfig::default()

@@ -65,11 +65,13 @@ pub struct JitterConfig {
     pub hard_excess_frames: u32,
     /// Packets held at most.
     pub max_packets: usize,
-    /// Consecutive quiet ticks with the level below the target before a frame is
-    /// inserted (1 = at once). In real time a packet arriving right at the playout tick
+    /// Consecutive ticks with the level below the target before a frame is inserted at
+    /// the next quiet tick (1 = at the first quiet tick). In real time a packet arriving right at the playout tick
     /// makes the level dip for one tick now and then; waiting a few ticks keeps such dips
     /// from stretching the timeline while a lasting shortfall (clock drift, a longer
-    /// path) still grows the delay.
+    /// path) still grows the delay. A lost packet makes the same one-tick dip (the newest
+    /// packet is missing), so inserting at once would stretch the timeline at every loss
+    /// in a pause and then drop a frame to shrink it again; 3 by default.
     pub insert_after_ticks: u32,
     /// Decoder settings.
     pub decoder: DecoderConfig,
@@ -86,7 +88,7 @@ impl Default for JitterConfig {
             max_expand_frames: 10,
             hard_excess_frames: 4,
             max_packets: 64,
-            insert_after_ticks: 1,
+            insert_after_ticks: 3,
             decoder: DecoderConfig::default(),
         }
     }
@@ -157,7 +159,7 @@ pub struct JitterBuffer {
     /// Whether each of the recent ticks found its frame lost (later packets present).
     recent_lost: VecDeque<bool>,
     expand_streak: u32,
-    /// Consecutive ticks at which the level was below the target (quiet output).
+    /// Consecutive ticks at which the level was below the target.
     low_level_ticks: u32,
     remote_hold: bool,
     last_output_quiet: bool,
@@ -283,9 +285,13 @@ impl JitterBuffer {
                 self.counters.dropped_frames += 1;
                 p += FRAME_TICKS;
                 self.playout_ts = Some(p);
-            } else if level < target && self.last_output_quiet && self.counters.decoded_frames > 0 {
-                self.low_level_ticks += 1;
-                if self.low_level_ticks >= self.config.insert_after_ticks.max(1) {
+            } else if level < target && self.counters.decoded_frames > 0 {
+                // The shortfall is counted through speech too, so a lasting one is made up
+                // at the first quiet tick; a dip from a lost newest packet ends a tick later.
+                self.low_level_ticks = self.low_level_ticks.saturating_add(1);
+                if self.last_output_quiet
+                    && self.low_level_ticks >= self.config.insert_after_ticks.max(1)
+                {
                     self.low_level_ticks = 0;
                     self.conceal(&mut out);
                     self.counters.inserted_frames += 1;
@@ -433,7 +439,9 @@ impl JitterBuffer {
         let now_millis = now.saturating_duration_since(origin).as_secs_f64() * 1000.0;
         let expected_millis = p as f64 / 48.0 + min_transit;
         let budget_millis = f64::from(target.saturating_sub(1)) * FRAME_MILLIS as f64;
-        now_millis - expected_millis >= budget_millis
+        // Arrival and media times are large f64 millisecond values; half a millisecond of
+        // slack keeps rounding from turning "exactly due" into "not yet" at the boundary.
+        now_millis - expected_millis + 0.5 >= budget_millis
     }
 
     fn note_missing(&mut self, missing: bool) {
@@ -642,6 +650,57 @@ mod tests {
             );
             assert_eq!(jb.counters().concealed_frames, expected_inserts);
         }
+    }
+
+    #[test]
+    fn random_loss_without_jitter_neither_stretches_nor_drops_once_loss_is_known() {
+        // Talk spurts and pauses (quiet output is where the buffer may resize), 20% loss
+        // drawn by a fixed LCG, packets arriving exactly on the playout ticks.
+        let mut enc = Encoder::new(EncoderConfig {
+            expected_loss_pct: 20,
+            ..EncoderConfig::default()
+        })
+        .expect("encoder");
+        let mut jb = JitterBuffer::new(JitterConfig::default()).expect("jb");
+        let t0 = Instant::now();
+        let mut state = 7u64;
+        let mut counters_after_first_loss = None;
+        for i in 0..1000usize {
+            let loud = (i / 10) % 2 == 0;
+            let pcm: Vec<f32> = (0..FRAME_SAMPLES)
+                .map(|j| {
+                    let t = (i * FRAME_SAMPLES + j) as f32 / 48_000.0;
+                    if loud {
+                        0.3 * (2.0 * std::f32::consts::PI * 220.0 * t).sin()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let payload = enc.encode(&pcm).expect("encode");
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let lost = (state >> 33) % 100 < 20;
+            let now = t0 + FRAME_DURATION * i as u32;
+            if !lost {
+                let header = PacketHeader {
+                    sequence: i as u32,
+                    timestamp: (i * FRAME_SAMPLES) as u32,
+                    flags: Flags::empty(),
+                };
+                jb.handle_packet(now, MediaPacket { header, payload });
+            }
+            jb.poll_frame(now);
+            if i == 100 {
+                counters_after_first_loss = Some(jb.counters());
+            }
+        }
+        let settled = counters_after_first_loss.expect("counted");
+        let end = jb.counters();
+        assert!(end.fec_frames > settled.fec_frames + 50, "{end:?}");
+        assert_eq!(end.inserted_frames, settled.inserted_frames, "{end:?}");
+        assert_eq!(end.dropped_frames, settled.dropped_frames, "{end:?}");
     }
 
     proptest::proptest! {
