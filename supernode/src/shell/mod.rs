@@ -388,7 +388,10 @@ impl RunningSupernode {
             let port = tcp.listen_addr().port();
             let public = config.public_addr.map(|p| SocketAddr::new(p.ip(), port));
             let addr = advertised(tcp.listen_addr(), public, config.login_server);
-            turn.urls.push(format!("turn:{addr}?transport=tcp"));
+            // Only beside the built-in relay's own URL, not an external server's.
+            if turn.urls.contains(&format!("turn:{addr}?transport=udp")) {
+                turn.urls.push(format!("turn:{addr}?transport=tcp"));
+            }
         }
         let now = Instant::now();
         let seed = u64::from_le_bytes(
