@@ -133,6 +133,31 @@ async fn a_stream_client_relays_both_ways_and_its_allocation_ends_with_the_conne
     relay.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_frame_longer_than_the_limit_or_of_no_known_kind_closes_the_connection() {
+    let relay = start(53200..=53209, SECRET).await;
+    for garbage in [
+        // ChannelData announcing 20,000 bytes: refused from its header.
+        vec![0x40, 0x00, 0x4E, 0x20],
+        // Neither STUN nor ChannelData (a TLS record would start 0x16 and frame as STUN).
+        vec![0xC0, 0x00, 0x00, 0x04],
+    ] {
+        let mut stream = TcpStream::connect(relay.listen_addr())
+            .await
+            .expect("connects");
+        stream.write_all(&garbage).await.expect("write");
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the relay closes the connection at once");
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "closed, not answered: {read:?}"
+        );
+    }
+    relay.shutdown().await;
+}
+
 fn which(binary: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))

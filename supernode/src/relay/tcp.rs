@@ -9,7 +9,8 @@
 //! datagram from the connection's remote address; what it sends back is padded to 4
 //! bytes. A closed connection frees its allocation.
 //!
-//! Limits: at most [`MAX_CONNECTIONS`] connections; a connection silent for
+//! Limits: at most [`MAX_CONNECTIONS`] connections, [`MAX_CONNECTIONS_PER_IP`] from one
+//! address; a connection silent for
 //! [`IDLE_TIMEOUT`] is closed (clients refresh permissions every 4 minutes); messages
 //! longer than [`MAX_FRAME_BYTES`] close the connection; a client that does not read has
 //! its newest messages dropped once [`WRITE_QUEUE_FRAMES`] are waiting (media is worthless
@@ -40,6 +41,8 @@ use super::task::RelayError;
 
 /// Connections served at once; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Connections from one IP address at once (a NAT may hide many clients behind one).
+pub const MAX_CONNECTIONS_PER_IP: usize = 64;
 /// A connection that sends nothing this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest message a client may send: a 9 KiB datagram in a Send indication, and spare.
@@ -125,6 +128,7 @@ impl TcpRelayServer {
         let owner = Owner {
             turn,
             conns: HashMap::new(),
+            per_ip: HashMap::new(),
             relays: HashMap::new(),
             ports: PortPool::new(config.relay_ports.clone()),
             relay_bind_ip: listen_addr.ip(),
@@ -271,6 +275,7 @@ struct RelayPort {
 struct Owner {
     turn: TurnServer,
     conns: HashMap<SocketAddr, Connection>,
+    per_ip: HashMap<IpAddr, usize>,
     relays: HashMap<AllocationId, RelayPort>,
     ports: PortPool,
     relay_bind_ip: IpAddr,
@@ -311,14 +316,17 @@ impl Owner {
                 writer,
                 reader,
             } => {
-                if self.conns.len() >= MAX_CONNECTIONS {
+                let from_ip = self.per_ip.get(&remote.ip()).copied().unwrap_or(0);
+                if self.conns.len() >= MAX_CONNECTIONS || from_ip >= MAX_CONNECTIONS_PER_IP {
                     debug!("TURN TCP connection refused: too many");
                     reader.abort();
                     return true;
                 }
-                if let Some(old) = self.conns.insert(remote, Connection { writer, reader }) {
-                    old.reader.abort();
+                match self.conns.insert(remote, Connection { writer, reader }) {
+                    Some(old) => old.reader.abort(),
+                    None => *self.per_ip.entry(remote.ip()).or_insert(0) += 1,
                 }
+                metrics::gauge!("turn_tcp_connections").set(self.conns.len() as f64);
             }
             Inbound::Frame { from, payload } => {
                 if self.conns.contains_key(&from) {
@@ -328,7 +336,14 @@ impl Owner {
             Inbound::Gone { from } => {
                 if let Some(conn) = self.conns.remove(&from) {
                     conn.reader.abort();
+                    if let Some(n) = self.per_ip.get_mut(&from.ip()) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            self.per_ip.remove(&from.ip());
+                        }
+                    }
                 }
+                metrics::gauge!("turn_tcp_connections").set(self.conns.len() as f64);
                 self.turn.handle_client_gone(now, from);
             }
             Inbound::Relay {
