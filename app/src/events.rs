@@ -69,6 +69,9 @@ pub enum Event {
     Presence {
         user: UserName,
         status: Status,
+        /// Extension: the user's status message ("in a meeting"); left out when empty.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
     },
     ContactRequest {
         from: UserName,
@@ -158,7 +161,17 @@ impl Event {
                 Some(s) => format!("logged in as {user} (home supernode {s})"),
                 None => format!("logged in as {user}"),
             },
-            Self::Presence { user, status } => format!("{user} is {}", status_text(*status)),
+            Self::Presence {
+                user,
+                status,
+                message,
+            } => {
+                if message.is_empty() {
+                    format!("{user} is {}", status_text(*status))
+                } else {
+                    format!("{user} is {}: {message}", status_text(*status))
+                }
+            }
             Self::ContactRequest { from } => format!("{from} asks to add you as a contact"),
             Self::ContactAdded { user } => format!("{user} is now a contact"),
             Self::Chat { from, text, .. } => format!("{from}: {text}"),
@@ -291,9 +304,20 @@ mod tests {
         let line = Event::Presence {
             user: user("bob"),
             status: Status::Away,
+            message: String::new(),
         }
         .to_json_line();
         assert_eq!(line, r#"{"event":"presence","user":"bob","status":"away"}"#);
+        let line = Event::Presence {
+            user: user("bob"),
+            status: Status::Busy,
+            message: "in a meeting".into(),
+        }
+        .to_json_line();
+        assert_eq!(
+            line,
+            r#"{"event":"presence","user":"bob","status":"busy","message":"in a meeting"}"#
+        );
     }
 
     #[test]

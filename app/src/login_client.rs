@@ -1,5 +1,5 @@
-//! The app's side of the login server: register, log in, keep a valid credential in the
-//! profile.
+//! The app's side of the login server: register, log in, change the password, keep a
+//! valid credential in the profile.
 //!
 //! Wraps [`login_server::client::LoginConnection`] with the profile (device key, remembered
 //! server and user) and turns protocol errors into messages a person can act on.
@@ -147,6 +147,31 @@ pub async fn login(
         settings.user = Some(user.clone());
         profile.save_settings(&settings)?;
     }
+    conn.close();
+    Ok(credential)
+}
+
+/// Changes `user`'s password at the login server. The server revokes every credential the
+/// user holds and issues a fresh one for this device, which is kept in the profile and
+/// returned (running sessions must restart with it).
+pub async fn change_password(
+    profile: &Profile,
+    target: &LoginTarget,
+    user: &UserName,
+    old_password: &Password,
+    new_password: &Password,
+) -> Result<SignedCredential, FlowError> {
+    new_password
+        .check_new()
+        .map_err(|e| FlowError::Password(e.to_string()))?;
+    let conn = connect(profile, target).await?;
+    let credential = conn
+        .change_password(user, old_password, new_password)
+        .await?;
+    credential
+        .verify_for_key(&target.authority, now(), &profile.device_key()?.public())
+        .map_err(|e| FlowError::Protocol(format!("issued an unusable credential: {e}")))?;
+    profile.save_credential(&credential)?;
     conn.close();
     Ok(credential)
 }

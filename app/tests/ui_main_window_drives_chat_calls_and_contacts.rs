@@ -91,6 +91,7 @@ fn contact_list_shows_presence_and_follows_presence_events() {
         Event::Presence {
             user: user("carol"),
             status: Status::Busy,
+            message: String::new(),
         },
     );
     h.get_by_label("carol is busy");
@@ -584,6 +585,7 @@ fn settings_show_the_nat_report() {
     let mut h = logged_in();
     h.get_by_role_and_label(Role::Button, "Settings").click();
     step(&mut h);
+    assert_eq!(actions(&mut h), vec![UiAction::MonitorMicrophone(true)]);
     h.get_by_role_and_label(Role::Button, "Run network check")
         .click();
     assert_eq!(actions(&mut h), vec![UiAction::Netcheck]);
@@ -744,7 +746,7 @@ fn live_call_stats_drive_the_level_meters_and_the_quality_indicator() {
     assert_eq!(meter_percent(&h, "Microphone level"), 90.0);
     assert_eq!(meter_percent(&h, "Speaker level"), 0.0);
     h.get_by_label_contains("Call quality excellent (MOS 4.3, loss 0.0%, round trip 38 ms");
-    h.get_by_label("excellent · MOS 4.3 · loss 0.0% · RTT 38 ms");
+    h.get_by_label("MOS 4.3 · loss 0.0% · RTT 38 ms · jitter 4 ms");
 
     // The next figures replace the last ones; another call's figures are ignored.
     engine(
@@ -768,5 +770,58 @@ fn live_call_stats_drive_the_level_meters_and_the_quality_indicator() {
     assert_eq!(meter_percent(&h, "Microphone level"), 100.0);
     assert_eq!(meter_percent(&h, "Speaker level"), 67.0);
     h.get_by_label_contains("Call quality poor (MOS 2.8, loss 12.5%");
-    h.get_by_label("poor · MOS 2.8 · loss 12.5% · RTT 38 ms");
+    h.get_by_label("MOS 2.8 · loss 12.5% · RTT 38 ms · jitter 4 ms");
+}
+
+#[test]
+fn my_status_message_is_published_and_contacts_messages_are_shown() {
+    let mut h = logged_in();
+    h.get_by_label("Status message").click();
+    step(&mut h);
+    h.get_by_label("Status message")
+        .type_text("  at lunch, back at 2\u{7}  ");
+    step(&mut h);
+    h.key_press(egui::Key::Enter);
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::SetStatusMessage("at lunch, back at 2".into())]
+    );
+    // Publishing the same text again asks for nothing.
+    h.get_by_label("Status message").click();
+    step(&mut h);
+    h.key_press(egui::Key::Enter);
+    assert_eq!(actions(&mut h), vec![]);
+
+    engine(
+        &mut h,
+        Event::Presence {
+            user: user("bob"),
+            status: Status::Busy,
+            message: "in a meeting".into(),
+        },
+    );
+    h.get_by_label("busy · in a meeting");
+    h.get_by_label("Chat with bob").click();
+    step(&mut h);
+    h.get_by_label("bob · busy · \u{201c}in a meeting\u{201d}");
+    // A re-read buddy list keeps what presence said; going offline clears the message.
+    feed(
+        &mut h,
+        UiEvent::Contacts {
+            contacts: vec![contact("bob", "Bob", Status::Offline)],
+            requests: vec![],
+        },
+    );
+    h.get_by_label("busy · in a meeting");
+    engine(
+        &mut h,
+        Event::Presence {
+            user: user("bob"),
+            status: Status::Offline,
+            message: "in a meeting".into(),
+        },
+    );
+    assert!(h.query_by_label_contains("in a meeting").is_none());
+    // In the contact list and the conversation's header.
+    assert_eq!(h.query_all_by_label("bob is offline").count(), 2);
 }

@@ -1,6 +1,7 @@
 //! The real desktop app (model, view, link, `NetworkBackend`, engine) on an embedded local
 //! network, driven through its window by egui_kittest: register, find and add a contact,
-//! call the echo account (live quality figures and level meters while it runs), hang up.
+//! call the echo account (live quality figures and level meters while it runs), hang up,
+//! change the password.
 
 use app::cli::EchoMode;
 use app::local::{LocalNetwork, LocalOptions};
@@ -152,6 +153,46 @@ fn register_add_a_contact_call_echo_and_hang_up() {
                 .as_ref()
                 .is_some_and(|c| c.peer == user("echo"))
     });
+
+    // The password changes at the login server; the session goes on with a fresh
+    // credential and the new password logs in.
+    h.get_by_role_and_label(Role::Button, "Settings").click();
+    h.run_steps(3);
+    // The settings window takes a few frames to appear (egui sizes it invisibly first);
+    // events from the network keep repainting meanwhile.
+    for attempt in 0..40 {
+        if h.query_by_label("Current password").is_some() {
+            break;
+        }
+        // A click lands once the window takes input; another only long after it, so a
+        // slowly opening section is not closed again.
+        if attempt % 10 == 0
+            && let Some(header) = h.query_by_label("Change password")
+        {
+            header.click();
+        }
+        h.run_steps(3);
+    }
+    type_into(&mut h, "Current password", "alice's long password");
+    type_into(&mut h, "New password", "alice's new password");
+    h.get_by_role_and_label(Role::Button, "Change password")
+        .click();
+    step_until(&mut h, "the password change", |app| {
+        app.model.account.notice.is_some() || app.model.account.error.is_some()
+    });
+    assert_eq!(h.state().model.account.error, None);
+    step_until(&mut h, "the session to restart", |app| {
+        app.model.screen == Screen::Main && app.model.me == Some(user("alice"))
+    });
+    let check = Profile::open(dir.path().join("alice-check")).expect("profile");
+    runtime
+        .block_on(login_client::login(
+            &check,
+            &target,
+            &user("alice"),
+            &Password::new("alice's new password").expect("password"),
+        ))
+        .expect("the new password logs in");
 
     drop(h);
     runtime.block_on(async {

@@ -70,7 +70,8 @@ fn open_settings(harness: &mut Harness<'static, DesktopApp>) {
     harness
         .get_by_role_and_label(Role::Button, "Settings")
         .click();
-    step(harness);
+    // The settings page measures the microphone while it is open.
+    assert_eq!(actions(harness), vec![UiAction::MonitorMicrophone(true)]);
 }
 
 fn shown_choice(harness: &Harness<'static, DesktopApp>, picker: &str) -> Option<String> {

@@ -139,7 +139,7 @@ fn snapshots_of_the_main_screens() {
     );
     model.handle(
         now,
-        UiEvent::CallStats {
+        UiEvent::Engine(Event::CallStats {
             call_id: "k1".into(),
             stats: CallStats {
                 mos: 3.8,
@@ -148,7 +148,9 @@ fn snapshots_of_the_main_screens() {
                 jitter_ms: 8.0,
                 ..CallStats::default()
             },
-        },
+            input_level: 0.3,
+            output_level: 0.08,
+        }),
     );
     h.run_steps(3);
     results.push(h.try_snapshot_options("ui_in_call", &options()));

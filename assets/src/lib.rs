@@ -22,15 +22,18 @@ pub enum Asset {
     MessageChime,
     /// Played when a call ends.
     HangupTone,
+    /// The speaker test in settings.
+    SpeakerTest,
 }
 
 impl Asset {
-    pub const ALL: [Asset; 5] = [
+    pub const ALL: [Asset; 6] = [
         Asset::AppIcon,
         Asset::Ringtone,
         Asset::Ringback,
         Asset::MessageChime,
         Asset::HangupTone,
+        Asset::SpeakerTest,
     ];
 
     /// The file name under `assets/files/`.
@@ -41,6 +44,7 @@ impl Asset {
             Asset::Ringback => "ringback.wav",
             Asset::MessageChime => "message.wav",
             Asset::HangupTone => "hangup.wav",
+            Asset::SpeakerTest => "speaker-test.wav",
         }
     }
 
@@ -52,6 +56,7 @@ impl Asset {
             Asset::Ringback => include_bytes!("../files/ringback.wav"),
             Asset::MessageChime => include_bytes!("../files/message.wav"),
             Asset::HangupTone => include_bytes!("../files/hangup.wav"),
+            Asset::SpeakerTest => include_bytes!("../files/speaker-test.wav"),
         }
     }
 
@@ -63,6 +68,7 @@ impl Asset {
             Asset::Ringback => synth::encode_wav(&synth::ringback()),
             Asset::MessageChime => synth::encode_wav(&synth::message_chime()),
             Asset::HangupTone => synth::encode_wav(&synth::hangup_tone()),
+            Asset::SpeakerTest => synth::encode_wav(&synth::speaker_test()),
         }
     }
 }
@@ -90,6 +96,7 @@ mod tests {
             Asset::Ringback,
             Asset::MessageChime,
             Asset::HangupTone,
+            Asset::SpeakerTest,
         ] {
             let reader = hound::WavReader::new(asset.bytes()).expect("valid WAV");
             let spec = reader.spec();

@@ -135,6 +135,31 @@ pub fn hangup_tone() -> Vec<i16> {
     render(480, &notes)
 }
 
+/// The speaker test in settings: a rising major arpeggio and a held chord, about 2 s,
+/// clearly audible without being shrill.
+pub fn speaker_test() -> Vec<i16> {
+    let arpeggio = [523.25, 659.26, 783.99, 1046.50]; // C5 E5 G5 C6
+    let mut notes: Vec<Note> = arpeggio
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Note {
+            freq_hz: *f,
+            start_millis: i as u32 * 180,
+            length_millis: 220,
+            level: 0.55,
+        })
+        .collect();
+    for f in [523.25, 659.26, 783.99] {
+        notes.push(Note {
+            freq_hz: f,
+            start_millis: 800,
+            length_millis: 1000,
+            level: 0.3,
+        });
+    }
+    render(2000, &notes)
+}
+
 /// Encodes 48 kHz mono 16-bit samples as WAV.
 pub fn encode_wav(samples: &[i16]) -> Result<Vec<u8>, SynthError> {
     let spec = hound::WavSpec {

@@ -193,6 +193,7 @@ enum Command {
     },
     Call(calls::CallCommand, Reply<()>),
     SetPresence(PresenceStatus),
+    SetStatus(Presence),
     SetDevices(calls::CallDevices),
     TurnCredentials(Reply<TurnCredentials>),
     FetchMailbox,
@@ -221,6 +222,7 @@ impl std::fmt::Debug for Command {
             Self::AddParticipant { .. } => "AddParticipant",
             Self::Call(..) => "Call",
             Self::SetPresence(_) => "SetPresence",
+            Self::SetStatus(_) => "SetStatus",
             Self::SetDevices(_) => "SetDevices",
             Self::TurnCredentials(_) => "TurnCredentials",
             Self::FetchMailbox => "FetchMailbox",
@@ -351,6 +353,15 @@ impl EngineHandle {
     pub async fn set_presence(&self, status: PresenceStatus) -> Result<(), EngineError> {
         self.commands
             .send(Command::SetPresence(status))
+            .await
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Sets this device's presence with a status message that contacts see (an
+    /// invisible device's message reaches no one).
+    pub async fn set_status(&self, presence: Presence) -> Result<(), EngineError> {
+        self.commands
+            .send(Command::SetStatus(presence))
             .await
             .map_err(|_| EngineError::Stopped)
     }
@@ -929,6 +940,7 @@ impl Actor {
                 self.emit(Event::Presence {
                     user,
                     status: Status::from(presence.status),
+                    message: presence.message.as_str().to_owned(),
                 });
             }
             SupernodeToClient::SearchResults { query_id, hits, .. } => {
@@ -1147,6 +1159,7 @@ impl Actor {
                 let _ = reply.send(self.calls.command(now, command));
             }
             Command::SetPresence(status) => self.homing.set_presence(Presence::new(status)),
+            Command::SetStatus(presence) => self.homing.set_presence(presence),
             Command::SetDevices(devices) => self.calls.set_devices(devices),
             Command::TurnCredentials(reply) => {
                 match self.homing.send(ClientToSupernode::TurnCredentialsRequest) {

@@ -30,6 +30,8 @@ pub struct DesktopApp {
     wall_clock: WallClock,
     title: Option<String>,
     themed: bool,
+    /// The text scale last handed to egui (its zoom factor).
+    applied_zoom: Option<f32>,
 }
 
 impl std::fmt::Debug for DesktopApp {
@@ -52,6 +54,7 @@ impl DesktopApp {
             wall_clock: WallClock::System,
             title: None,
             themed: false,
+            applied_zoom: None,
         }
     }
 
@@ -66,6 +69,7 @@ impl DesktopApp {
             wall_clock: WallClock::Fixed { start_unix_millis },
             title: None,
             themed: false,
+            applied_zoom: None,
         }
     }
 
@@ -102,6 +106,7 @@ impl DesktopApp {
             theme::apply(ctx);
             self.themed = true;
         }
+        self.sync_text_scale(ctx);
         let now = self.now(ctx);
         if let Some(link) = self.link.as_mut() {
             for _ in 0..MAX_EVENTS_PER_FRAME {
@@ -126,6 +131,22 @@ impl DesktopApp {
         if self.title.as_ref() != Some(&title) {
             ctx.send_viewport_cmd(egui::ViewportCommand::Title(title.clone()));
             self.title = Some(title);
+        }
+    }
+
+    /// Keeps egui's zoom factor and the text-size preference in step: Ctrl +/- (egui's
+    /// keyboard zoom) changes the preference, the settings slider changes the zoom.
+    fn sync_text_scale(&mut self, ctx: &egui::Context) {
+        let zoom = ctx.zoom_factor();
+        if let Some(applied) = self.applied_zoom
+            && (zoom - applied).abs() > 0.001
+        {
+            self.model.set_text_scale(zoom);
+        }
+        let wanted = self.model.prefs.text_scale;
+        if self.applied_zoom != Some(wanted) {
+            ctx.set_zoom_factor(wanted);
+            self.applied_zoom = Some(wanted);
         }
     }
 

@@ -7,6 +7,7 @@
 //! What it does not do: decide anything the user sees (the model does), or keep state
 //! beyond the running engine.
 
+use super::audio_check::{MicMonitor, MicReport};
 use super::link::{Backend, EventSink};
 use super::model::{
     AudioDevice, AudioDevices, Authorization, ContactEntry, HistoryLine, MyStatus, NatReport,
@@ -20,6 +21,7 @@ use crate::login_client::{self, FlowError, LoginTarget};
 use crate::profile::Profile;
 use media::device::{DeviceError, DeviceInfo};
 use proto::login::{Contact, ContactState, Password};
+use proto::supernode::{Presence, StatusMessage};
 use proto::{CallId, DisplayName, SignedCredential, UserName};
 use tokio::task::JoinHandle;
 
@@ -36,6 +38,10 @@ pub struct NetworkBackend {
     engine: Option<EngineHandle>,
     forward: Option<JoinHandle<()>>,
     presence: MyStatus,
+    /// The status message contacts see.
+    status_message: String,
+    /// The settings page's microphone meter, while it runs.
+    mic: Option<MicMonitor>,
 }
 
 impl NetworkBackend {
@@ -48,6 +54,8 @@ impl NetworkBackend {
             engine: None,
             forward: None,
             presence: MyStatus::Online,
+            status_message: String::new(),
+            mic: None,
         }
     }
 
@@ -66,6 +74,11 @@ impl NetworkBackend {
                     events,
                     sink.clone(),
                 )));
+                if !self.status_message.is_empty()
+                    && let Err(e) = handle.set_status(self.wire_presence()).await
+                {
+                    sink.error(format!("Status message: {e}")).await;
+                }
                 let engine = handle.clone();
                 self.engine = Some(handle);
                 let sink = sink.clone();
@@ -147,6 +160,83 @@ impl NetworkBackend {
             && let Err(e) = engine.set_devices(input, output).await
         {
             sink.error(format!("Sound cards: {e}")).await;
+        }
+    }
+
+    /// The status and message as the supernode takes them (a message it would refuse is
+    /// left out rather than failing the status).
+    fn wire_presence(&self) -> Presence {
+        Presence {
+            status: self.presence.to_wire(),
+            message: StatusMessage::new(self.status_message.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// Starts (or restarts, after a device change) the microphone meter.
+    fn start_mic_monitor(&mut self, sink: &EventSink) {
+        self.mic = None;
+        let handle = tokio::runtime::Handle::current();
+        let reports = sink.clone();
+        let report = move |report: MicReport| {
+            let event = match report {
+                MicReport::Level(level) => UiEvent::MicLevel(level),
+                MicReport::Unavailable(message) => UiEvent::MicUnavailable(message),
+            };
+            // The meter thread is not a runtime thread: it may wait for the UI's queue.
+            handle.block_on(reports.send(event));
+        };
+        match MicMonitor::start(self.chosen_devices().input, report) {
+            Ok(monitor) => self.mic = Some(monitor),
+            Err(e) => {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    sink.send(UiEvent::MicUnavailable(format!("cannot measure: {e}")))
+                        .await;
+                });
+            }
+        }
+    }
+
+    fn test_speaker(&self, sink: &EventSink) {
+        let handle = tokio::runtime::Handle::current();
+        let reports = sink.clone();
+        let done = move |error: Option<String>| {
+            handle.block_on(reports.send(UiEvent::SpeakerTestDone { error }));
+        };
+        if let Err(e) = super::audio_check::play_speaker_test(self.chosen_devices().output, done) {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                sink.send(UiEvent::SpeakerTestDone {
+                    error: Some(e.to_string()),
+                })
+                .await;
+            });
+        }
+    }
+
+    async fn change_password(&mut self, old: String, new: String, sink: &EventSink) {
+        let result = async {
+            let user = match self.engine() {
+                Some(engine) => engine.user().clone(),
+                None => return Err("Not signed in".to_string()),
+            };
+            let old = Password::new(old).map_err(|e| format!("Password: {e}"))?;
+            let new = Password::new(new).map_err(|e| format!("New password: {e}"))?;
+            login_client::change_password(&self.profile, &self.target, &user, &old, &new)
+                .await
+                .map_err(|e| match e {
+                    FlowError::WrongPassword => "The current password is wrong.".to_string(),
+                    other => flow_message(&other),
+                })
+        }
+        .await;
+        match result {
+            Ok(credential) => {
+                // The login server revoked the old credential: the session restarts.
+                self.start_engine(credential, sink).await;
+                sink.send(UiEvent::PasswordChanged).await;
+            }
+            Err(message) => sink.send(UiEvent::PasswordChangeFailed(message)).await,
         }
     }
 
@@ -348,6 +438,10 @@ impl Backend for NetworkBackend {
     async fn start(&mut self, sink: &EventSink) {
         sink.send(UiEvent::Network(self.network.clone())).await;
         sink.send(UiEvent::Devices(self.devices().await)).await;
+        match super::prefs::load(self.profile.dir()) {
+            Ok(prefs) => sink.send(UiEvent::Prefs(prefs)).await,
+            Err(e) => sink.error(format!("Preferences: {e}")).await,
+        }
         // A remembered, still valid credential signs in without a password.
         let resumed = login_client::ensure_credential(&self.profile, &self.target, || {
             Err(FlowError::Password("needed".into()))
@@ -360,6 +454,7 @@ impl Backend for NetworkBackend {
     }
 
     async fn close(&mut self) {
+        self.mic = None;
         self.stop_engine().await;
     }
 
@@ -373,7 +468,24 @@ impl Backend for NetworkBackend {
             UiAction::Login { user, password } => self.login(user, password.0, sink).await,
             // The profile keeps its credential: the next start signs in again by itself.
             UiAction::LogOut => self.stop_engine().await,
-            UiAction::SetDevices { input, output } => self.set_devices(input, output, sink).await,
+            UiAction::SetDevices { input, output } => {
+                self.set_devices(input, output, sink).await;
+                if self.mic.is_some() {
+                    self.start_mic_monitor(sink);
+                }
+            }
+            UiAction::MonitorMicrophone(true) => self.start_mic_monitor(sink),
+            UiAction::MonitorMicrophone(false) => self.mic = None,
+            UiAction::TestSpeaker => self.test_speaker(sink),
+            UiAction::SetPrefs(prefs) => {
+                if let Err(e) = super::prefs::save(self.profile.dir(), &prefs) {
+                    sink.error(format!("Cannot remember the preferences: {e}"))
+                        .await;
+                }
+            }
+            UiAction::ChangePassword { old, new } => {
+                self.change_password(old.0, new.0, sink).await;
+            }
             UiAction::Netcheck => {
                 tokio::spawn(netcheck(self.context(), sink.clone()));
             }
@@ -405,9 +517,17 @@ impl Backend for NetworkBackend {
                     sink.error("Not signed in").await;
                     return;
                 };
-                if let UiAction::SetPresence(status) = action {
-                    self.presence = status;
-                }
+                let action = match action {
+                    UiAction::SetPresence(status) => {
+                        self.presence = status;
+                        OnlineAction::Status(self.wire_presence())
+                    }
+                    UiAction::SetStatusMessage(message) => {
+                        self.status_message = message;
+                        OnlineAction::Status(self.wire_presence())
+                    }
+                    action => OnlineAction::Ui(action),
+                };
                 let sink = sink.clone();
                 tokio::spawn(async move { perform_online(engine, action, sink).await });
             }
@@ -415,13 +535,26 @@ impl Backend for NetworkBackend {
     }
 }
 
+/// What the engine is asked to do.
+enum OnlineAction {
+    /// Status and message together (the supernode keeps one presence per device).
+    Status(Presence),
+    Ui(UiAction),
+}
+
 /// Actions that need a running engine.
-async fn perform_online(engine: EngineHandle, action: UiAction, sink: EventSink) {
+async fn perform_online(engine: EngineHandle, action: OnlineAction, sink: EventSink) {
+    let action = match action {
+        OnlineAction::Status(presence) => {
+            if let Err(e) = engine.set_status(presence).await {
+                sink.error(format!("Status: {e}")).await;
+            }
+            return;
+        }
+        OnlineAction::Ui(action) => action,
+    };
     let result: Result<(), String> = match action {
-        UiAction::SetPresence(status) => engine
-            .set_presence(status.to_wire())
-            .await
-            .map_err(|e| e.to_string()),
+        UiAction::SetPresence(_) | UiAction::SetStatusMessage(_) => Ok(()),
         UiAction::Search { query } => match engine.search(&query).await {
             Ok(results) => {
                 sink.send(UiEvent::SearchResults { query, results }).await;
@@ -506,7 +639,11 @@ async fn perform_online(engine: EngineHandle, action: UiAction, sink: EventSink)
         | UiAction::LogOut
         | UiAction::Netcheck
         | UiAction::SetDevices { .. }
-        | UiAction::UseServer { .. } => Ok(()),
+        | UiAction::UseServer { .. }
+        | UiAction::MonitorMicrophone(_)
+        | UiAction::TestSpeaker
+        | UiAction::SetPrefs(_)
+        | UiAction::ChangePassword { .. } => Ok(()),
     };
     if let Err(message) = result {
         sink.error(message).await;

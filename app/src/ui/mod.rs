@@ -14,14 +14,18 @@
 //! - [`launch`]: `peerphone` with no subcommand: the network (embedded when none is
 //!   configured), the runtime, the window, the shutdown.
 //! - [`theme`], [`resources`], [`sound`]: colours and spacing, assets, and the ringtone.
+//! - [`audio_check`]: the settings page's microphone meter and speaker test.
+//! - [`prefs`]: the person's preferences (sound processing, text size) in the profile.
 //!
 //! What it does not do: talk to the network or the sound card for calls (the engine does).
 
 pub mod app;
+pub mod audio_check;
 pub mod backend;
 pub mod launch;
 pub mod link;
 pub mod model;
+pub mod prefs;
 pub mod resources;
 pub mod sound;
 pub mod theme;

@@ -113,6 +113,8 @@ pub enum UiAction {
     },
     LogOut,
     SetPresence(MyStatus),
+    /// The status message contacts see (empty: none).
+    SetStatusMessage(String),
     /// Search the directory (exact user name or display-name prefix).
     Search {
         query: String,
@@ -173,6 +175,66 @@ pub enum UiAction {
         login_server: std::net::SocketAddr,
         authority_key: proto::PublicKey,
     },
+    /// Start (`true`) or stop measuring the chosen microphone's level (the settings page's
+    /// meter); levels come back as [`UiEvent::MicLevel`].
+    MonitorMicrophone(bool),
+    /// Play the test sound on the chosen speaker; [`UiEvent::SpeakerTestDone`] follows.
+    TestSpeaker,
+    /// Remember these preferences in the profile (and apply the sound ones to calls).
+    SetPrefs(Prefs),
+    /// Change the account's password at the login server.
+    ChangePassword {
+        old: Secret,
+        new: Secret,
+    },
+}
+
+/// The person's preferences, remembered in the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct Prefs {
+    /// Filter steady background noise out of the microphone signal in calls.
+    pub noise_suppression: bool,
+    /// Remove the speaker's sound from the microphone signal in calls.
+    pub echo_cancellation: bool,
+    /// Text and controls are drawn this much larger (1.0 = normal).
+    pub text_scale: f32,
+}
+
+impl Default for Prefs {
+    fn default() -> Self {
+        Self {
+            noise_suppression: true,
+            echo_cancellation: true,
+            text_scale: 1.0,
+        }
+    }
+}
+
+/// The smallest and largest text scale offered.
+pub const TEXT_SCALE_RANGE: std::ops::RangeInclusive<f32> = 0.75..=2.0;
+
+impl Prefs {
+    /// A text scale within [`TEXT_SCALE_RANGE`], rounded to 5% steps (NaN reads as 1.0).
+    pub fn clamp_text_scale(scale: f32) -> f32 {
+        if !scale.is_finite() {
+            return 1.0;
+        }
+        let scale = scale.clamp(*TEXT_SCALE_RANGE.start(), *TEXT_SCALE_RANGE.end());
+        (scale * 20.0).round() / 20.0
+    }
+}
+
+/// The settings page's account form.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountForm {
+    pub old_password: String,
+    pub new_password: String,
+    /// A password change is under way.
+    pub busy: bool,
+    pub error: Option<String>,
+    /// The last change's success message.
+    pub notice: Option<String>,
 }
 
 /// A sound card as the settings panel lists it.
@@ -314,6 +376,19 @@ pub enum UiEvent {
     Network(NetworkInfo),
     /// The machine's sound cards and the ones the profile remembers.
     Devices(AudioDevices),
+    /// The microphone's peak level (0.0 to 1.0) since the last one, while monitored.
+    MicLevel(f32),
+    /// The microphone cannot be opened for the level meter.
+    MicUnavailable(String),
+    /// The speaker test finished (or could not play: `error`).
+    SpeakerTestDone {
+        error: Option<String>,
+    },
+    /// The preferences the profile remembers.
+    Prefs(Prefs),
+    /// The password was changed (the session goes on with a fresh credential).
+    PasswordChanged,
+    PasswordChangeFailed(String),
 }
 
 /// A stored chat line for [`UiEvent::History`].
@@ -419,6 +494,8 @@ pub struct Contact {
     pub display_name: String,
     pub status: Status,
     pub authorization: Authorization,
+    /// What they say about themselves ("in a meeting"); empty when nothing.
+    pub status_message: String,
 }
 
 /// Where a call is.
@@ -624,6 +701,10 @@ pub struct UiModel {
     pub network: Option<NetworkInfo>,
     pub me: Option<UserName>,
     pub my_status: MyStatus,
+    /// The status message as typed.
+    pub status_message: String,
+    /// The status message last handed to the engine.
+    pub status_message_sent: String,
     pub contacts: BTreeMap<UserName, Contact>,
     /// Incoming authorization requests awaiting an answer.
     pub requests: BTreeSet<UserName>,
@@ -643,6 +724,14 @@ pub struct UiModel {
     pub nat: Option<NatReport>,
     pub netcheck_pending: bool,
     pub netcheck_error: Option<String>,
+    pub prefs: Prefs,
+    pub account: AccountForm,
+    /// The microphone's level while the settings page measures it.
+    pub mic_level: f32,
+    /// Why the microphone cannot be measured.
+    pub mic_error: Option<String>,
+    /// The speaker test is playing.
+    pub speaker_test_running: bool,
     actions: Vec<UiAction>,
     cues: Vec<SoundCue>,
     next_local_id: u64,
@@ -799,18 +888,41 @@ impl UiModel {
     }
 
     pub fn log_out(&mut self) {
+        self.close_settings();
         self.act(UiAction::LogOut);
         let network = self.network.take();
+        let devices = std::mem::take(&mut self.devices);
         let toasts = std::mem::take(&mut self.toasts);
         let actions = std::mem::take(&mut self.actions);
         *self = Self {
             network,
+            devices,
+            prefs: self.prefs,
             toasts,
             actions,
             next_toast_id: self.next_toast_id,
             next_local_id: self.next_local_id,
             ..Self::default()
         };
+    }
+
+    /// Publishes the typed status message (trimmed, control characters dropped, at most
+    /// [`proto::supernode::MAX_STATUS_MESSAGE_CHARS`] characters).
+    pub fn submit_status_message(&mut self) {
+        let clean: String = self
+            .status_message
+            .chars()
+            .filter(|c| !c.is_control())
+            .collect::<String>()
+            .trim()
+            .chars()
+            .take(proto::supernode::MAX_STATUS_MESSAGE_CHARS)
+            .collect();
+        self.status_message = clean.clone();
+        if clean != self.status_message_sent {
+            self.status_message_sent = clean.clone();
+            self.act(UiAction::SetStatusMessage(clean));
+        }
     }
 
     pub fn set_my_status(&mut self, status: MyStatus) {
@@ -866,6 +978,7 @@ impl UiModel {
                 display_name,
                 status: Status::Offline,
                 authorization: Authorization::Requested,
+                status_message: String::new(),
             },
         );
         self.act(UiAction::AddContact { user });
@@ -878,6 +991,7 @@ impl UiModel {
                 display_name: user.to_string(),
                 status: Status::Offline,
                 authorization: Authorization::Contact,
+                status_message: String::new(),
             });
             self.act(UiAction::AcceptContact { user });
         }
@@ -1023,6 +1137,90 @@ impl UiModel {
         self.act(UiAction::SetMuted { call_id, muted });
     }
 
+    // ----- settings -----
+
+    /// Opens the settings page; its microphone meter starts measuring.
+    pub fn open_settings(&mut self) {
+        if !self.settings_open {
+            self.settings_open = true;
+            self.mic_level = 0.0;
+            self.mic_error = None;
+            self.act(UiAction::MonitorMicrophone(true));
+        }
+    }
+
+    /// Closes the settings page and stops measuring the microphone.
+    pub fn close_settings(&mut self) {
+        if self.settings_open {
+            self.settings_open = false;
+            self.mic_level = 0.0;
+            self.act(UiAction::MonitorMicrophone(false));
+        }
+    }
+
+    pub fn toggle_settings(&mut self) {
+        if self.settings_open {
+            self.close_settings();
+        } else {
+            self.open_settings();
+        }
+    }
+
+    /// Plays the test sound on the chosen speaker.
+    pub fn test_speaker(&mut self) {
+        if !self.speaker_test_running {
+            self.speaker_test_running = true;
+            self.act(UiAction::TestSpeaker);
+        }
+    }
+
+    /// Changes the preferences (and has them remembered) when they differ.
+    pub fn set_prefs(&mut self, mut prefs: Prefs) {
+        prefs.text_scale = Prefs::clamp_text_scale(prefs.text_scale);
+        if prefs != self.prefs {
+            self.prefs = prefs;
+            self.act(UiAction::SetPrefs(prefs));
+        }
+    }
+
+    /// Scales text and controls (keyboard zoom or the settings slider).
+    pub fn set_text_scale(&mut self, scale: f32) {
+        let prefs = Prefs {
+            text_scale: scale,
+            ..self.prefs
+        };
+        self.set_prefs(prefs);
+    }
+
+    /// Submits the password form.
+    pub fn change_password(&mut self) {
+        let form = &mut self.account;
+        if form.busy {
+            return;
+        }
+        form.notice = None;
+        if form.old_password.is_empty() {
+            form.error = Some("Enter your current password".into());
+            return;
+        }
+        if form.new_password.chars().count() < proto::login::MIN_PASSWORD_CHARS {
+            form.error = Some(format!(
+                "The new password needs at least {} characters",
+                proto::login::MIN_PASSWORD_CHARS
+            ));
+            return;
+        }
+        if form.new_password == form.old_password {
+            form.error = Some("The new password is the same as the current one".into());
+            return;
+        }
+        form.error = None;
+        form.busy = true;
+        let old = Secret(std::mem::take(&mut form.old_password));
+        let new = Secret(std::mem::take(&mut form.new_password));
+        self.act(UiAction::ChangePassword { old, new });
+    }
+
     pub fn run_netcheck(&mut self) {
         if !self.netcheck_pending {
             self.netcheck_pending = true;
@@ -1137,16 +1335,25 @@ impl UiModel {
                 self.login.busy = false;
             }
             UiEvent::Contacts { contacts, requests } => {
+                // The buddy list knows no presence: what presence events said stays.
+                let mut known = std::mem::take(&mut self.contacts);
                 self.contacts = contacts
                     .into_iter()
                     .map(|e| {
+                        let (status, status_message) = match known.remove(&e.user) {
+                            Some(old) if e.status == Status::Offline => {
+                                (old.status, old.status_message)
+                            }
+                            _ => (e.status, String::new()),
+                        };
                         (
                             e.user.clone(),
                             Contact {
                                 user: e.user,
                                 display_name: e.display_name,
-                                status: e.status,
+                                status,
                                 authorization: e.authorization,
+                                status_message,
                             },
                         )
                     })
@@ -1207,6 +1414,36 @@ impl UiModel {
             UiEvent::Network(info) => {
                 self.network = Some(info);
             }
+            UiEvent::MicLevel(level) => {
+                if self.settings_open {
+                    self.mic_level = Levels::new(level, 0.0).input;
+                    self.mic_error = None;
+                }
+            }
+            UiEvent::MicUnavailable(message) => {
+                self.mic_level = 0.0;
+                self.mic_error = Some(message);
+            }
+            UiEvent::SpeakerTestDone { error } => {
+                self.speaker_test_running = false;
+                if let Some(error) = error {
+                    self.toast(now, ToastKind::Error, format!("Speaker test: {error}"));
+                }
+            }
+            UiEvent::Prefs(mut prefs) => {
+                prefs.text_scale = Prefs::clamp_text_scale(prefs.text_scale);
+                self.prefs = prefs;
+            }
+            UiEvent::PasswordChanged => {
+                self.account.busy = false;
+                self.account.error = None;
+                self.account.notice = Some("Password changed".into());
+                self.toast(now, ToastKind::Info, "Password changed");
+            }
+            UiEvent::PasswordChangeFailed(message) => {
+                self.account.busy = false;
+                self.account.error = Some(message);
+            }
             UiEvent::Devices(devices) => {
                 self.set_device_lists(devices.inputs, devices.outputs);
                 self.show_chosen_devices(devices.input, devices.output);
@@ -1224,9 +1461,22 @@ impl UiModel {
                 self.login.error = None;
                 self.login.password.clear();
             }
-            Event::Presence { user, status } => {
+            Event::Presence {
+                user,
+                status,
+                message,
+            } => {
                 if let Some(contact) = self.contacts.get_mut(&user) {
                     contact.status = status;
+                    contact.status_message = if status == Status::Offline {
+                        String::new()
+                    } else {
+                        message
+                            .chars()
+                            .filter(|c| !c.is_control())
+                            .take(proto::supernode::MAX_STATUS_MESSAGE_CHARS)
+                            .collect()
+                    };
                 }
                 for result in self.search.results.iter_mut().filter(|r| r.user == user) {
                     result.status = status;
@@ -1249,6 +1499,7 @@ impl UiModel {
                     display_name: user.to_string(),
                     status: Status::Offline,
                     authorization: Authorization::Contact,
+                    status_message: String::new(),
                 });
                 contact.authorization = Authorization::Contact;
             }

@@ -47,3 +47,8 @@ pub fn chime_samples() -> Vec<i16> {
 pub fn hangup_samples() -> Vec<i16> {
     assets::synth::hangup_tone()
 }
+
+/// The speaker test in settings.
+pub fn speaker_test_samples() -> Vec<i16> {
+    assets::synth::speaker_test()
+}

@@ -7,7 +7,13 @@ use crate::events::Status;
 use egui::{Color32, CornerRadius, Margin, Painter, Pos2, Stroke, Vec2};
 
 /// The brand blue (buttons, own chat bubbles, selection).
-pub const ACCENT: Color32 = Color32::from_rgb(0x00, 0x78, 0xd4);
+pub const ACCENT: Color32 = Color32::from_rgb(0x00, 0x67, 0xb8);
+/// Blue text on light blue (the selected tab).
+pub const ACCENT_DARK: Color32 = Color32::from_rgb(0x00, 0x50, 0x8f);
+/// The call bar's background.
+pub const CALL_BAR: Color32 = Color32::from_rgb(0x1f, 0x2d, 0x3d);
+/// Secondary text on the call bar.
+pub const CALL_BAR_TEXT: Color32 = Color32::from_rgb(0xd7, 0xd7, 0xd7);
 pub const SELECTION: Color32 = Color32::from_rgb(0xc7, 0xe0, 0xf4);
 pub const ACCENT_LIGHT: Color32 = Color32::from_rgb(0xdc, 0xee, 0xfb);
 pub const ONLINE: Color32 = Color32::from_rgb(0x2e, 0x9d, 0x3a);
@@ -43,7 +49,7 @@ pub fn apply(ctx: &egui::Context) {
         let visuals = &mut style.visuals;
         // Selected tabs and text: dark blue on light blue (also the focused field's edge).
         visuals.selection.bg_fill = SELECTION;
-        visuals.selection.stroke = Stroke::new(1.5, ACCENT);
+        visuals.selection.stroke = Stroke::new(1.5, ACCENT_DARK);
         visuals.hyperlink_color = ACCENT;
         visuals.panel_fill = PANEL;
         visuals.window_corner_radius = ROUNDING;
@@ -55,6 +61,45 @@ pub fn apply(ctx: &egui::Context) {
         visuals.widgets.active.bg_stroke = Stroke::new(1.0, ACCENT);
     });
 }
+
+/// WCAG 2 contrast ratio of two opaque colours (1.0 to 21.0); text needs at least 4.5
+/// (level AA).
+pub fn contrast_ratio(a: Color32, b: Color32) -> f32 {
+    fn luminance(c: Color32) -> f32 {
+        let channel = |v: u8| {
+            let v = f32::from(v) / 255.0;
+            if v <= 0.039_28 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * channel(c.r()) + 0.7152 * channel(c.g()) + 0.0722 * channel(c.b())
+    }
+    let (la, lb) = (luminance(a), luminance(b));
+    let (light, dark) = if la > lb { (la, lb) } else { (lb, la) };
+    (light + 0.05) / (dark + 0.05)
+}
+
+/// Every text colour the app draws, with the backgrounds it is drawn on.
+pub const TEXT_ON_BACKGROUND: [(&str, Color32, Color32); 16] = [
+    ("button text on accent", Color32::WHITE, ACCENT),
+    ("button text on success", Color32::WHITE, SUCCESS),
+    ("button text on danger", Color32::WHITE, DANGER),
+    ("unread badge", Color32::WHITE, BUSY),
+    ("muted text on panel", MUTED_TEXT, PANEL),
+    ("muted text on sidebar", MUTED_TEXT, SIDEBAR),
+    ("muted text on own bubble", MUTED_TEXT, BUBBLE_MINE),
+    ("muted text on selected contact", MUTED_TEXT, ACCENT_LIGHT),
+    ("delivered tick on own bubble", ACCENT, BUBBLE_MINE),
+    ("link on panel", ACCENT, PANEL),
+    ("selected tab", ACCENT_DARK, SELECTION),
+    ("error text on panel", DANGER, PANEL),
+    ("success text on panel", SUCCESS, PANEL),
+    ("error toast", DANGER, TOAST_ERROR),
+    ("call bar text", CALL_BAR_TEXT, CALL_BAR),
+    ("top bar name", Color32::WHITE, ACCENT),
+];
 
 /// The edge of input fields and plain buttons.
 pub const FIELD_EDGE: Color32 = Color32::from_rgb(0xb8, 0xc2, 0xcc);
@@ -114,4 +159,18 @@ pub fn paint_presence(painter: &Painter, center: Pos2, status: Status) {
 
 fn painter_bg() -> Color32 {
     SIDEBAR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_text_colour_reads_at_wcag_aa_contrast() {
+        assert!((contrast_ratio(Color32::WHITE, Color32::BLACK) - 21.0).abs() < 0.01);
+        for (what, text, background) in TEXT_ON_BACKGROUND {
+            let ratio = contrast_ratio(text, background);
+            assert!(ratio >= 4.5, "{what}: contrast {ratio:.2} is below 4.5");
+        }
+    }
 }

@@ -5,8 +5,8 @@
 
 use super::model::{
     AudioDevice, AudioDevices, Authorization, CallPhase, CallView, Contact, LoginMode, MyStatus,
-    Now, Quality, SYSTEM_DEFAULT_DEVICE, Screen, Tick, ToastKind, UiModel, format_clock,
-    format_duration, meter_fill,
+    Now, Quality, SYSTEM_DEFAULT_DEVICE, Screen, TEXT_SCALE_RANGE, Tick, ToastKind, UiModel,
+    format_clock, format_duration, meter_fill,
 };
 use super::{resources, theme};
 use crate::events::{EndReason, PathKind, Status};
@@ -263,11 +263,23 @@ fn top_bar_ui(ui: &mut egui::Ui, model: &mut UiModel) {
             });
         combo.response.accessible_name("My status");
         model.set_my_status(status);
+        let message = ui
+            .add(
+                TextEdit::singleline(&mut model.status_message)
+                    .hint_text("Status message: say what you're up to")
+                    .char_limit(proto::supernode::MAX_STATUS_MESSAGE_CHARS)
+                    .desired_width(230.0),
+            )
+            .accessible_name("Status message")
+            .on_hover_text("Your contacts see this next to your name (Enter to publish)");
+        if message.lost_focus() {
+            model.submit_status_message();
+        }
         ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
             let settings = Button::new(RichText::new("Settings").color(Color32::WHITE))
                 .fill(Color32::from_white_alpha(30));
             if ui.add(settings).clicked() {
-                model.settings_open = !model.settings_open;
+                model.toggle_settings();
             }
         });
     });
@@ -414,6 +426,11 @@ fn contact_row_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now, contact: &Co
                         model.select(&contact.user);
                     }
                     let sub = match contact.authorization {
+                        Authorization::Contact if !contact.status_message.is_empty() => format!(
+                            "{} · {}",
+                            theme::status_label(contact.status),
+                            contact.status_message
+                        ),
                         Authorization::Contact => theme::status_label(contact.status).to_string(),
                         Authorization::Requested => "waiting for authorization".to_string(),
                     };
@@ -498,10 +515,15 @@ fn conversation_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now, peer: &User
     ui.horizontal(|ui| {
         presence_marker_ui(ui, peer, status);
         ui.heading(&display_name);
-        ui.label(
-            RichText::new(format!("{peer} · {}", theme::status_label(status)))
-                .color(theme::MUTED_TEXT),
-        );
+        let mut sub = format!("{peer} · {}", theme::status_label(status));
+        if let Some(message) = contact
+            .as_ref()
+            .map(|c| c.status_message.as_str())
+            .filter(|m| !m.is_empty())
+        {
+            sub.push_str(&format!(" · \u{201c}{message}\u{201d}"));
+        }
+        ui.label(RichText::new(sub).color(theme::MUTED_TEXT));
         ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
             let button = Button::new(RichText::new("📞 Call").color(Color32::WHITE).strong())
                 .fill(theme::SUCCESS);
@@ -637,7 +659,7 @@ fn call_bar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
         return;
     };
     Frame::new()
-        .fill(Color32::from_rgb(0x1f, 0x2d, 0x3d))
+        .fill(theme::CALL_BAR)
         .corner_radius(theme::ROUNDING)
         .inner_margin(egui::Margin::same(10))
         .show(ui, |ui| {
@@ -671,7 +693,7 @@ fn call_bar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                                 PathKind::Direct => "direct",
                                 PathKind::Relay => "relayed",
                             };
-                            ui.label(RichText::new(text).color(Color32::from_gray(200)))
+                            ui.label(RichText::new(text).color(theme::CALL_BAR_TEXT))
                                 .on_hover_text(match path {
                                     PathKind::Direct => "Audio flows straight between you",
                                     PathKind::Relay => "Audio flows through a relay server",
@@ -679,6 +701,7 @@ fn call_bar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                         }
                         quality_ui(ui, &call);
                     });
+                    quality_details_ui(ui, &call);
                     if call.phase == CallPhase::Connected {
                         ui.horizontal(|ui| {
                             level_meter_ui(ui, "Mic", "Microphone level", call.levels.input, true);
@@ -739,18 +762,19 @@ pub fn level_meter_ui(
 ) -> egui::Response {
     let fill = meter_fill(peak);
     let (text_color, track) = if dark {
-        (Color32::from_gray(200), Color32::from_gray(70))
+        (theme::CALL_BAR_TEXT, Color32::from_gray(70))
     } else {
-        (theme::MUTED_TEXT, Color32::from_gray(215))
+        (theme::MUTED_TEXT, theme::FIELD_EDGE)
     };
     ui.label(RichText::new(caption).size(12.0).color(text_color));
     let (rect, response) = ui.allocate_exact_size(Vec2::new(110.0, 10.0), Sense::hover());
     ui.painter().rect_filled(rect, 3.0, track);
     let mut bar = rect;
     bar.set_width(rect.width() * fill);
-    let color = if fill > 0.92 {
+    // Red near clipping (above -2 dBFS), amber above -7 dBFS, green below.
+    let color = if fill > 0.97 {
         theme::BUSY
-    } else if fill > 0.75 {
+    } else if fill > 0.88 {
         theme::AWAY
     } else {
         theme::ONLINE
@@ -801,14 +825,23 @@ fn quality_ui(ui: &mut egui::Ui, call: &CallView) {
     response
         .on_hover_text(description.clone())
         .accessible_name(description);
+    ui.label(RichText::new(quality.label()).color(theme::CALL_BAR_TEXT));
+}
+
+/// The figures behind the quality indicator, on a line of their own.
+fn quality_details_ui(ui: &mut egui::Ui, call: &CallView) {
+    let Some(stats) = call.stats.as_ref().filter(|s| s.mos > 0.0) else {
+        return;
+    };
     let details = format!(
-        "{} · MOS {:.1} · loss {:.1}% · RTT {:.0} ms",
-        quality.label(),
-        stats.mos,
-        stats.loss_pct,
-        stats.rtt_ms
+        "MOS {:.1} · loss {:.1}% · RTT {:.0} ms · jitter {:.0} ms",
+        stats.mos, stats.loss_pct, stats.rtt_ms, stats.jitter_ms
     );
-    ui.label(RichText::new(details).color(Color32::from_gray(215)));
+    ui.label(
+        RichText::new(details)
+            .size(12.0)
+            .color(theme::CALL_BAR_TEXT),
+    );
 }
 
 fn end_reason_text(reason: EndReason) -> &'static str {
@@ -897,6 +930,7 @@ fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                         ui.end_row();
                     }
                 });
+            password_form_ui(ui, model);
             if ui.button("Log out").clicked() {
                 model.log_out();
                 return;
@@ -911,13 +945,17 @@ fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                     );
                     if call.clicked() {
                         model.dial(now, echo.clone());
-                        model.settings_open = false;
+                        model.close_settings();
                     }
                 });
             }
             ui.separator();
             section_heading(ui, "Sound cards");
             devices_ui(ui, model);
+            sound_check_ui(ui, model);
+            ui.separator();
+            section_heading(ui, "Sound processing and display");
+            prefs_ui(ui, model);
             ui.separator();
             section_heading(ui, "Network (NAT)");
             ui.horizontal(|ui| {
@@ -969,7 +1007,7 @@ fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
             }
         });
     if !open {
-        model.settings_open = false;
+        model.close_settings();
     }
 }
 
@@ -981,6 +1019,108 @@ fn devices_ui(ui: &mut egui::Ui, model: &mut UiModel) {
     device_combo(ui, "Microphone", &devices.inputs, &mut input);
     device_combo(ui, "Speaker", &devices.outputs, &mut output);
     model.choose_devices(input, output);
+}
+
+/// The microphone meter and the speaker test.
+fn sound_check_ui(ui: &mut egui::Ui, model: &mut UiModel) {
+    ui.horizontal(|ui| {
+        level_meter_ui(ui, "Mic", "Microphone level", model.mic_level, false)
+            .on_hover_text("Speak: the bar should move");
+        if let Some(error) = &model.mic_error {
+            ui.label(RichText::new(error).color(theme::DANGER));
+        }
+    });
+    ui.horizontal(|ui| {
+        let text = if model.speaker_test_running {
+            "Playing test sound…"
+        } else {
+            "Play test sound"
+        };
+        if ui
+            .add_enabled(!model.speaker_test_running, Button::new(text))
+            .on_hover_text("Plays a short tune on the chosen speaker")
+            .clicked()
+        {
+            model.test_speaker();
+        }
+    });
+}
+
+/// Noise suppression, echo cancellation and the text size.
+fn prefs_ui(ui: &mut egui::Ui, model: &mut UiModel) {
+    let mut prefs = model.prefs;
+    ui.checkbox(&mut prefs.noise_suppression, "Noise suppression")
+        .on_hover_text("Filters steady background noise out of your microphone in calls");
+    ui.checkbox(&mut prefs.echo_cancellation, "Echo cancellation")
+        .on_hover_text("Keeps the other side from hearing themselves through your speaker");
+    ui.horizontal(|ui| {
+        let label = ui.label("Text size");
+        let mut percent = (prefs.text_scale * 100.0).round();
+        let start = TEXT_SCALE_RANGE.start() * 100.0;
+        let end = TEXT_SCALE_RANGE.end() * 100.0;
+        let slider = ui
+            .add(
+                egui::Slider::new(&mut percent, start..=end)
+                    .step_by(5.0)
+                    .suffix("%"),
+            )
+            .labelled_by(label.id)
+            .on_hover_text("Also Ctrl + and Ctrl −");
+        if slider.changed() {
+            prefs.text_scale = percent / 100.0;
+        }
+    });
+    model.set_prefs(prefs);
+}
+
+/// Current and new password, and the button that changes it at the login server.
+fn password_form_ui(ui: &mut egui::Ui, model: &mut UiModel) {
+    egui::CollapsingHeader::new("Change password")
+        .default_open(false)
+        .show(ui, |ui| {
+            let mut submit = false;
+            egui::Grid::new("settings-password")
+                .num_columns(2)
+                .show(ui, |ui| {
+                    let label = ui.label("Current password");
+                    let r = ui.add(
+                        TextEdit::singleline(&mut model.account.old_password)
+                            .password(true)
+                            .desired_width(180.0),
+                    );
+                    submit |= entered(ui, &r);
+                    r.labelled_by(label.id);
+                    ui.end_row();
+                    let label = ui.label("New password");
+                    let r = ui.add(
+                        TextEdit::singleline(&mut model.account.new_password)
+                            .password(true)
+                            .hint_text("at least 8 characters")
+                            .desired_width(180.0),
+                    );
+                    submit |= entered(ui, &r);
+                    r.labelled_by(label.id);
+                    ui.end_row();
+                });
+            if let Some(error) = &model.account.error {
+                ui.label(RichText::new(error).color(theme::DANGER));
+            }
+            if let Some(notice) = &model.account.notice {
+                ui.label(RichText::new(notice).color(theme::SUCCESS));
+            }
+            let text = if model.account.busy {
+                "Changing password…"
+            } else {
+                "Change password"
+            };
+            if ui
+                .add_enabled(!model.account.busy, Button::new(text))
+                .clicked()
+                || submit
+            {
+                model.change_password();
+            }
+        });
 }
 
 fn device_combo(ui: &mut egui::Ui, label: &str, list: &[AudioDevice], choice: &mut Option<String>) {
