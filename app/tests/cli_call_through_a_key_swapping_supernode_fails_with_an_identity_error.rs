@@ -6,9 +6,9 @@
 //!    own) in search answers and re-seals every routed message under them: the caller's
 //!    call ends `failed` at once with "identity check failed", the chat is refused with the
 //!    same cause, and nothing reaches the callee.
-//! 2. It lets the invitation through and swaps the key in the callee's answers: the caller's
-//!    call ends `failed` with "identity check failed"; the callee, which rang, never
-//!    connects; no media flows either way.
+//! 2. It lets the invitation through and swaps the key in the callee's answers (inside the
+//!    envelope and in the routing fields): the caller's call ends `failed` with "identity
+//!    check failed"; the callee, which rang, never connects; no media flows either way.
 //! 3. It swaps the key in a chat on its way: the recipient shows no chat and is told that a
 //!    message said to be from the sender failed the identity check.
 //!
@@ -95,9 +95,13 @@ impl Tamper for KeySwapper {
                     self.forged.fetch_add(1, Ordering::SeqCst);
                 }
             }
-            SupernodeToClient::Routed { from, payload, .. }
-                if mode == Mode::Everything || mode == Mode::From(from.clone()) =>
-            {
+            SupernodeToClient::Routed {
+                from,
+                from_device,
+                payload,
+            } if mode == Mode::Everything || mode == Mode::From(from.clone()) => {
+                // The routing field too: the message claims to come from its own device.
+                *from_device = self.evil.public();
                 let forged = PeerToPeer::Chat(ChatMessage {
                     id: MessageId(rand::random()),
                     sent_at_millis: 0,
@@ -224,6 +228,13 @@ async fn calls_and_chats_through_a_key_swapping_supernode_fail_with_an_identity_
     assert_identity_failure(
         &call,
         "a call whose answer was re-sealed under a swapped key",
+    );
+    let detail = event(&call.lines, "call_ended").expect("ended")["detail"].clone();
+    assert!(
+        detail
+            .as_str()
+            .is_some_and(|d| d.contains("alice's key is not the one the login server certified")),
+        "{detail}"
     );
     let call_id = event(&call.lines, "call_ended").expect("ended")["call_id"]
         .as_str()

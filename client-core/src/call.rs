@@ -133,6 +133,27 @@ impl CallFailure {
     pub fn is_identity(&self) -> bool {
         !matches!(self, Self::NoConfirm)
     }
+
+    /// The sentence to show a person: an identity failure says whose key failed and why.
+    pub fn describe(&self, peer: &UserName) -> String {
+        match self {
+            Self::Identity(error) => format!(
+                "identity check failed: {peer}'s key is not the one the login server \
+                 certified ({error})"
+            ),
+            Self::DeviceSubstituted { .. } => {
+                let detail = self.to_string();
+                let detail = detail
+                    .strip_prefix("identity check failed: ")
+                    .unwrap_or(&detail);
+                format!(
+                    "identity check failed: {peer}'s key is not the one the login server \
+                     certified ({detail})"
+                )
+            }
+            Self::NoConfirm => self.to_string(),
+        }
+    }
 }
 
 /// A request the current state does not allow.
@@ -736,6 +757,34 @@ impl Calls {
             _ => None,
         });
         if let Some(key) = key {
+            self.end_actively(
+                now,
+                &key,
+                EndReason::Failed,
+                Some(CallFailure::Identity(e2e.clone())),
+                CancelReason::Hangup,
+            );
+        }
+    }
+
+    /// An envelope the supernode says came from the user `from` was forged (see
+    /// `guard::is_forged`) and its routing named a device this side never invited: a
+    /// supernode swapping the sender's key in the routing fields too. A call being set up
+    /// with `from` fails with the identity error instead of waiting to time out. `from` is
+    /// the supernode's unverified claim, but only a supernode on the path can make it, and it
+    /// could end the call by dropping its messages anyway.
+    pub fn handle_forged_from(&mut self, now: Instant, from: &UserName, error: &PeerEnvelopeError) {
+        let PeerEnvelopeError::E2e(e2e @ (E2eError::Identity(_) | E2eError::BadSignature)) = error
+        else {
+            return;
+        };
+        let keys: Vec<LegKey> = self
+            .legs
+            .iter()
+            .filter(|(key, leg)| &key.1 == from && matches!(leg.state, LegState::Inviting { .. }))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
             self.end_actively(
                 now,
                 &key,

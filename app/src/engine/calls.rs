@@ -379,6 +379,15 @@ impl CallGlue {
         self.calls.handle_open_failure(now, device, error);
     }
 
+    pub(crate) fn handle_forged_from(
+        &mut self,
+        now: Instant,
+        from: &UserName,
+        error: &PeerEnvelopeError,
+    ) {
+        self.calls.handle_forged_from(now, from, error);
+    }
+
     pub(crate) fn handle_route_status(&mut self, now: Instant, token: u64, outcome: RouteOutcome) {
         self.calls.handle_route_status(now, token, outcome);
     }
@@ -881,7 +890,7 @@ impl CallGlue {
                 call_id,
                 &peer,
                 reason,
-                error.map(|e| e.to_string()),
+                error.map(|e| e.describe(&peer)),
                 duration,
             ),
         }

@@ -1033,6 +1033,9 @@ impl Actor {
                     });
                 }
                 self.calls.handle_open_failure(now, from_device, &error);
+                if client_core::guard::is_forged(&error) {
+                    self.calls.handle_forged_from(now, from, &error);
+                }
             }
         }
     }
