@@ -158,6 +158,72 @@ async fn a_frame_longer_than_the_limit_or_of_no_known_kind_closes_the_connection
     relay.shutdown().await;
 }
 
+/// What a port shared by the TLS session and TURN needs: peek at the first 8 bytes of each
+/// accepted connection and hand TURN to the relay, the rest elsewhere.
+#[tokio::test]
+async fn a_shared_port_hands_turn_connections_to_the_relay_and_keeps_the_rest() {
+    let relay = start(53300..=53309, SECRET).await;
+    let shared = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = shared.local_addr().expect("addr");
+    let demux = async move {
+        loop {
+            let (mut stream, remote) = shared.accept().await.expect("accept");
+            let mut prefix = [0u8; 8];
+            let verdict = loop {
+                let n = stream.peek(&mut prefix).await.expect("peek");
+                match nat::turn::stream::starts_like_turn(&prefix[..n]) {
+                    Some(verdict) => break verdict,
+                    None => tokio::task::yield_now().await,
+                }
+            };
+            if verdict {
+                assert!(relay.serve_stream(stream, remote).await, "relay running");
+            } else {
+                // Stands in for the TLS session: it sees its bytes unread.
+                let mut first = [0u8; 1];
+                stream.read_exact(&mut first).await.expect("read");
+                stream.write_all(&first).await.expect("echo");
+            }
+        }
+    };
+    let demux = tokio::spawn(demux);
+
+    let mut other = TcpStream::connect(port).await.expect("connects");
+    other
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
+        .await
+        .expect("write");
+    let mut echoed = [0u8; 1];
+    other.read_exact(&mut echoed).await.expect("answer");
+    assert_eq!(
+        echoed,
+        [0x16],
+        "the non-TURN side got the connection untouched"
+    );
+
+    let creds = credentials::mint(SECRET, "carol", now_unix(), 600);
+    let mut client = TurnClient::new(
+        ClientConfig::new(port, creds.username, creds.password).over_stream(),
+        rand::random(),
+    );
+    let mut stream = TcpStream::connect(port).await.expect("connects");
+    client.allocate(Instant::now()).expect("idle");
+    let allocated = drive(&mut client, &mut stream, |e| {
+        matches!(
+            e,
+            ClientEvent::Allocated { .. } | ClientEvent::AllocationFailed(_)
+        )
+    })
+    .await;
+    assert!(
+        matches!(allocated, ClientEvent::Allocated { .. }),
+        "{allocated:?}"
+    );
+    demux.abort();
+}
+
 fn which(binary: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))

@@ -163,6 +163,20 @@ fn frame_length(bytes: &[u8], max: usize) -> Result<Option<(usize, usize)>, Stre
     Ok(Some((unpadded, total)))
 }
 
+/// Whether a new connection is TURN, for a port shared with other protocols (TLS, whose
+/// records start 0x16 0x03, frames like STUN by its first bits alone): a TURN client's
+/// first message is always a STUN request (ChannelData needs a ChannelBind first), so the
+/// first byte has its top bits 00 and bytes 4..8 hold the magic cookie. `None` while
+/// fewer than 8 bytes are known.
+pub fn starts_like_turn(prefix: &[u8]) -> Option<bool> {
+    let first = *prefix.first()?;
+    if first >> 6 != 0b00 {
+        return Some(false);
+    }
+    let cookie = prefix.get(4..8)?;
+    Some(cookie == super::wire::MAGIC_COOKIE.to_be_bytes())
+}
+
 /// Pads a message to a multiple of 4 bytes with zeros, as streams require of ChannelData
 /// (STUN messages already are).
 pub fn pad_for_stream(message: &mut Vec<u8>) {
@@ -292,6 +306,20 @@ mod tests {
             split_stream(&[0x7F, 0xFF, 0, 0], 1500).0,
             vec![vec![0x7F, 0xFF, 0, 0]]
         );
+    }
+
+    #[test]
+    fn turn_is_told_from_tls_by_its_first_eight_bytes() {
+        let stun = send_indication(b"x");
+        assert_eq!(starts_like_turn(&stun[..8]), Some(true));
+        assert_eq!(starts_like_turn(&stun[..7]), None);
+        // ChannelData never opens a connection; ASCII protocols start with the same bits.
+        assert_eq!(starts_like_turn(&channel_data(0x4001, b"x")), Some(false));
+        // A TLS 1.3 ClientHello record header and handshake header.
+        let tls = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC];
+        assert_eq!(starts_like_turn(&tls), Some(false));
+        assert_eq!(starts_like_turn(b"GET / HT"), Some(false));
+        assert_eq!(starts_like_turn(&[]), None);
     }
 
     proptest! {

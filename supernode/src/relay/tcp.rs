@@ -30,7 +30,7 @@ use nat::turn::server::{AllocationId, ServerCommand, ServerConfig, TurnServer};
 use nat::turn::stream::{StreamDecoder, pad_for_stream};
 use rand::Rng as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -159,6 +159,13 @@ impl TcpRelayServer {
         }
     }
 
+    /// Serves a TCP connection another listener accepted (one that shares a port with
+    /// other protocols and found TURN on it, see [`nat::turn::stream::starts_like_turn`]).
+    /// `false` when the relay has stopped.
+    pub async fn serve_stream(&self, stream: TcpStream, remote: SocketAddr) -> bool {
+        hand_over(&self.inbox, stream, remote).await
+    }
+
     /// The bound TCP address.
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
@@ -207,20 +214,26 @@ async fn accept_loop(listener: TcpListener, inbox: mpsc::Sender<Inbound>) {
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
-        let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE_FRAMES);
-        tokio::spawn(write_loop(write, writer_rx));
-        let reader = tokio::spawn(read_loop(read, remote, inbox.clone()));
-        let connected = Inbound::Connected {
-            remote,
-            writer: writer_tx,
-            reader,
-        };
-        if inbox.send(connected).await.is_err() {
+        if !hand_over(&inbox, stream, remote).await {
             return;
         }
     }
+}
+
+/// Starts the reader and writer of an accepted connection and tells the owner; `false`
+/// once the owner is gone.
+async fn hand_over(inbox: &mpsc::Sender<Inbound>, stream: TcpStream, remote: SocketAddr) -> bool {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let (writer_tx, writer_rx) = mpsc::channel(WRITE_QUEUE_FRAMES);
+    tokio::spawn(write_loop(write, writer_rx));
+    let reader = tokio::spawn(read_loop(read, remote, inbox.clone()));
+    let connected = Inbound::Connected {
+        remote,
+        writer: writer_tx,
+        reader,
+    };
+    inbox.send(connected).await.is_ok()
 }
 
 async fn read_loop(
