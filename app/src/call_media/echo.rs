@@ -1,13 +1,18 @@
-//! The echo test account's record mode: a beep, 8 s of what the caller says recorded,
-//! then played back to them, over and over.
+//! The echo test account's record mode: a beep, a stretch of what the caller says recorded
+//! (8 s for the CLI's echo account, see [`DEFAULT_RECORD`]), then played back to them, over
+//! and over.
+
+use std::time::Duration;
 
 use media::device::{FRAME_DURATION, Frame, FrameSource, SILENCE};
 use media::dsp::ToneGenerator;
 
 /// How long the beep that starts each round lasts.
 pub(super) const BEEP_FRAMES: usize = (1000 / FRAME_DURATION.as_millis()) as usize;
-/// How much is recorded and played back.
-pub(super) const RECORD_FRAMES: usize = (8000 / FRAME_DURATION.as_millis()) as usize;
+/// How much the echo account records and plays back unless told otherwise.
+pub const DEFAULT_RECORD: Duration = Duration::from_secs(8);
+/// The longest recording the record mode keeps: its buffer is allocated up front.
+pub const MAX_RECORD: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -22,17 +27,21 @@ pub(super) struct EchoRecorder {
     /// Frames into the current phase.
     position: usize,
     tone: ToneGenerator,
-    /// Preallocated for the whole recording, so no frame allocates.
+    /// Preallocated for the whole recording, so no frame allocates; its length is the
+    /// record (and playback) length in frames.
     recording: Vec<Frame>,
 }
 
 impl EchoRecorder {
-    pub(super) fn new() -> Self {
+    /// Records `record` (whole frames, at least one, at most [`MAX_RECORD`]) per round.
+    pub(super) fn new(record: Duration) -> Self {
+        let frames =
+            record.clamp(FRAME_DURATION, MAX_RECORD).as_millis() / FRAME_DURATION.as_millis();
         Self {
             phase: Phase::Beep,
             position: 0,
             tone: beep(),
-            recording: vec![SILENCE; RECORD_FRAMES],
+            recording: vec![SILENCE; usize::try_from(frames).unwrap_or(1)],
         }
     }
 
@@ -54,8 +63,8 @@ impl EchoRecorder {
         self.position += 1;
         let (length, next) = match self.phase {
             Phase::Beep => (BEEP_FRAMES, Phase::Record),
-            Phase::Record => (RECORD_FRAMES, Phase::Playback),
-            Phase::Playback => (RECORD_FRAMES, Phase::Beep),
+            Phase::Record => (self.recording.len(), Phase::Playback),
+            Phase::Playback => (self.recording.len(), Phase::Beep),
         };
         if self.position >= length {
             self.phase = next;
@@ -82,7 +91,8 @@ mod tests {
 
     #[test]
     fn beeps_records_eight_seconds_and_plays_them_back() {
-        let mut echo = EchoRecorder::new();
+        const RECORD_FRAMES: usize = 400;
+        let mut echo = EchoRecorder::new(DEFAULT_RECORD);
         let mut out = SILENCE;
         let mut beep_level = 0.0f32;
         for _ in 0..BEEP_FRAMES {
@@ -106,5 +116,18 @@ mod tests {
         echo.next_frame(&SILENCE, &mut out);
         echo.next_frame(&SILENCE, &mut out);
         assert!(level(&out) > 0.0, "the next round beeps again");
+    }
+
+    #[test]
+    fn the_record_length_is_a_parameter_within_bounds() {
+        assert_eq!(
+            EchoRecorder::new(Duration::from_secs(2)).recording.len(),
+            100
+        );
+        assert_eq!(EchoRecorder::new(Duration::ZERO).recording.len(), 1);
+        assert_eq!(
+            EchoRecorder::new(Duration::from_secs(3600)).recording.len(),
+            3000
+        );
     }
 }

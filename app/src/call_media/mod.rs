@@ -32,6 +32,8 @@
 mod echo;
 mod worker;
 
+pub use echo::{DEFAULT_RECORD, MAX_RECORD};
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -110,8 +112,12 @@ pub enum Source {
     Silence,
     /// The echo test account, live mode: every leg gets back what it sends.
     Echo,
-    /// The echo test account, record mode: a beep, 8 s recorded, played back, repeated.
+    /// The echo test account, record mode: a beep, 8 s ([`DEFAULT_RECORD`], what the CLI's
+    /// echo account uses) recorded, played back, repeated.
     EchoRecord,
+    /// The record mode with a chosen record (and playback) length, whole 20 ms frames,
+    /// 20 ms to [`MAX_RECORD`]: tests exercise the mechanism without waiting 8 s twice.
+    EchoRecordFor(Duration),
 }
 
 /// Where the speaker signal goes.

@@ -14,7 +14,7 @@ use media::pipeline::MediaReceiver;
 use media::sender::{MediaSender, SendMode};
 use tokio::sync::{mpsc, watch};
 
-use super::echo::EchoRecorder;
+use super::echo::{DEFAULT_RECORD, EchoRecorder};
 use super::{CallMediaError, CallMediaStats, Command, LegId, LegStats, Shared, Sink, Source};
 
 /// How long one wait for a captured frame may last before the thread checks its flags.
@@ -54,7 +54,7 @@ pub(super) fn open_endpoints(source: &Source, sink: &Sink) -> Result<Endpoints, 
     let source: Box<dyn AudioSource> = match source {
         Source::Device(selection) => Box::new(CpalCapture::open_or_lost(selection.clone())),
         Source::Wav(path) => Box::new(PacedSource::start(WavFileSource::open(path)?)?),
-        Source::Silence | Source::Echo | Source::EchoRecord => {
+        Source::Silence | Source::Echo | Source::EchoRecord | Source::EchoRecordFor(_) => {
             Box::new(PacedSource::start(SilenceSource)?)
         }
     };
@@ -236,7 +236,8 @@ impl Worker {
     ) -> Self {
         let mode = match source {
             Source::Echo => Mode::Echo,
-            Source::EchoRecord => Mode::EchoRecord(Box::new(EchoRecorder::new())),
+            Source::EchoRecord => Mode::EchoRecord(Box::new(EchoRecorder::new(DEFAULT_RECORD))),
+            Source::EchoRecordFor(record) => Mode::EchoRecord(Box::new(EchoRecorder::new(record))),
             Source::Device(_) | Source::Wav(_) | Source::Silence => Mode::Microphone,
         };
         Self {
