@@ -825,3 +825,73 @@ fn my_status_message_is_published_and_contacts_messages_are_shown() {
     // In the contact list and the conversation's header.
     assert_eq!(h.query_all_by_label("bob is offline").count(), 2);
 }
+
+#[test]
+fn add_participant_invites_a_contact_into_the_call() {
+    let mut h = logged_in();
+    engine(
+        &mut h,
+        Event::Presence {
+            user: user("carol"),
+            status: Status::Online,
+            message: String::new(),
+        },
+    );
+    // Only the caller of a connected call hosts a conference.
+    assert!(
+        h.query_by_role_and_label(Role::Button, "Add participant")
+            .is_none()
+    );
+    h.get_by_label("Call bob").click();
+    step(&mut h);
+    feed(
+        &mut h,
+        UiEvent::CallPlaced {
+            peer: user("bob"),
+            call_id: "c8".into(),
+        },
+    );
+    assert!(
+        h.query_by_role_and_label(Role::Button, "Add participant")
+            .is_none()
+    );
+    engine(
+        &mut h,
+        Event::CallConnected {
+            call_id: "c8".into(),
+            peer: user("bob"),
+            path: PathKind::Direct,
+            setup_ms: 50,
+        },
+    );
+    let _ = actions(&mut h);
+    h.get_by_role_and_label(Role::Button, "Add participant")
+        .click();
+    step(&mut h);
+    // bob is already in the call; carol can be added.
+    assert!(h.query_by_label("Add bob to the call").is_none());
+    h.get_by_label("Add carol to the call").click();
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::AddParticipant {
+            call_id: "c8".into(),
+            user: user("carol"),
+        }]
+    );
+    h.get_by_label_contains("Inviting carol");
+    engine(
+        &mut h,
+        Event::CallConnected {
+            call_id: "c8".into(),
+            peer: user("carol"),
+            path: PathKind::Relay,
+            setup_ms: 400,
+        },
+    );
+    h.get_by_label("In call with bob, carol");
+    // Nobody is left to add.
+    h.get_by_role_and_label(Role::Button, "Add participant")
+        .click();
+    step(&mut h);
+    h.get_by_label("No other contact to add");
+}

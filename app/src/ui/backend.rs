@@ -628,6 +628,9 @@ async fn perform_online(engine: EngineHandle, action: OnlineAction, sink: EventS
             // The model hangs up once the engine names the call.
             None => Ok(()),
         },
+        UiAction::AddParticipant { call_id, user } => {
+            call_request(&call_id, |id| engine.add_participant(id, user)).await
+        }
         UiAction::Hold { call_id } => call_request(&call_id, |id| engine.hold(id)).await,
         UiAction::Resume { call_id } => call_request(&call_id, |id| engine.resume(id)).await,
         UiAction::SetMuted { call_id, muted } => match call_id {

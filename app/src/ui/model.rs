@@ -162,6 +162,11 @@ pub enum UiAction {
         call_id: Option<String>,
         muted: bool,
     },
+    /// Invite `user` into the connected call this device placed (a conference).
+    AddParticipant {
+        call_id: String,
+        user: UserName,
+    },
     /// Run NAT discovery.
     Netcheck,
     /// Use these sound cards for calls from now on (device ids; `None` is the system
@@ -568,6 +573,10 @@ pub struct CallView {
     pub stats: Option<CallStats>,
     /// The latest peak levels (0.0 to 1.0) of the microphone and the speaker.
     pub levels: Levels,
+    /// Further people in this conference (connected legs beyond `peer`).
+    pub participants: BTreeSet<UserName>,
+    /// People invited who have not joined yet.
+    pub inviting: BTreeSet<UserName>,
 }
 
 /// Peak audio levels for the meters, 0.0 (silence) to 1.0 (full scale).
@@ -1047,6 +1056,8 @@ impl UiModel {
             setup_ms: None,
             stats: None,
             levels: Levels::default(),
+            participants: BTreeSet::new(),
+            inviting: BTreeSet::new(),
         });
         self.act(UiAction::Dial { to: user });
     }
@@ -1072,6 +1083,8 @@ impl UiModel {
             setup_ms: None,
             stats: None,
             levels: Levels::default(),
+            participants: BTreeSet::new(),
+            inviting: BTreeSet::new(),
         });
         self.act(UiAction::Answer {
             call_id: incoming.call_id,
@@ -1106,6 +1119,61 @@ impl UiModel {
             call_id: call.call_id,
             peer: call.peer,
         });
+    }
+
+    /// Most people one conference holds besides this user (the call media's limit).
+    pub const MAX_PARTICIPANTS: usize = 4;
+
+    /// Whether this user can invite someone into the current call: they placed it, it is
+    /// connected, and it has room.
+    pub fn can_add_participant(&self) -> bool {
+        self.call.as_ref().is_some_and(|c| {
+            c.outgoing
+                && c.phase == CallPhase::Connected
+                && c.call_id.is_some()
+                && 1 + c.participants.len() + c.inviting.len() < Self::MAX_PARTICIPANTS
+        })
+    }
+
+    /// Contacts who could be invited into the current call.
+    pub fn invitable_contacts(&self) -> Vec<&Contact> {
+        let Some(call) = self.call.as_ref() else {
+            return Vec::new();
+        };
+        self.visible_contacts()
+            .into_iter()
+            .filter(|c| {
+                c.authorization == Authorization::Contact
+                    && c.user != call.peer
+                    && !call.participants.contains(&c.user)
+                    && !call.inviting.contains(&c.user)
+            })
+            .collect()
+    }
+
+    /// Invites `user` into the current call (a conference hosted here).
+    pub fn add_participant(&mut self, now: Now, user: UserName) {
+        if !self.can_add_participant() {
+            return;
+        }
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let Some(call_id) = call.call_id.clone() else {
+            return;
+        };
+        if user == call.peer
+            || call.participants.contains(&user)
+            || !call.inviting.insert(user.clone())
+        {
+            return;
+        }
+        self.toast(
+            now,
+            ToastKind::Info,
+            format!("Inviting {user} into the call"),
+        );
+        self.act(UiAction::AddParticipant { call_id, user });
     }
 
     pub fn toggle_hold(&mut self) {
@@ -1566,8 +1634,15 @@ impl UiModel {
                     setup_ms: None,
                     stats: None,
                     levels: Levels::default(),
+                    participants: BTreeSet::new(),
+                    inviting: BTreeSet::new(),
                 });
                 if call.peer != peer {
+                    // Another leg of this conference joined.
+                    if call.call_id.as_deref() == Some(call_id.as_str()) {
+                        call.inviting.remove(&peer);
+                        call.participants.insert(peer);
+                    }
                     return;
                 }
                 call.call_id = Some(call_id);

@@ -671,7 +671,14 @@ fn call_bar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                         CallPhase::Ringing => format!("Ringing {}…", call.peer),
                         CallPhase::Connecting => format!("Connecting to {}…", call.peer),
                         CallPhase::Connected if call.held => format!("{} (on hold)", call.peer),
-                        CallPhase::Connected => format!("In call with {}", call.peer),
+                        CallPhase::Connected if call.participants.is_empty() => {
+                            format!("In call with {}", call.peer)
+                        }
+                        CallPhase::Connected => {
+                            let others: Vec<&str> =
+                                call.participants.iter().map(UserName::as_str).collect();
+                            format!("In call with {}, {}", call.peer, others.join(", "))
+                        }
                     };
                     ui.label(
                         RichText::new(title)
@@ -723,6 +730,9 @@ fn call_bar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                     if ui.add(hang_up).clicked() {
                         model.hang_up();
                     }
+                    if model.can_add_participant() {
+                        add_participant_ui(ui, model, now);
+                    }
                     let connected = call.phase == CallPhase::Connected;
                     let hold_text = if call.held { "Resume" } else { "Hold" };
                     if ui
@@ -749,6 +759,32 @@ fn call_bar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                 });
             });
         });
+}
+
+/// The "Add participant" menu: the contacts who could join the call.
+fn add_participant_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
+    let candidates: Vec<(UserName, String)> = model
+        .invitable_contacts()
+        .into_iter()
+        .map(|c| (c.user.clone(), c.display_name.clone()))
+        .collect();
+    ui.menu_button("Add participant", |ui| {
+        if candidates.is_empty() {
+            ui.label("No other contact to add");
+        }
+        for (user, display_name) in candidates {
+            if ui
+                .button(format!("{display_name} ({user})"))
+                .accessible_name(format!("Add {user} to the call"))
+                .clicked()
+            {
+                model.add_participant(now, user);
+                ui.close();
+            }
+        }
+    })
+    .response
+    .on_hover_text("Make this a conference (up to five people)");
 }
 
 /// A horizontal level meter (decibel scale) with an accessible name and its fill in
