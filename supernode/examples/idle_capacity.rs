@@ -6,8 +6,11 @@
 //!
 //! ```text
 //! cargo build --release -p supernode --bin supernode --example idle_capacity
-//! target/release/examples/idle_capacity --clients 10000 --window-secs 30
+//! target/release/examples/idle_capacity --clients 10000 --window-secs 30 --ping-secs 25 --quic-keepalive-secs 25
 //! ```
+//!
+//! `--supernode-bin` measures another build the same way (a before/after pair); figures and
+//! the memory breakdown are in docs/bench/supernode.md.
 
 use clap::Parser;
 use proto::supernode::{ClientToSupernode, Presence, PresenceStatus, SupernodeToClient};
@@ -30,7 +33,8 @@ struct Args {
     #[arg(long, default_value_t = 30)]
     window_secs: u64,
     /// Application keep-alive interval of each client (client-core's default is 4 s); 0 sends
-    /// none (QUIC's keep-alive and idle timeout alone watch the supernode).
+    /// none (QUIC's keep-alive alone), which holds only for windows shorter than the core's
+    /// 55 s session timeout: past it the supernode drops the silent clients.
     #[arg(long, default_value_t = 4)]
     ping_secs: u64,
     /// QUIC keep-alive of each client (transport::Tuning::client() uses 3 s, idle timeout 9 s).
