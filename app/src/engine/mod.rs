@@ -1324,6 +1324,10 @@ impl Actor {
                 let _ = reply.send(self.calls.dial(now, user.clone(), devices));
             }
             ResolveThen::AddParticipant { call_id, reply } => {
+                if let Some(detail) = forged {
+                    let _ = reply.send(Err(EngineError::Identity(detail)));
+                    return;
+                }
                 if devices.is_empty() {
                     let _ = reply.send(Err(missing()));
                     return;
