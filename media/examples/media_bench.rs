@@ -4,6 +4,7 @@
 //! media_bench pesq-wavs <speech.wav> <outdir>   # degraded WAVs + manifest for bench/pesq.py
 //! media_bench latency <speech.wav>              # added latency at 0 and 30 ms jitter
 //! media_bench cpu <speech.wav>                  # CPU per call: encode, decode, encryption
+//! media_bench dred-oracle <speech.wav> <outdir>  # FEC vs DRED at 20% loss, oracle timing
 //! ```
 //! Used by `bench/pesq.sh` and `bench/media_core.sh`; figures go to docs/bench/media.md.
 
@@ -573,6 +574,123 @@ fn cpu(speech: &Path) -> Res<()> {
     Ok(())
 }
 
+fn encode_all(input: &[f32], config: EncoderConfig) -> Res<Vec<Vec<u8>>> {
+    let mut enc = Encoder::new(config)?;
+    Ok(input
+        .chunks(FRAME_SAMPLES)
+        .map(|chunk| {
+            let mut pcm = [0.0f32; FRAME_SAMPLES];
+            pcm[..chunk.len()].copy_from_slice(chunk);
+            enc.encode(&pcm)
+        })
+        .collect::<Result<_, _>>()?)
+}
+
+/// Oracle decoding: FEC of the next packet if present, else DRED of the first later packet,
+/// else concealment.
+fn oracle_decode(
+    packets: &[Vec<u8>],
+    lost: &[bool],
+    dec: DecoderConfig,
+    fec: bool,
+) -> Res<(Vec<f32>, [u32; 3])> {
+    let mut dec = Decoder::new(dec)?;
+    let mut out = Vec::new();
+    let mut frame = [0.0f32; FRAME_SAMPLES];
+    let is_lost = |i: usize| lost.get(i).copied().unwrap_or(false);
+    let mut n = [0u32; 3];
+    for (i, packet) in packets.iter().enumerate() {
+        if !is_lost(i) {
+            if dec.decode(packet, &mut frame).is_err() {
+                dec.conceal(&mut frame)?;
+            }
+        } else {
+            let next = (i + 1..packets.len().min(i + 50)).find(|j| !is_lost(*j));
+            let mut done = false;
+            if fec && next == Some(i + 1) && dec.decode_fec(&packets[i + 1], &mut frame).is_ok() {
+                done = true;
+                n[0] += 1;
+            }
+            if !done
+                && let Some(j) = next
+                && dec.decode_dred(&packets[j], (j - i) as u32, &mut frame)?
+            {
+                done = true;
+                n[1] += 1;
+            }
+            if !done {
+                dec.conceal(&mut frame)?;
+                n[2] += 1;
+            }
+        }
+        out.extend_from_slice(&frame);
+    }
+    Ok((out, n))
+}
+
+/// `dred-oracle`: FEC against DRED at 20% random loss with oracle timing, for several
+/// encoder settings (docs/bench/media.md, "DRED"). Writes WAVs and a manifest for
+/// `bench/pesq_table.py`.
+fn dred_oracle(speech: &Path, outdir: &Path) -> Res<()> {
+    std::fs::create_dir_all(outdir)?;
+    let once = read_wav(speech)?;
+    let half = once.len().div_ceil(FRAME_SAMPLES) * FRAME_SAMPLES;
+    let mut input = once.clone();
+    input.resize(half, 0.0);
+    input.extend_from_slice(&once);
+    let reference_path = outdir.join("reference.wav");
+    write_wav(&reference_path, &input[half..])?;
+    let mut manifest = std::fs::File::create(outdir.join("manifest.tsv"))?;
+    writeln!(
+        manifest,
+        "condition\tseed\tvariant\treference\tdegraded\tlost_pct\tdetail"
+    )?;
+    let decoder = DecoderConfig {
+        complexity: decoder_complexity(),
+        dred: true,
+    };
+    let frames = input.len() / FRAME_SAMPLES + 1;
+    let variants: [(&str, bool, u8, u8); 6] = [
+        ("FEC, expected loss 20%", true, 0, 20),
+        ("FEC, expected loss 30%", true, 0, 30),
+        ("DRED 100 ms", false, 10, 20),
+        ("DRED 200 ms", false, 20, 20),
+        ("FEC + DRED 100 ms, expected loss 30%", true, 10, 30),
+        ("FEC + DRED 200 ms, expected loss 40%", true, 20, 40),
+    ];
+    for seed in 0..seeds() {
+        let lost = loss_mask(LossModel::Bernoulli { loss_pct: 20.0 }, frames, 2000 + seed);
+        let scored = &lost[half / FRAME_SAMPLES..input.len() / FRAME_SAMPLES];
+        let lost_pct = scored.iter().filter(|l| **l).count() as f64 * 100.0 / scored.len() as f64;
+        for (vi, (name, fec, dred_10ms, loss_pct)) in variants.iter().enumerate() {
+            let config = EncoderConfig {
+                fec: *fec,
+                dred_duration_10ms: *dred_10ms,
+                expected_loss_pct: *loss_pct,
+                bitrate_bps: bitrate_bps(),
+                complexity: encoder_complexity(),
+                max_bandwidth: max_bandwidth(),
+            };
+            let packets = encode_all(&input, config)?;
+            let (out, n) = oracle_decode(&packets, &lost, decoder, *fec)?;
+            let path = outdir.join(format!("s{seed}_v{vi}.wav"));
+            write_wav(&path, &out[half..input.len()])?;
+            let bytes: usize = packets.iter().map(Vec::len).sum();
+            writeln!(
+                manifest,
+                "20% random\t{seed}\t{name}\t{}\t{}\t{lost_pct:.1}\tfec {} dred {} concealed {}; {:.1} kbit/s",
+                reference_path.display(),
+                path.display(),
+                n[0],
+                n[1],
+                n[2],
+                bytes as f64 * 8.0 / (packets.len() as f64 * 0.02) / 1000.0
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     let default_speech = PathBuf::from(concat!(
@@ -584,6 +702,11 @@ fn main() -> Res<()> {
         Some("pesq-wavs") => pesq_wavs(&speech, Path::new(args.get(3).ok_or("outdir missing")?)),
         Some("latency") => latency(&speech),
         Some("cpu") => cpu(&speech),
-        _ => Err("usage: media_bench pesq-wavs|latency|cpu [speech.wav] [outdir]".into()),
+        Some("dred-oracle") => {
+            dred_oracle(&speech, Path::new(args.get(3).ok_or("outdir missing")?))
+        }
+        _ => {
+            Err("usage: media_bench pesq-wavs|latency|cpu|dred-oracle [speech.wav] [outdir]".into())
+        }
     }
 }
