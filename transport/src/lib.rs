@@ -85,6 +85,6 @@ pub use keyfile::{KeyFileError, load_or_create_secret_key, load_secret_key};
 pub use limits::{AdmissionError, ConnectionLimiter, ConnectionPermit};
 pub use quic::{ConnectError, Endpoint, Incoming, ServerOptions, TCP_FALLBACK_DELAY};
 pub use raw::{RawUdp, is_raw_datagram};
-pub use tcp::{TcpListener, connect_tcp};
+pub use tcp::{SORT_PREFIX_BYTES, SortError, Sorted, TcpListener, connect_tcp};
 pub use tls::{ALPN, IdentityError, PeerPolicy, peer_key};
 pub use tuning::Tuning;

@@ -251,6 +251,123 @@ impl PendingTcp {
     }
 }
 
+/// Bytes [`Incoming::sort_by_first_bytes`] looks at, at most.
+pub const SORT_PREFIX_BYTES: usize = 16;
+
+/// Longest pause between two looks at a connection whose first bytes are still incomplete
+/// (a peeked socket stays readable, so waiting for more bytes means polling).
+const SORT_PEEK_BACKOFF_MAX: Duration = Duration::from_millis(50);
+
+/// What the first bytes of a connection on a shared TCP port said it is.
+#[derive(Debug)]
+pub enum Sorted {
+    /// A TLS ClientHello (or a QUIC attempt, which needs no sorting): complete it as usual,
+    /// within what is left of the handshake timeout.
+    Tls(Incoming),
+    /// Another protocol, claimed by the caller's check: the raw stream with nothing read
+    /// from it. The listener's connection slot is released: the new owner applies its own
+    /// limits.
+    Claimed {
+        stream: TcpStream,
+        remote: SocketAddr,
+    },
+}
+
+/// Why a connection was closed while its first bytes were being sorted.
+#[derive(Debug, thiserror::Error)]
+pub enum SortError {
+    #[error("the first bytes did not arrive within the handshake timeout")]
+    TimedOut,
+    #[error("the first bytes are neither TLS nor a claimed protocol")]
+    Unrecognised,
+    #[error("the peer closed before sending enough to tell its protocol")]
+    Closed,
+    #[error("reading the first bytes failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A TLS connection opens with a handshake record (content type 22) of TLS major version 3.
+fn starts_like_tls(prefix: &[u8]) -> Option<bool> {
+    match prefix {
+        [] | [0x16] => None,
+        [0x16, 0x03, ..] => Some(true),
+        _ => Some(false),
+    }
+}
+
+impl Incoming {
+    /// Tells a TLS attempt on a TCP port shared with another protocol from that protocol,
+    /// by peeking at (never reading) its first bytes: a TLS ClientHello stays a
+    /// [`Sorted::Tls`]; a connection `claim` accepts is handed back raw; anything else is
+    /// closed. `claim` sees up to [`SORT_PREFIX_BYTES`] bytes and answers `None` while it
+    /// needs more. The wait counts against the handshake timeout, so sorting plus the TLS
+    /// handshake together take no longer than an unsorted handshake may. Call it in the
+    /// connection's own task: it waits for the peer.
+    pub async fn sort_by_first_bytes(
+        self,
+        claim: impl Fn(&[u8]) -> Option<bool>,
+    ) -> Result<Sorted, SortError> {
+        let started = tokio::time::Instant::now();
+        let Incoming {
+            inner,
+            handshake_timeout,
+        } = self;
+        let pending = match inner {
+            IncomingInner::Tcp(pending) => pending,
+            quic @ IncomingInner::Quic(..) => {
+                return Ok(Sorted::Tls(Incoming {
+                    inner: quic,
+                    handshake_timeout,
+                }));
+            }
+        };
+        let claimed = tokio::time::timeout(handshake_timeout, sort_prefix(&pending.stream, claim))
+            .await
+            .unwrap_or(Err(SortError::TimedOut))?;
+        if claimed {
+            return Ok(Sorted::Claimed {
+                stream: pending.stream,
+                remote: pending.remote,
+            });
+        }
+        Ok(Sorted::Tls(Incoming {
+            inner: IncomingInner::Tcp(pending),
+            handshake_timeout: handshake_timeout.saturating_sub(started.elapsed()),
+        }))
+    }
+}
+
+/// `Ok(true)` when `claim` takes the connection, `Ok(false)` for TLS.
+async fn sort_prefix(
+    stream: &TcpStream,
+    claim: impl Fn(&[u8]) -> Option<bool>,
+) -> Result<bool, SortError> {
+    let mut prefix = [0u8; SORT_PREFIX_BYTES];
+    let mut backoff = Duration::from_millis(1);
+    let mut seen = 0;
+    loop {
+        let n = stream.peek(&mut prefix).await?;
+        if n == 0 {
+            return Err(SortError::Closed);
+        }
+        let bytes = &prefix[..n];
+        match (starts_like_tls(bytes), claim(bytes)) {
+            (Some(true), _) => return Ok(false),
+            (_, Some(true)) => return Ok(true),
+            (Some(false), Some(false)) => return Err(SortError::Unrecognised),
+            _ if n == SORT_PREFIX_BYTES => return Err(SortError::Unrecognised),
+            _ => {}
+        }
+        // More bytes are needed; peek returns at once while any are queued.
+        if n > seen {
+            seen = n;
+            backoff = Duration::from_millis(1);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(SORT_PEEK_BACKOFF_MAX);
+    }
+}
+
 fn yamux_config() -> yamux::Config {
     let mut config = yamux::Config::default();
     // In this order: yamux asserts after each call that the window covers a full stream
