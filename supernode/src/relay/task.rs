@@ -24,6 +24,11 @@ const MAX_DATAGRAM_BYTES: usize = 65_535;
 /// allocations cost 9 MB of buffers rather than 64 MB. Longer datagrams are truncated,
 /// which no real-time media sender produces (they stay under the path MTU).
 const MAX_PEER_DATAGRAM_BYTES: usize = 9_216;
+/// The listening socket carries every client's ChannelData (50,000 datagrams per second at a
+/// thousand calls), so it gets this many times the per-socket buffer: a few milliseconds
+/// in which the owner task is not scheduled must not overflow it. Memory is only used
+/// while datagrams wait.
+const LISTEN_BUFFER_FACTOR: usize = 8;
 /// Datagrams handled per wake-up before timers and other inputs get a turn.
 const BATCH: usize = 256;
 
@@ -90,9 +95,17 @@ pub(super) fn set_buffers(socket: &StdUdpSocket, bytes: usize) {
         return;
     }
     let s = socket2::SockRef::from(socket);
-    // Best effort: the kernel caps at net.core.rmem_max / wmem_max.
+    // Best effort: the kernel caps these at net.core.rmem_max / wmem_max; with CAP_NET_ADMIN
+    // the FORCE variants go past the cap. Linux reports twice what was set (its
+    // bookkeeping overhead), so a report below `bytes` means the cap applied.
     let _ = s.set_recv_buffer_size(bytes);
+    if s.recv_buffer_size().is_ok_and(|got| got < bytes) {
+        let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, bytes);
+    }
     let _ = s.set_send_buffer_size(bytes);
+    if s.send_buffer_size().is_ok_and(|got| got < bytes) {
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size_force(socket, bytes);
+    }
 }
 
 fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> Result<UdpSocket, RelayError> {
@@ -118,7 +131,12 @@ fn outbound_ip(v4: bool) -> Option<IpAddr> {
 impl RelayServer {
     /// Binds the sockets and starts the owner task on the current tokio runtime.
     pub async fn start(config: RelayConfig) -> Result<Self, RelayError> {
-        let listen = bind_udp(config.listen, config.socket_buffer_bytes)?;
+        let listen = bind_udp(
+            config.listen,
+            config
+                .socket_buffer_bytes
+                .saturating_mul(LISTEN_BUFFER_FACTOR),
+        )?;
         let listen_addr = listen.local_addr().map_err(|source| RelayError::Bind {
             addr: config.listen,
             source,
@@ -507,5 +525,27 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_go_past_the_sysctl_cap_when_the_process_may() {
+        let wanted = 32 * 1024 * 1024;
+        let socket = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+        set_buffers(&socket, wanted);
+        let s = socket2::SockRef::from(&socket);
+        let got = s.recv_buffer_size().expect("SO_RCVBUF");
+        let scratch = StdUdpSocket::bind("127.0.0.1:0").expect("bind");
+        if rustix::net::sockopt::set_socket_recv_buffer_size_force(&scratch, wanted).is_ok() {
+            assert!(got >= wanted, "asked {wanted}, got {got}");
+        } else {
+            // Without CAP_NET_ADMIN the cap applies; the plain option still took effect.
+            assert!(got > 0);
+        }
+        assert!(s.send_buffer_size().expect("SO_SNDBUF") > 0);
     }
 }
