@@ -895,3 +895,98 @@ fn add_participant_invites_a_contact_into_the_call() {
     step(&mut h);
     h.get_by_label("No other contact to add");
 }
+
+/// Keeps the notifications the app shows.
+#[derive(Clone, Default)]
+struct Recorder(std::sync::Arc<std::sync::Mutex<Vec<app::ui::notify::DesktopNote>>>);
+
+impl app::ui::notify::Notifier for Recorder {
+    fn notify(&mut self, note: app::ui::notify::DesktopNote) {
+        self.0.lock().expect("not poisoned").push(note);
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.0.lock().expect("not poisoned"))
+            .into_iter()
+            .map(|n| (n.title, n.body))
+            .collect()
+    }
+}
+
+/// Delivers `event` and draws one frame with the window focused or not.
+fn deliver(h: &mut Harness<'static, DesktopApp>, event: Event, focused: bool) {
+    let now = h.state().now(&h.ctx);
+    h.state_mut().model.handle(now, UiEvent::Engine(event));
+    let input = h.input_mut();
+    input.focused = focused;
+    input
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .focused = Some(focused);
+    h.step();
+}
+
+#[test]
+fn calls_and_messages_notify_the_desktop_only_while_the_window_is_in_the_background() {
+    let mut model = UiModel::new();
+    model.handle(
+        Now::default(),
+        UiEvent::Engine(Event::LoggedIn {
+            user: user("alice"),
+            supernode: None,
+        }),
+    );
+    model.handle(
+        Now::default(),
+        UiEvent::Contacts {
+            contacts: vec![contact("bob", "Bob", Status::Online)],
+            requests: vec![],
+        },
+    );
+    let recorder = Recorder::default();
+    let mut h = Harness::builder().with_size([960.0, 640.0]).build_ui_state(
+        |ui, app: &mut DesktopApp| {
+            app.logic_step(ui.ctx());
+            app.draw(ui);
+        },
+        DesktopApp::detached(model, T0_UNIX_MILLIS).with_notifier(Box::new(recorder.clone())),
+    );
+    let chat = |id: &str| Event::Chat {
+        from: user("bob"),
+        id: id.into(),
+        text: "are you there?".into(),
+        sent_at: T0_UNIX_MILLIS,
+    };
+
+    deliver(&mut h, chat("m1"), true);
+    assert_eq!(recorder.take(), vec![], "a focused window shows it itself");
+
+    deliver(&mut h, chat("m2"), false);
+    assert_eq!(
+        recorder.take(),
+        vec![("Message from Bob".into(), "are you there?".into())]
+    );
+    deliver(
+        &mut h,
+        Event::CallIncoming {
+            from: user("bob"),
+            call_id: "c3".into(),
+        },
+        false,
+    );
+    assert_eq!(
+        recorder.take(),
+        vec![("Incoming call".into(), "Bob is calling".into())]
+    );
+    // Escape declines the ringing call.
+    h.key_press(egui::Key::Escape);
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::Decline {
+            call_id: "c3".into()
+        }]
+    );
+}

@@ -3,6 +3,7 @@
 
 use super::link::{SendError, UiLink};
 use super::model::{Now, SoundCue, ToastKind, UiAction, UiModel};
+use super::notify::{NoNotifications, Notifier};
 use super::sound::{Silent, SoundPlayer};
 use super::{theme, view};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +28,7 @@ pub struct DesktopApp {
     /// Actions recorded while no link is attached (tests).
     outbox: Vec<UiAction>,
     sounds: Box<dyn SoundPlayer>,
+    notifier: Box<dyn Notifier>,
     wall_clock: WallClock,
     title: Option<String>,
     themed: bool,
@@ -51,6 +53,7 @@ impl DesktopApp {
             link: Some(link),
             outbox: Vec::new(),
             sounds,
+            notifier: Box::new(NoNotifications),
             wall_clock: WallClock::System,
             title: None,
             themed: false,
@@ -66,11 +69,18 @@ impl DesktopApp {
             link: None,
             outbox: Vec::new(),
             sounds: Box::new(Silent),
+            notifier: Box::new(NoNotifications),
             wall_clock: WallClock::Fixed { start_unix_millis },
             title: None,
             themed: false,
             applied_zoom: None,
         }
+    }
+
+    /// Shows desktop notifications with `notifier` (none by default).
+    pub fn with_notifier(mut self, notifier: Box<dyn Notifier>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// Uses a fixed wall clock (for screenshots).
@@ -176,6 +186,11 @@ impl DesktopApp {
                 ctx.send_viewport_cmd(egui::ViewportCommand::RequestUserAttention(kind));
             }
             self.sounds.cue(cue);
+        }
+        for note in self.model.take_notes() {
+            if unfocused {
+                self.notifier.notify(note);
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 use super::backend::NetworkBackend;
 use super::link::{self, Repaint};
 use super::model::{NetworkInfo, UiModel};
+use super::notify::{DesktopNotifier, NoNotifications, Notifier};
 use super::sound::{DevicePlayer, Silent, SoundPlayer};
 use super::{DesktopApp, resources};
 use crate::cli::{CliError, Options};
@@ -76,7 +77,11 @@ pub fn run(options: &Options) -> Result<(), CliError> {
         Ok(player) => Box::new(player),
         Err(_) => Box::new(Silent),
     };
-    let app = DesktopApp::new(model, ui_link, sounds);
+    let notifier: Box<dyn Notifier> = match DesktopNotifier::start() {
+        Ok(notifier) => Box::new(notifier),
+        Err(_) => Box::new(NoNotifications),
+    };
+    let app = DesktopApp::new(model, ui_link, sounds).with_notifier(notifier);
     let native = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Peerphone")

@@ -14,6 +14,8 @@
 //! - [`launch`]: `peerphone` with no subcommand: the network (embedded when none is
 //!   configured), the runtime, the window, the shutdown.
 //! - [`theme`], [`resources`], [`sound`]: colours and spacing, assets, and the ringtone.
+//! - [`notify`]: desktop notifications for calls and messages while the window is in the
+//!   background.
 //! - [`audio_check`]: the settings page's microphone meter and speaker test.
 //! - [`prefs`]: the person's preferences (sound processing, text size) in the profile.
 //!
@@ -25,6 +27,7 @@ pub mod backend;
 pub mod launch;
 pub mod link;
 pub mod model;
+pub mod notify;
 pub mod prefs;
 pub mod resources;
 pub mod sound;

@@ -8,6 +8,7 @@
 //! Everything that grows with network input is bounded: chat history per contact, toasts,
 //! search results, early delivery receipts.
 
+use super::notify::DesktopNote;
 use crate::events::{CallStats, EndReason, Event, PathKind, SearchResult, Status};
 use proto::UserName;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,8 @@ pub const MAX_TOASTS: usize = 5;
 pub const MAX_SEARCH_RESULTS: usize = 100;
 /// Delivery receipts that arrive before the engine told us the message's id.
 const MAX_EARLY_RECEIPTS: usize = 256;
+/// Characters of a message shown in a desktop notification.
+pub const NOTE_BODY_CHARS: usize = 200;
 /// How long an error toast stays.
 pub const ERROR_TOAST_SECS: u64 = 10;
 /// How long an information toast stays.
@@ -743,6 +746,7 @@ pub struct UiModel {
     pub speaker_test_running: bool,
     actions: Vec<UiAction>,
     cues: Vec<SoundCue>,
+    notes: Vec<DesktopNote>,
     next_local_id: u64,
     next_toast_id: u64,
     early_receipts: BTreeMap<String, Tick>,
@@ -763,9 +767,29 @@ impl UiModel {
         std::mem::take(&mut self.cues)
     }
 
-    /// Whether actions or sound cues wait to be taken.
+    /// Desktop notifications for what arrived since the last call (the shell shows them
+    /// only while the window is in the background).
+    pub fn take_notes(&mut self) -> Vec<DesktopNote> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// Whether actions, sound cues or notifications wait to be taken.
     pub fn has_pending_output(&self) -> bool {
-        !self.actions.is_empty() || !self.cues.is_empty()
+        !self.actions.is_empty() || !self.cues.is_empty() || !self.notes.is_empty()
+    }
+
+    fn note(&mut self, title: String, body: String) {
+        // Bounded: a flood of messages while nobody drains them keeps only the newest.
+        if self.notes.len() >= MAX_TOASTS {
+            self.notes.remove(0);
+        }
+        self.notes.push(DesktopNote { title, body });
+    }
+
+    fn display_name(&self, user: &UserName) -> String {
+        self.contacts
+            .get(user)
+            .map_or_else(|| user.to_string(), |c| c.display_name.clone())
     }
 
     fn act(&mut self, action: UiAction) {
@@ -1578,6 +1602,8 @@ impl UiModel {
                 sent_at,
             } => {
                 let selected = self.selected.as_ref() == Some(&from);
+                let title = format!("Message from {}", self.display_name(&from));
+                let body: String = text.chars().take(NOTE_BODY_CHARS).collect();
                 let conversation = self.conversations.entry(from).or_default();
                 if conversation.line_by_id(&id).is_some() {
                     return;
@@ -1594,6 +1620,7 @@ impl UiModel {
                     conversation.unread = conversation.unread.saturating_add(1);
                 }
                 self.cues.push(SoundCue::MessageChime);
+                self.note(title, body);
             }
             Event::ChatAccepted { to, id, stored } => {
                 let tick = if stored { Tick::Stored } else { Tick::Accepted };
@@ -1603,6 +1630,8 @@ impl UiModel {
             Event::CallIncoming { from, call_id } => {
                 if self.incoming.is_none() {
                     self.cues.push(SoundCue::StartRingtone);
+                    let who = self.display_name(&from);
+                    self.note("Incoming call".into(), format!("{who} is calling"));
                 }
                 self.incoming = Some(IncomingCall { from, call_id });
             }
