@@ -21,4 +21,4 @@ mod tcp;
 
 pub use config::{PortRangeError, RelayConfig, parse_port_range};
 pub use task::{RelayError, RelayServer, RelayStats};
-pub use tcp::TcpRelayServer;
+pub use tcp::{TcpRelayHandle, TcpRelayServer};

@@ -2,7 +2,9 @@
 //! stream, the relayed side UDP as always).
 //!
 //! Listens on the TCP port of the `--turn-listen` address (TURN's registered port serves
-//! both transports). One owner task runs its own [`TurnServer`] core and every relay
+//! both transports), and serves connections the `--tcp-listen` port found to be TURN
+//! ([`TcpRelayHandle::serve_stream`]): a firewall that lets only that one port through
+//! (443, say) still gets the relay. One owner task runs its own [`TurnServer`] core and every relay
 //! port's socket; each connection has a reader task, which cuts the stream into messages
 //! ([`nat::turn::stream::StreamDecoder`]) and forwards them to the owner's bounded inbox,
 //! and a writer task fed through a bounded queue. The core sees each message as a
@@ -166,6 +168,14 @@ impl TcpRelayServer {
         hand_over(&self.inbox, stream, remote).await
     }
 
+    /// A handle other listeners keep to hand TURN connections over; it does not keep the
+    /// relay running.
+    pub fn handle(&self) -> TcpRelayHandle {
+        TcpRelayHandle {
+            inbox: self.inbox.downgrade(),
+        }
+    }
+
     /// The bound TCP address.
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
@@ -179,6 +189,23 @@ impl TcpRelayServer {
         let _ = self.inbox.send(Inbound::Shutdown).await;
         for task in self.tasks.drain(..) {
             let _ = task.await;
+        }
+    }
+}
+
+/// Hands connections accepted elsewhere to a [`TcpRelayServer`]; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TcpRelayHandle {
+    inbox: mpsc::WeakSender<Inbound>,
+}
+
+impl TcpRelayHandle {
+    /// As [`TcpRelayServer::serve_stream`]; `false` when the relay has stopped (the
+    /// connection is then closed).
+    pub async fn serve_stream(&self, stream: TcpStream, remote: SocketAddr) -> bool {
+        match self.inbox.upgrade() {
+            Some(inbox) => hand_over(&inbox, stream, remote).await,
+            None => false,
         }
     }
 }

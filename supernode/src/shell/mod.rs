@@ -390,6 +390,12 @@ impl RunningSupernode {
             let addr = advertised(tcp.listen_addr(), public, config.login_server);
             // Only beside the built-in relay's own URL, not an external server's.
             if turn.urls.contains(&format!("turn:{addr}?transport=udp")) {
+                // The session's TCP port first: a client whose UDP is blocked has just
+                // reached it, where a firewall may stop the TURN port. The TURN port stays
+                // for standard TURN clients and as a second try.
+                if let Some(shared) = addrs.tcp {
+                    turn.urls.push(format!("turn:{shared}?transport=tcp"));
+                }
                 turn.urls.push(format!("turn:{addr}?transport=tcp"));
             }
         }
@@ -448,15 +454,28 @@ impl RunningSupernode {
         if let Some(tcp) = tcp {
             let inbox = inbox_tx.clone();
             let members = members_rx.clone();
+            let turn = tcp_relay.as_ref().map(crate::relay::TcpRelayServer::handle);
             tasks.push(tokio::spawn(async move {
                 while let Some(incoming) = tcp.accept().await {
-                    tokio::spawn(serve_incoming(
-                        Box::new(incoming),
+                    let (inbox, members, refresh, next_id, turn) = (
                         inbox.clone(),
                         members.clone(),
                         refresh_tx.clone(),
                         next_id.clone(),
-                    ));
+                        turn.clone(),
+                    );
+                    // Boxed for the same reason as in `serve_incoming`.
+                    let incoming = Box::new(incoming);
+                    tokio::spawn(async move {
+                        let incoming = match turn {
+                            Some(turn) => match Box::pin(sort_shared_tcp(incoming, turn)).await {
+                                Some(incoming) => incoming,
+                                None => return,
+                            },
+                            None => incoming,
+                        };
+                        serve_incoming(incoming, inbox, members, refresh, next_id).await;
+                    });
                 }
             }));
         }
@@ -799,6 +818,32 @@ async fn identify(
         debug!(peer = %peer.fingerprint(), "a supernode the directory does not list");
         conn.close(4, "not in the directory");
         None
+    }
+}
+
+/// The `--tcp-listen` port carries the TLS session and TURN over TCP: sorts one connection
+/// by its first bytes (bounded by the handshake timeout; run in the connection's own task,
+/// so a silent client holds up nobody else) and hands TURN to the relay. `Some` for a TLS
+/// attempt, to be completed as a session.
+async fn sort_shared_tcp(
+    incoming: Box<transport::Incoming>,
+    turn: crate::relay::TcpRelayHandle,
+) -> Option<Box<transport::Incoming>> {
+    match incoming
+        .sort_by_first_bytes(nat::turn::stream::starts_like_turn)
+        .await
+    {
+        Ok(transport::Sorted::Tls(incoming)) => Some(Box::new(incoming)),
+        Ok(transport::Sorted::Claimed { stream, remote }) => {
+            if !turn.serve_stream(stream, remote).await {
+                debug!("TURN connection on the TCP session port closed: relay stopped");
+            }
+            None
+        }
+        Err(error) => {
+            debug!(%error, "closing a connection on the TCP session port");
+            None
+        }
     }
 }
 
