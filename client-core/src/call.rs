@@ -768,11 +768,12 @@ impl Calls {
     }
 
     /// An envelope the supernode says came from the user `from` was forged (see
-    /// `guard::is_forged`) and its routing named a device this side never invited: a
-    /// supernode swapping the sender's key in the routing fields too. A call being set up
-    /// with `from` fails with the identity error instead of waiting to time out. `from` is
-    /// the supernode's unverified claim, but only a supernode on the path can make it, and it
-    /// could end the call by dropping its messages anyway.
+    /// `guard::is_forged`): a supernode swapping the sender's key, possibly in the routing
+    /// fields too. A call being set up with `from` (inviting, ringing here, or waiting for
+    /// the caller's confirmation) fails with the identity error instead of waiting to time
+    /// out. `from` is the supernode's unverified claim, but only a supernode on the path can
+    /// make it, and it could end the setup by dropping messages anyway. A connected call is
+    /// left alone: its media and control no longer need that supernode.
     pub fn handle_forged_from(&mut self, now: Instant, from: &UserName, error: &PeerEnvelopeError) {
         let PeerEnvelopeError::E2e(e2e @ (E2eError::Identity(_) | E2eError::BadSignature)) = error
         else {
@@ -781,7 +782,15 @@ impl Calls {
         let keys: Vec<LegKey> = self
             .legs
             .iter()
-            .filter(|(key, leg)| &key.1 == from && matches!(leg.state, LegState::Inviting { .. }))
+            .filter(|(key, leg)| {
+                &key.1 == from
+                    && matches!(
+                        leg.state,
+                        LegState::Inviting { .. }
+                            | LegState::Ringing { .. }
+                            | LegState::Accepting { .. }
+                    )
+            })
             .map(|(key, _)| key.clone())
             .collect();
         for key in keys {

@@ -112,3 +112,84 @@ fn an_answer_under_a_swapped_key_fails_the_call_with_an_identity_error() {
             .any(|e| matches!(e, CallEvent::Ended { .. }))
     );
 }
+
+/// The callee answered and waits for the caller's confirmation; the supernode swaps the
+/// caller's key in it. The callee fails the call as an identity error at once (not "the
+/// caller did not confirm" seconds later) and never gets media keys.
+#[test]
+fn a_confirmation_under_a_swapped_key_fails_the_callee_at_once() {
+    let authority = SecretKey::generate();
+    let alice_key = SecretKey::generate();
+    let bob_key = SecretKey::generate();
+    let crypto = |key: &SecretKey, name: &str| {
+        DeviceCrypto::new(
+            key.clone(),
+            credential(&authority, name, key),
+            authority.public(),
+        )
+        .expect("crypto")
+    };
+    let mut alice = Calls::new(crypto(&alice_key, "alice"), CallConfig::default());
+    let mut bob = Calls::new(crypto(&bob_key, "bob"), CallConfig::default());
+    let now = Instant::now();
+    let call_id = CallId([7; 16]);
+    alice
+        .dial(
+            now,
+            call_id,
+            user("bob"),
+            vec![bob_key.public()],
+            MediaParams::default(),
+        )
+        .expect("dial");
+    let invite = alice.poll_transmit().expect("invite");
+    bob.handle_routed(now, WALL, alice_key.public(), &invite.payload)
+        .expect("opens");
+    bob.accept(now, call_id).expect("accept");
+    while bob.poll_transmit().is_some() {}
+    while bob.poll_event().is_some() {}
+
+    let evil = SecretKey::generate();
+    let forged = seal_peer_message(
+        &evil,
+        &credential(&SecretKey::generate(), "alice", &evil),
+        &bob_key.public(),
+        &PeerToPeer::CallCancel {
+            call_id,
+            reason: proto::peer::CancelReason::Hangup,
+        },
+    )
+    .expect("seal");
+    let error = bob
+        .handle_routed(now, WALL, evil.public(), &forged)
+        .expect_err("a forgery does not open");
+    assert!(error.to_string().contains("identity"), "{error}");
+    let client_core::call::CallInputError::Envelope(envelope_error) = error else {
+        panic!("an envelope error: {error}");
+    };
+    bob.handle_forged_from(now, &user("alice"), &envelope_error);
+    let events: Vec<CallEvent> = std::iter::from_fn(|| bob.poll_event()).collect();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, CallEvent::MediaKeys { .. } | CallEvent::Connected { .. })),
+        "{events:?}"
+    );
+    match events.last() {
+        Some(CallEvent::Ended {
+            reason,
+            error: Some(failure),
+            ..
+        }) => {
+            assert_eq!(reason.as_str(), "failed");
+            assert!(failure.is_identity(), "{failure}");
+            assert!(
+                failure
+                    .describe(&user("alice"))
+                    .starts_with("identity check failed: alice's key"),
+                "{failure}"
+            );
+        }
+        other => panic!("the callee's call ended as an identity failure: {other:?}"),
+    }
+}
