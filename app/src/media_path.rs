@@ -29,7 +29,8 @@
 //! When UDP to the relay goes unanswered for [`TCP_FALLBACK_AFTER`] (outbound UDP blocked)
 //! or the UDP allocation fails, and the server offers `turn:IP:PORT?transport=tcp`, the
 //! relayed candidate is allocated over TCP instead (RFC 8656 §3.1; the relayed side stays
-//! UDP): the TURN client runs in stream mode, a reader task feeds it what the connection
+//! UDP), trying each TCP URL in the server's order until one connects and allocates (a
+//! supernode lists its `--tcp-listen` port first, then the TURN port): the TURN client runs in stream mode, a reader task feeds it what the connection
 //! delivers and a writer task sends what it queues. Media on that path is the same sealed
 //! datagrams, now carried in ChannelData on the stream.
 //!
@@ -121,6 +122,18 @@ impl TurnServer {
     /// The TCP address of the first `turn:IP:PORT?transport=tcp` URL.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.urls.iter().find_map(|url| parse_turn_tcp_url(url))
+    }
+
+    /// The TCP addresses of every `turn:IP:PORT?transport=tcp` URL, in the server's order,
+    /// without repeats.
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        let mut addrs = Vec::new();
+        for addr in self.urls.iter().filter_map(|url| parse_turn_tcp_url(url)) {
+            if !addrs.contains(&addr) {
+                addrs.push(addr);
+            }
+        }
+        addrs
     }
 }
 
@@ -631,9 +644,14 @@ async fn gather(
         }
         _ => None,
     };
-    let tcp_server = config.turn.as_ref().and_then(TurnServer::tcp_addr);
+    let tcp_servers = config
+        .turn
+        .as_ref()
+        .map(TurnServer::tcp_addrs)
+        .unwrap_or_default();
+    // Index of the next TCP URL to try; all tried once it reaches the end.
+    let mut tcp_next = 0usize;
     let mut tcp: Option<(TurnClient, StreamLink)> = None;
-    let mut tcp_tried = false;
     let mut tcp_allocated: Option<SocketAddr> = None;
     let mut udp_answered = false;
     let mut allocated: Option<(SocketAddr, Option<SocketAddr>)> = None;
@@ -672,12 +690,15 @@ async fn gather(
         }
         let udp_stalled =
             turn.is_none() || (!udp_answered && Instant::now() >= started + TCP_FALLBACK_AFTER);
-        if !tcp_tried
+        // Each TCP URL in turn, until one connects and allocates.
+        while tcp.is_none()
+            && tcp_allocated.is_none()
             && allocated.is_none()
             && udp_stalled
-            && let (Some(server), Some(creds)) = (tcp_server, &config.turn)
+            && Instant::now() < deadline
+            && let (Some(&server), Some(creds)) = (tcp_servers.get(tcp_next), &config.turn)
         {
-            tcp_tried = true;
+            tcp_next += 1;
             tcp = start_tcp_allocation(server, creds).await;
         }
         let mut tcp_failed = false;
@@ -708,7 +729,7 @@ async fn gather(
         } else if discovery.is_none()
             && turn.is_none()
             && tcp.is_none()
-            && (tcp_tried || tcp_server.is_none())
+            && tcp_next >= tcp_servers.len()
         {
             break;
         }
@@ -726,7 +747,7 @@ async fn gather(
         if let Some(at) = tcp.as_ref().and_then(|(c, _)| c.poll_timeout()) {
             wake = wake.min(Instant::from_std(at));
         }
-        if !tcp_tried && tcp_server.is_some() && allocated.is_none() {
+        if tcp.is_none() && tcp_next < tcp_servers.len() && allocated.is_none() && !udp_answered {
             wake = wake.min(started + TCP_FALLBACK_AFTER);
         }
         tokio::select! {
