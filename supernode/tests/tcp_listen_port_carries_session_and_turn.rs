@@ -97,12 +97,17 @@ impl TcpSession {
     }
 }
 
-async fn start_supernode(dir: &std::path::Path, login: &LoginServer) -> RunningSupernode {
+async fn start_supernode(
+    dir: &std::path::Path,
+    login: &LoginServer,
+    turn_listen: SocketAddr,
+    relay_ports: std::ops::RangeInclusive<u16>,
+) -> RunningSupernode {
     let mut config = ShellConfig::new(login.quic_addr(), login.authority_key(), dir.to_path_buf());
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.tcp_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    config.turn_listen = Some("127.0.0.1:0".parse().expect("addr"));
-    config.relay_ports = Some(41400..=41419);
+    config.turn_listen = Some(turn_listen);
+    config.relay_ports = Some(relay_ports);
     config.allow_relay_to = vec!["127.0.0.0/8".parse().expect("cidr")];
     RunningSupernode::start(config)
         .await
@@ -158,7 +163,13 @@ async fn turn_over_tcp_and_the_tls_session_share_the_tcp_listen_port() {
     let login = LoginServer::start(ServerConfig::local(dir.path().join("login")))
         .await
         .expect("login server");
-    let supernode = start_supernode(&dir.path().join("sn"), &login).await;
+    let supernode = start_supernode(
+        &dir.path().join("sn"),
+        &login,
+        "127.0.0.1:0".parse().expect("addr"),
+        41400..=41419,
+    )
+    .await;
     let shared = supernode.tcp_addr().expect("a --tcp-listen port");
     let turn_port = supernode.turn_addr().expect("a TURN port");
 
@@ -254,5 +265,57 @@ async fn turn_over_tcp_and_the_tls_session_share_the_tcp_listen_port() {
         closed(&mut garbage).await,
         "a non-TLS, non-TURN connection is closed"
     );
+    supernode.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tcp_listen_port_serves_turn_when_the_turn_ports_tcp_side_is_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let login = LoginServer::start(ServerConfig::local(dir.path().join("login")))
+        .await
+        .expect("login server");
+    // Something else holds the TURN port's TCP side; its UDP side is free.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let turn_listen = squatter.local_addr().expect("addr");
+    let supernode =
+        start_supernode(&dir.path().join("sn"), &login, turn_listen, 41420..=41439).await;
+    let shared = supernode.tcp_addr().expect("a --tcp-listen port");
+    assert_eq!(
+        supernode.turn_addr(),
+        Some(turn_listen),
+        "the UDP relay runs"
+    );
+
+    let (device, credential) = account(login.quic_addr(), login.authority_key(), "bob").await;
+    let mut session = TcpSession::open(shared, &supernode, &device, &credential).await;
+    let (urls, username, password) = session.turn_credentials().await;
+    let tcp_urls: Vec<&String> = urls
+        .iter()
+        .filter(|u| u.ends_with("?transport=tcp"))
+        .collect();
+    assert_eq!(
+        tcp_urls,
+        [&format!("turn:{shared}?transport=tcp")],
+        "only the port that serves TURN over TCP is offered: {urls:?}"
+    );
+
+    let mut client = TurnClient::new(
+        ClientConfig::new(shared, username, password).over_stream(),
+        rand::random(),
+    );
+    let mut stream = TcpStream::connect(shared).await.expect("connects");
+    client.allocate(Instant::now()).expect("idle");
+    let allocated = drive(&mut client, &mut stream, |e| {
+        matches!(
+            e,
+            ClientEvent::Allocated { .. } | ClientEvent::AllocationFailed(_)
+        )
+    })
+    .await;
+    assert!(
+        matches!(allocated, ClientEvent::Allocated { relayed, .. } if (41420..=41439).contains(&relayed.port())),
+        "{allocated:?}"
+    );
+    drop(squatter);
     supernode.shutdown().await;
 }

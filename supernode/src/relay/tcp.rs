@@ -82,7 +82,9 @@ enum Inbound {
 pub struct TcpRelayServer {
     listen_addr: SocketAddr,
     inbox: mpsc::Sender<Inbound>,
-    tasks: Vec<JoinHandle<()>>,
+    /// `None` without a listener of its own.
+    accept: Option<JoinHandle<()>>,
+    owner: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Inbound {
@@ -105,6 +107,21 @@ impl TcpRelayServer {
             addr: config.listen,
             source,
         })?;
+        Self::run(&config, listen_addr, Some(listener))
+    }
+
+    /// Serves only connections handed over ([`TcpRelayHandle::serve_stream`]), with no
+    /// listener of its own: for a shared port when `config.listen`'s TCP side cannot be
+    /// bound. Relay ports bind to `config.listen`'s IP.
+    pub fn start_without_listener(config: RelayConfig) -> Result<Self, RelayError> {
+        Self::run(&config, config.listen, None)
+    }
+
+    fn run(
+        config: &RelayConfig,
+        listen_addr: SocketAddr,
+        listener: Option<TcpListener>,
+    ) -> Result<Self, RelayError> {
         let advertised_ip = match config.advertised_ip {
             Some(ip) => ip,
             None if !listen_addr.ip().is_unspecified() => listen_addr.ip(),
@@ -138,13 +155,14 @@ impl TcpRelayServer {
             buffer_bytes: config.socket_buffer_bytes,
             inbox_tx: inbox_tx.clone(),
         };
-        info!(%listen_addr, %advertised_ip, "TURN over TCP listening");
-        let owner_task = tokio::spawn(owner.run(inbox_rx));
-        let accept_task = tokio::spawn(accept_loop(listener, inbox_tx.clone()));
+        info!(%listen_addr, %advertised_ip, listening = listener.is_some(), "TURN over TCP");
+        let owner = tokio::spawn(owner.run(inbox_rx));
+        let accept = listener.map(|listener| tokio::spawn(accept_loop(listener, inbox_tx.clone())));
         Ok(Self {
             listen_addr,
             inbox: inbox_tx,
-            tasks: vec![accept_task, owner_task],
+            accept,
+            owner,
         })
     }
 
@@ -176,20 +194,23 @@ impl TcpRelayServer {
         }
     }
 
-    /// The bound TCP address.
+    /// Whether it accepts connections on [`TcpRelayServer::listen_addr`] itself.
+    pub fn is_listening(&self) -> bool {
+        self.accept.is_some()
+    }
+
+    /// The bound TCP address (without a listener: the address relay ports bind to).
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen_addr
     }
 
     /// Stops accepting, closes every connection and relay port, and waits for the owner.
     pub async fn shutdown(mut self) {
-        if let Some(accept) = self.tasks.first() {
+        if let Some(accept) = self.accept.take() {
             accept.abort();
         }
         let _ = self.inbox.send(Inbound::Shutdown).await;
-        for task in self.tasks.drain(..) {
-            let _ = task.await;
-        }
+        let _ = (&mut self.owner).await;
     }
 }
 
@@ -212,9 +233,10 @@ impl TcpRelayHandle {
 
 impl Drop for TcpRelayServer {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        if let Some(accept) = &self.accept {
+            accept.abort();
         }
+        self.owner.abort();
     }
 }
 

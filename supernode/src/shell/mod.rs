@@ -320,7 +320,14 @@ impl RunningSupernode {
                     relay_config.relay_ports = ports;
                 }
                 relay_config.allow_relay_to = config.allow_relay_to.clone();
-                crate::relay::TcpRelayServer::start_or_warn(relay_config).await
+                match crate::relay::TcpRelayServer::start_or_warn(relay_config.clone()).await {
+                    Some(server) => Some(server),
+                    // The TURN port's TCP side is taken: the shared port still serves TURN.
+                    None if tcp_addr.is_some() => {
+                        crate::relay::TcpRelayServer::start_without_listener(relay_config).ok()
+                    }
+                    None => None,
+                }
             }
             None => None,
         };
@@ -396,7 +403,9 @@ impl RunningSupernode {
                 if let Some(shared) = addrs.tcp {
                     turn.urls.push(format!("turn:{shared}?transport=tcp"));
                 }
-                turn.urls.push(format!("turn:{addr}?transport=tcp"));
+                if tcp.is_listening() {
+                    turn.urls.push(format!("turn:{addr}?transport=tcp"));
+                }
             }
         }
         let now = Instant::now();
