@@ -17,6 +17,10 @@
 //!   hold the ones it dropped can hit that too;
 //! - liveness comes from TCP keep-alive probes and `TCP_USER_TIMEOUT`, set so a dead peer
 //!   is noticed after about [`Tuning::idle_timeout`].
+//!
+//! A port may carry another protocol beside the TLS session (a supernode's TURN over TCP):
+//! [`Incoming::sort_by_first_bytes`] peeks at each connection's first bytes and keeps the
+//! TLS attempts, handing the others back raw.
 
 use crate::conn::{Conn, ConnError, RecvStream, SendStream};
 use crate::limits::{ConnectionLimiter, ConnectionPermit};
@@ -624,6 +628,21 @@ impl std::future::Future for Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_record_header_is_told_from_other_first_bytes() {
+        assert_eq!(starts_like_tls(&[]), None);
+        assert_eq!(
+            starts_like_tls(&[0x16]),
+            None,
+            "one byte could still be TLS"
+        );
+        assert_eq!(starts_like_tls(&[0x16, 0x03, 0x01]), Some(true));
+        assert_eq!(starts_like_tls(&[0x16, 0x02]), Some(false));
+        // A STUN Allocate request starts 0x00 0x03.
+        assert_eq!(starts_like_tls(&[0x00, 0x03, 0x00, 0x00]), Some(false));
+        assert_eq!(starts_like_tls(b"GET / HTTP/1.1"), Some(false));
+    }
 
     #[test]
     fn one_tcp_connection_buffers_at_most_2_mib() {
