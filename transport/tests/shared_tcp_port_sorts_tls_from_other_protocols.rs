@@ -135,7 +135,7 @@ async fn tls_and_a_claimed_protocol_share_a_port_and_garbage_is_closed() {
 
 #[tokio::test]
 async fn a_silent_client_does_not_hold_up_others_and_is_dropped_at_the_handshake_timeout() {
-    let (listener, server) = listener(Duration::from_millis(1500)).await;
+    let (listener, server) = listener(Duration::from_millis(2000)).await;
     let addr = listener.local_addr().expect("addr");
     let mut outcomes = serve(listener);
 
