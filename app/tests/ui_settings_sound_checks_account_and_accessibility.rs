@@ -68,6 +68,14 @@ fn open_settings(harness: &mut Harness<'static, DesktopApp>) {
     step(harness);
 }
 
+/// Scrolls the settings page to a control (at large text it is one long column) and
+/// clicks it.
+fn scroll_and_click(h: &mut Harness<'static, DesktopApp>, role: Role, label: &str) {
+    h.get_by_role_and_label(role, label).scroll_to_me();
+    step(h);
+    h.get_by_role_and_label(role, label).click();
+}
+
 fn meter_percent(h: &Harness<'static, DesktopApp>, label: &str) -> f64 {
     h.get_by_role_and_label(Role::Meter, label)
         .accesskit_node()
@@ -147,16 +155,14 @@ fn sound_processing_switches_and_text_size_are_remembered() {
     open_settings(&mut h);
     let _ = actions(&mut h);
 
-    h.get_by_role_and_label(Role::CheckBox, "Noise suppression")
-        .click();
+    scroll_and_click(&mut h, Role::CheckBox, "Noise suppression");
     let expected = Prefs {
         noise_suppression: false,
         echo_cancellation: true,
         text_scale: 1.2,
     };
     assert_eq!(actions(&mut h), vec![UiAction::SetPrefs(expected)]);
-    h.get_by_role_and_label(Role::CheckBox, "Echo cancellation")
-        .click();
+    scroll_and_click(&mut h, Role::CheckBox, "Echo cancellation");
     let expected = Prefs {
         echo_cancellation: false,
         ..expected

@@ -79,15 +79,18 @@ click 560 637
 typ "Yes, thanks! Are you free for a quick call?"
 xdotool key Return
 sleep 4
+click 336 19 # status message
+typ "Working from home today"
+xdotool key Return
 cli carol chat alice "Lunch tomorrow at noon?" >/dev/null
 shot chat 3
 
 click 940 62 # call Bob (he answers by himself)
 sleep 8
-click 749 84 # mute
+click 631 110 # mute
 xdotool mousemove 600 500
 shot call 1
-click 914 84 # hang up
+click 914 110 # hang up
 sleep 2
 
 cli carol call alice --seconds 30 >/dev/null 2>&1 &
@@ -97,5 +100,5 @@ xdotool key Escape
 sleep 2
 
 click 936 19 # settings
-click 371 458 # run network check
+click 144 360 # run network check
 shot settings 8

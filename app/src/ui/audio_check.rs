@@ -60,7 +60,10 @@ impl MicMonitor {
                 let mut capture = match CpalCapture::open(selection(input.as_deref())) {
                     Ok(capture) => capture,
                     Err(e) => {
-                        report(MicReport::Unavailable(format!("no microphone: {e}")));
+                        tracing::debug!(error = %e, "no microphone for the level meter");
+                        report(MicReport::Unavailable(
+                            "No microphone could be opened".into(),
+                        ));
                         return;
                     }
                 };

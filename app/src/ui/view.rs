@@ -943,108 +943,147 @@ fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
         .open(&mut open)
         .collapsible(false)
         .resizable(false)
-        .default_width(380.0)
+        .default_width(2.0 * SETTINGS_COLUMN_WIDTH + 20.0)
+        .max_width((ui.ctx().content_rect().width() - 20.0).max(200.0))
         .anchor(Align2::CENTER_CENTER, Vec2::ZERO)
         .show(ui.ctx(), |ui| {
-            section_heading(ui, "Account");
-            egui::Grid::new("settings-account")
-                .num_columns(2)
+            let screen = ui.ctx().content_rect();
+            // Two columns when they fit (account and network left, sound right), else one;
+            // long pages scroll, so large text never pushes controls off the screen.
+            let two_columns = screen.width() >= 2.0 * SETTINGS_COLUMN_WIDTH + 80.0;
+            ScrollArea::vertical()
+                .max_height((screen.height() - 90.0).max(120.0))
                 .show(ui, |ui| {
-                    ui.label("Signed in as");
-                    ui.label(
-                        RichText::new(model.me.as_ref().map(|u| u.as_str()).unwrap_or("-"))
-                            .strong(),
-                    );
-                    ui.end_row();
-                    if let Some(network) = &model.network {
-                        ui.label("Login server");
-                        ui.label(if network.embedded {
-                            format!("{} (built-in local network)", network.login_server)
-                        } else {
-                            network.login_server.clone()
+                    if two_columns {
+                        ui.horizontal_top(|ui| {
+                            settings_column_ui(ui, |ui| settings_left_ui(ui, model));
+                            ui.separator();
+                            settings_column_ui(ui, |ui| settings_right_ui(ui, model, now));
                         });
-                        ui.end_row();
+                    } else {
+                        settings_column_ui(ui, |ui| {
+                            settings_left_ui(ui, model);
+                            ui.separator();
+                            settings_right_ui(ui, model, now);
+                        });
                     }
                 });
-            password_form_ui(ui, model);
-            if ui.button("Log out").clicked() {
-                model.log_out();
-                return;
-            }
-            if let Some(echo) = model.network.as_ref().and_then(|n| n.echo_user.clone()) {
-                ui.separator();
-                section_heading(ui, "Sound test");
-                ui.horizontal(|ui| {
-                    let call = ui.add_enabled(
-                        model.call.is_none(),
-                        Button::new(format!("Call the echo test service ({echo})")),
-                    );
-                    if call.clicked() {
-                        model.dial(now, echo.clone());
-                        model.close_settings();
-                    }
-                });
-            }
-            ui.separator();
-            section_heading(ui, "Sound cards");
-            devices_ui(ui, model);
-            sound_check_ui(ui, model);
-            ui.separator();
-            section_heading(ui, "Sound processing and display");
-            prefs_ui(ui, model);
-            ui.separator();
-            section_heading(ui, "Network (NAT)");
-            ui.horizontal(|ui| {
-                let run = ui.add_enabled(!model.netcheck_pending, Button::new("Run network check"));
-                if run.clicked() {
-                    model.run_netcheck();
-                }
-                if model.netcheck_pending {
-                    ui.spinner();
-                }
-            });
-            if let Some(error) = &model.netcheck_error {
-                ui.label(RichText::new(error).color(theme::DANGER));
-            }
-            if let Some(nat) = &model.nat {
-                egui::Grid::new("settings-nat")
-                    .num_columns(2)
-                    .show(ui, |ui| {
-                        let rows = [
-                            ("NAT type", nat.nat_type.clone()),
-                            ("UDP", if nat.udp { "works" } else { "blocked" }.to_string()),
-                            (
-                                "Public address",
-                                nat.public_addr.clone().unwrap_or_else(|| "-".into()),
-                            ),
-                            ("Mapping", nat.mapping.clone()),
-                            ("Filtering", nat.filtering.clone()),
-                            (
-                                "Hairpinning",
-                                match nat.hairpin {
-                                    Some(true) => "yes",
-                                    Some(false) => "no",
-                                    None => "unknown",
-                                }
-                                .to_string(),
-                            ),
-                            (
-                                "Supernode round trip",
-                                nat.supernode_rtt_ms
-                                    .map_or_else(|| "-".into(), |ms| format!("{ms:.0} ms")),
-                            ),
-                        ];
-                        for (name, value) in rows {
-                            ui.label(name);
-                            ui.label(RichText::new(value).strong());
-                            ui.end_row();
-                        }
-                    });
-            }
         });
     if !open {
         model.close_settings();
     }
+}
+
+/// The settings page's account and network sections.
+fn settings_left_ui(ui: &mut egui::Ui, model: &mut UiModel) {
+    section_heading(ui, "Account");
+    egui::Grid::new("settings-account")
+        .num_columns(2)
+        .show(ui, |ui| {
+            ui.label("Signed in as");
+            ui.label(RichText::new(model.me.as_ref().map(|u| u.as_str()).unwrap_or("-")).strong());
+            ui.end_row();
+            if let Some(network) = &model.network {
+                ui.label("Login server");
+                ui.label(if network.embedded {
+                    format!("{} (built-in local network)", network.login_server)
+                } else {
+                    network.login_server.clone()
+                });
+                ui.end_row();
+            }
+        });
+    password_form_ui(ui, model);
+    if ui.button("Log out").clicked() {
+        model.log_out();
+        return;
+    }
+    ui.separator();
+    section_heading(ui, "Network (NAT)");
+    ui.horizontal(|ui| {
+        let run = ui.add_enabled(!model.netcheck_pending, Button::new("Run network check"));
+        if run.clicked() {
+            model.run_netcheck();
+        }
+        if model.netcheck_pending {
+            ui.spinner();
+        }
+    });
+    if let Some(error) = &model.netcheck_error {
+        ui.label(RichText::new(error).color(theme::DANGER));
+    }
+    if let Some(nat) = &model.nat {
+        egui::Grid::new("settings-nat")
+            .num_columns(2)
+            .show(ui, |ui| {
+                let rows = [
+                    ("NAT type", nat.nat_type.clone()),
+                    ("UDP", if nat.udp { "works" } else { "blocked" }.to_string()),
+                    (
+                        "Public address",
+                        nat.public_addr.clone().unwrap_or_else(|| "-".into()),
+                    ),
+                    ("Mapping", nat.mapping.clone()),
+                    ("Filtering", nat.filtering.clone()),
+                    (
+                        "Hairpinning",
+                        match nat.hairpin {
+                            Some(true) => "yes",
+                            Some(false) => "no",
+                            None => "unknown",
+                        }
+                        .to_string(),
+                    ),
+                    (
+                        "Supernode round trip",
+                        nat.supernode_rtt_ms
+                            .map_or_else(|| "-".into(), |ms| format!("{ms:.0} ms")),
+                    ),
+                ];
+                for (name, value) in rows {
+                    ui.label(name);
+                    ui.label(RichText::new(value).strong());
+                    ui.end_row();
+                }
+            });
+    }
+}
+
+/// The settings page's sound sections.
+fn settings_right_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
+    if let Some(echo) = model.network.as_ref().and_then(|n| n.echo_user.clone()) {
+        section_heading(ui, "Sound test");
+        ui.horizontal(|ui| {
+            let call = ui.add_enabled(
+                model.call.is_none(),
+                Button::new(format!("Call the echo test service ({echo})")),
+            );
+            if call.clicked() {
+                model.dial(now, echo.clone());
+                model.close_settings();
+            }
+        });
+    }
+    section_heading(ui, "Sound cards");
+    devices_ui(ui, model);
+    sound_check_ui(ui, model);
+    ui.separator();
+    section_heading(ui, "Sound processing and display");
+    prefs_ui(ui, model);
+}
+
+/// The width of one column of the settings page.
+const SETTINGS_COLUMN_WIDTH: f32 = 400.0;
+
+fn settings_column_ui(ui: &mut egui::Ui, add_contents: impl FnOnce(&mut egui::Ui)) {
+    ui.allocate_ui_with_layout(
+        Vec2::new(SETTINGS_COLUMN_WIDTH, 0.0),
+        Layout::top_down(Align::Min),
+        |ui| {
+            ui.set_width(SETTINGS_COLUMN_WIDTH);
+            add_contents(ui);
+        },
+    );
 }
 
 /// The microphone and speaker pickers; a pick goes to [`UiModel::choose_devices`].
@@ -1063,7 +1102,7 @@ fn sound_check_ui(ui: &mut egui::Ui, model: &mut UiModel) {
         level_meter_ui(ui, "Mic", "Microphone level", model.mic_level, false)
             .on_hover_text("Speak: the bar should move");
         if let Some(error) = &model.mic_error {
-            ui.label(RichText::new(error).color(theme::DANGER));
+            ui.add(egui::Label::new(RichText::new(error).color(theme::DANGER)).wrap());
         }
     });
     ui.horizontal(|ui| {
