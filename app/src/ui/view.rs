@@ -948,26 +948,26 @@ fn settings_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
         .anchor(Align2::CENTER_CENTER, Vec2::ZERO)
         .show(ui.ctx(), |ui| {
             let screen = ui.ctx().content_rect();
-            // Two columns when they fit (account and network left, sound right), else one;
-            // long pages scroll, so large text never pushes controls off the screen.
+            // Two columns when they fit (account and network left, sound right), else one
+            // that scrolls, so large text never pushes controls off the screen.
             let two_columns = screen.width() >= 2.0 * SETTINGS_COLUMN_WIDTH + 80.0;
-            ScrollArea::vertical()
-                .max_height((screen.height() - 90.0).max(120.0))
-                .show(ui, |ui| {
-                    if two_columns {
-                        ui.horizontal_top(|ui| {
-                            settings_column_ui(ui, |ui| settings_left_ui(ui, model));
-                            ui.separator();
-                            settings_column_ui(ui, |ui| settings_right_ui(ui, model, now));
-                        });
-                    } else {
+            if two_columns {
+                ui.horizontal_top(|ui| {
+                    settings_column_ui(ui, |ui| settings_left_ui(ui, model));
+                    ui.separator();
+                    settings_column_ui(ui, |ui| settings_right_ui(ui, model, now));
+                });
+            } else {
+                ScrollArea::vertical()
+                    .max_height((screen.height() - 90.0).max(120.0))
+                    .show(ui, |ui| {
                         settings_column_ui(ui, |ui| {
                             settings_left_ui(ui, model);
                             ui.separator();
                             settings_right_ui(ui, model, now);
                         });
-                    }
-                });
+                    });
+            }
         });
     if !open {
         model.close_settings();
