@@ -990,3 +990,19 @@ fn calls_and_messages_notify_the_desktop_only_while_the_window_is_in_the_backgro
         }]
     );
 }
+
+#[test]
+fn ctrl_f_focuses_the_search_box_and_enter_searches() {
+    let mut h = logged_in();
+    assert!(!h.get_by_label("Search contacts").is_focused());
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::F);
+    step(&mut h);
+    assert!(h.get_by_label("Search contacts").is_focused());
+    h.get_by_label("Search contacts").type_text("bo");
+    step(&mut h);
+    h.key_press(egui::Key::Enter);
+    assert_eq!(
+        actions(&mut h),
+        vec![UiAction::Search { query: "bo".into() }]
+    );
+}
