@@ -82,6 +82,8 @@ const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const TCP_WRITE_QUEUE: usize = 128;
 /// Bytes read from the relay's TCP connection at once.
 const TCP_READ_CHUNK_BYTES: usize = 4096;
+/// How long [`MediaPath::close`] waits for the relay allocation's release to leave.
+const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
 /// A TURN server and the long-term credentials minted for it (the supernode's
 /// `TurnCredentials`: `urls` like `turn:IP:PORT?transport=udp`).
@@ -265,7 +267,8 @@ enum Command {
     TurnCredentials { username: String, password: String },
 }
 
-/// One call's media path. Keep it for the whole call: dropping it stops the path.
+/// One call's media path. Keep it for the whole call: dropping it stops the path, and
+/// [`MediaPath::close`] also waits until its relay allocation is given back.
 #[derive(Debug)]
 pub struct MediaPath {
     local: IceCredentials,
@@ -274,6 +277,8 @@ pub struct MediaPath {
     idle: Option<Idle>,
     pending_remote: Vec<NatCandidate>,
     commands: Option<mpsc::Sender<Command>>,
+    /// The started path's task; it releases the allocation when `commands` closes.
+    task: Option<JoinHandle<()>>,
     local_addr: SocketAddr,
 }
 
@@ -441,10 +446,32 @@ impl MediaPath {
                 idle: Some(Idle { socket, turn }),
                 pending_remote: Vec::new(),
                 commands: None,
+                task: None,
                 local_addr,
             },
             signalled,
         ))
+    }
+
+    /// Stops the path and gives its relay allocation back (a Refresh with lifetime 0),
+    /// waiting at most half a second for that to leave: a process that exits right after
+    /// a call must not leave the allocation to expire on the TURN server (coturn keeps an
+    /// abandoned one for its whole lifetime). A dropped path releases too, but nothing
+    /// waits for it.
+    pub async fn close(mut self) {
+        self.commands = None;
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(CLOSE_WAIT, task).await;
+        } else if let Some(Idle {
+            socket,
+            turn: Some(mut relay),
+        }) = self.idle.take()
+        {
+            // Gathered but never started (the call ended first).
+            if relay.client.release(Instant::now().into_std()).is_ok() {
+                let _ = tokio::time::timeout(CLOSE_WAIT, relay.flush(&socket)).await;
+            }
+        }
     }
 
     /// The call socket's bound address.
@@ -498,7 +525,7 @@ impl MediaPath {
             .chain(remote_candidates.iter().map(from_proto))
             .collect();
         driver.add_remote(now, remote);
-        tokio::spawn(driver.run(out_rx, cmd_rx));
+        self.task = Some(tokio::spawn(driver.run(out_rx, cmd_rx)));
         self.commands = Some(cmd_tx);
         Ok(PathChannels {
             outgoing: out_tx,

@@ -46,7 +46,8 @@ use proto::{CallId, Credential, PublicKey, UnixTime, UserName};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 /// How long `call_ended` waits for the audio to stop and flush.
@@ -225,10 +226,28 @@ pub(crate) struct CallGlue {
     outputs: VecDeque<Event>,
     turn: Option<TurnCredentials>,
     inputs: mpsc::Sender<CallInput>,
+    /// Paths of ended legs, lingering for the repeated hang-up and then closed; the engine
+    /// waits for them at shutdown so their relay allocations are given back.
+    closing_paths: JoinSet<()>,
+    /// Set at shutdown: lingering paths close at once.
+    stopping: watch::Sender<bool>,
 }
 
 fn call_error(e: CallError) -> EngineError {
     EngineError::Call(e.to_string())
+}
+
+/// Closes `path` after [`CONTROL_LINGER`] (at once when `stopping` turns true).
+fn close_path_later(closing: &mut JoinSet<()>, stopping: &watch::Sender<bool>, path: MediaPath) {
+    while closing.try_join_next().is_some() {}
+    let mut stopping = stopping.subscribe();
+    closing.spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(CONTROL_LINGER) => {}
+            _ = stopping.wait_for(|stopping| *stopping) => {}
+        }
+        path.close().await;
+    });
 }
 
 fn millis(d: Duration) -> u64 {
@@ -250,7 +269,17 @@ impl CallGlue {
             outputs: VecDeque::new(),
             turn: None,
             inputs,
+            closing_paths: JoinSet::new(),
+            stopping: watch::channel(false).0,
         }
+    }
+
+    /// At shutdown, after the calls ended: closes every lingering path now and waits
+    /// (bounded) until each has given its relay allocation back.
+    pub(crate) async fn close_paths(&mut self) {
+        self.stopping.send_replace(true);
+        let all = async { while self.closing_paths.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(1), all).await;
     }
 
     /// Uses these sound cards from the next call on (a running call keeps its own).
@@ -430,6 +459,11 @@ impl CallGlue {
                     .filter(|info| info.ended.is_none())
                     .and_then(|info| info.legs.get_mut(&peer))
                 else {
+                    // The leg ended while its path was being gathered: give back the
+                    // relay allocation it may already hold.
+                    if let Ok((path, _)) = *result {
+                        close_path_later(&mut self.closing_paths, &self.stopping, path);
+                    }
                     return;
                 };
                 match *result {
@@ -943,12 +977,9 @@ impl CallGlue {
             return;
         }
         let mut leg = info.legs.remove(peer).unwrap_or_default();
-        // Dropping the path stops its task; it lingers so the repeated hang-up can use it.
+        // It lingers so the repeated hang-up can use it.
         if let Some(path) = leg.path.take() {
-            tokio::spawn(async move {
-                tokio::time::sleep(CONTROL_LINGER).await;
-                drop(path);
-            });
+            close_path_later(&mut self.closing_paths, &self.stopping, path);
         }
         let (reason, detail) = match leg.failure.take() {
             Some(failure) => (EndReason::Failed, Some(failure)),

@@ -729,6 +729,7 @@ impl Actor {
             }
         };
         let _ = tokio::time::timeout(Duration::from_millis(2500), drain).await;
+        self.calls.close_paths().await;
         self.homing.shutdown();
         self.pump().await;
         // The history (cloned: the chat core is not `Sync`, so no borrow of the service may
