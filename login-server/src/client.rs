@@ -243,6 +243,23 @@ impl LoginConnection {
         credential_of(self.as_user(credential, UserRequest::Refresh).await?)
     }
 
+    /// Changes the display name; the answer is a fresh credential carrying it.
+    pub async fn set_display_name(
+        &self,
+        credential: &SignedCredential,
+        display_name: &DisplayName,
+    ) -> Result<SignedCredential, ClientError> {
+        credential_of(
+            self.as_user(
+                credential,
+                UserRequest::SetDisplayName {
+                    display_name: display_name.clone(),
+                },
+            )
+            .await?,
+        )
+    }
+
     pub async fn contacts(
         &self,
         credential: &SignedCredential,

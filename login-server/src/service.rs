@@ -137,6 +137,7 @@ pub fn client_request_kind(request: &ClientToLogin) -> &'static str {
             UserRequest::AckMailbox { .. } => "mailbox_ack",
             UserRequest::Lookup { .. } => "lookup",
             UserRequest::Search { .. } => "search",
+            UserRequest::SetDisplayName { .. } => "display_name",
         },
     }
 }
@@ -506,7 +507,50 @@ impl LoginService {
             UserRequest::Search { query, limit } => {
                 Ok(LoginToClient::Users(self.search(&query, limit).await?))
             }
+            UserRequest::SetDisplayName { display_name } => {
+                self.set_display_name(peer, &me.user, &display_name).await
+            }
         }
+    }
+
+    /// Renames `user` (the name was validated when the request was decoded) and answers
+    /// with a fresh credential carrying the new name. Every change counts against a
+    /// per-account budget, as registrations do per address, so a stolen credential cannot
+    /// churn the search index.
+    async fn set_display_name(
+        &self,
+        peer: &Peer,
+        user: &UserName,
+        display_name: &DisplayName,
+    ) -> Result<LoginToClient, LoginError> {
+        let key = format!("dname:{user}");
+        if let Err(retry) = self
+            .inner
+            .store
+            .throttle_attempt(
+                &[(&key, ThrottlePolicy::DISPLAY_NAME_CHANGES)],
+                self.now_millis(),
+            )
+            .await?
+        {
+            metrics::counter!("login_throttled_total", "kind" => "display_name").increment(1);
+            return Err(LoginError::Throttled {
+                retry_after_secs: retry.secs(),
+            });
+        }
+        if !self
+            .inner
+            .store
+            .set_display_name(user, display_name)
+            .await?
+        {
+            return Err(LoginError::NotAuthenticated(
+                "account no longer exists".into(),
+            ));
+        }
+        let credential = self.issue_and_record(user, display_name, peer.key).await?;
+        tracing::debug!(%user, "display name changed");
+        Ok(LoginToClient::LoggedIn { credential })
     }
 
     async fn contact(

@@ -225,6 +225,23 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Renames an account, keeping the lower-cased copy that prefix search reads in step;
+    /// `false` when there is no such account.
+    pub async fn set_display_name(
+        &self,
+        name: &UserName,
+        display_name: &DisplayName,
+    ) -> Result<bool, StoreError> {
+        let result =
+            sqlx::query("UPDATE users SET display_name = $1, display_lower = $2 WHERE name = $3")
+                .bind(display_name.as_str())
+                .bind(display_name.as_str().to_lowercase())
+                .bind(name.as_str())
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     pub async fn user(&self, name: &UserName) -> Result<Option<UserRecord>, StoreError> {
         let row = sqlx::query("SELECT display_name, password_hash FROM users WHERE name = $1")
             .bind(name.as_str())

@@ -15,5 +15,6 @@ async fn login_server_works_on_postgres() {
     scenarios::register_login_restart(Some(pg.database().await)).await;
     scenarios::password_change_revokes(Some(pg.database().await)).await;
     scenarios::search_contacts_mailbox(Some(pg.database().await)).await;
+    scenarios::display_name_change(Some(pg.database().await)).await;
     scenarios::two_servers_share_one_database(pg.database().await).await;
 }

@@ -218,6 +218,12 @@ pub enum UserRequest {
     Lookup { user: UserName } = 11,
     /// Kind 12: exact user name or display-name prefix ([`LoginToClient::Users`]).
     Search { query: String, limit: u16 } = 12,
+    /// Kind 13: change the user's display name (the same rules as at registration: at most
+    /// [`DisplayName::MAX_CHARS`] characters, no control or invisible formatting
+    /// characters). Credentials carry the display name, so the answer is a fresh credential
+    /// for this device with the new name ([`LoginToClient::LoggedIn`]); older credentials
+    /// stay valid until they expire. Throttled per account.
+    SetDisplayName { display_name: DisplayName } = 13,
 }
 
 /// An end-to-end encrypted message waiting for an offline user. The login server sees only
@@ -591,6 +597,46 @@ mod tests {
             LoginError::from(DecodeError::UnknownKind(99)),
             LoginError::UnknownKind { kind: 99 }
         );
+    }
+
+    #[test]
+    fn a_display_name_change_follows_the_registration_rules_on_the_wire() {
+        let ClientToLogin::AsUser { credential, .. } = sample_requests().swap_remove(3) else {
+            unreachable!("sample 3 is AsUser")
+        };
+        let request = ClientToLogin::AsUser {
+            credential,
+            request: UserRequest::SetDisplayName {
+                display_name: DisplayName::new("Zoë 🎧").expect("valid"),
+            },
+        };
+        let body = postcard::to_allocvec(&request).expect("encode");
+        assert_eq!(decode_client_to_login(&body), Ok(request.clone()));
+        // The same name with a control character spliced in (same byte length): the
+        // decoder refuses it as it would in a registration.
+        let at = body
+            .windows(2)
+            .position(|w| w == "ë".as_bytes())
+            .expect("name bytes");
+        let mut bad = body.clone();
+        bad[at] = 0x1b;
+        bad[at + 1] = b'x';
+        assert!(decode_client_to_login(&bad).is_err());
+        let with_name = |name: String| {
+            postcard::to_allocvec(&(4u8, credential_bytes_of(&request), 13u8, name))
+                .expect("encode")
+        };
+        let longest = with_name("é".repeat(DisplayName::MAX_CHARS));
+        assert!(decode_client_to_login(&longest).is_ok());
+        let long = with_name("é".repeat(DisplayName::MAX_CHARS + 1));
+        assert!(decode_client_to_login(&long).is_err());
+    }
+
+    fn credential_bytes_of(request: &ClientToLogin) -> SignedCredential {
+        match request {
+            ClientToLogin::AsUser { credential, .. } => credential.clone(),
+            _ => unreachable!("an AsUser request"),
+        }
     }
 
     #[test]

@@ -45,6 +45,10 @@ impl ThrottlePolicy {
         max_failures_per_window: 300,
     };
 
+    /// Display-name changes per account: every change counts; 20 per hour is plenty for
+    /// a person and bounds how fast one account can churn the search index.
+    pub const DISPLAY_NAME_CHANGES: Self = Self::registrations(20);
+
     /// Registrations per source address: every registration counts; `per_hour` of them.
     pub const fn registrations(per_hour: u32) -> Self {
         Self {

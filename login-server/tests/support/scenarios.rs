@@ -285,3 +285,103 @@ pub async fn search_contacts_mailbox(database: Option<String>) {
     );
     server.shutdown().await;
 }
+
+/// A user renames themself: the answer is a credential with the new name, searches and
+/// lookups at the login server find the new name (not the old one), a contact's buddy list
+/// shows it, the next login carries it, changes are throttled per account. (Invalid names are
+/// refused by the decoder: proto's login tests.)
+pub async fn display_name_change(database: Option<String>) {
+    use proto::login::UserRequest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), database).await;
+    let device = Device::new();
+    let conn = device.connect(&server).await;
+    for (name, shown) in [("carol", "Carol Old"), ("dave", "Dave")] {
+        conn.register(&user(name), &display(shown), &password("a good password"))
+            .await
+            .expect("register");
+    }
+    let carol = conn
+        .login(&user("carol"), &password("a good password"))
+        .await
+        .expect("login");
+    let dave = conn
+        .login(&user("dave"), &password("a good password"))
+        .await
+        .expect("login");
+    conn.contact_change(
+        &dave,
+        UserRequest::AddContact {
+            user: user("carol"),
+        },
+    )
+    .await
+    .expect("add");
+    let fresh = conn
+        .set_display_name(&carol, &display("Xenia Nova"))
+        .await
+        .expect("rename");
+    let claims = fresh
+        .verify(&server.authority_key(), now())
+        .expect("signed by the authority");
+    assert_eq!(claims.display_name.as_str(), "Xenia Nova");
+    assert_eq!(claims.user, user("carol"));
+    let found = conn.search(&dave, "xenia", 10).await.expect("search");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].user, user("carol"));
+    assert_eq!(found[0].display_name.as_str(), "Xenia Nova");
+    assert!(
+        conn.search(&dave, "carol old", 10)
+            .await
+            .expect("search")
+            .is_empty(),
+        "the old name is no longer searchable"
+    );
+    let info = conn
+        .lookup(&dave, &user("carol"))
+        .await
+        .expect("lookup")
+        .expect("carol exists");
+    assert_eq!(info.display_name.as_str(), "Xenia Nova");
+    let listed = conn.contacts(&dave).await.expect("list");
+    assert_eq!(listed[0].display_name.as_str(), "Xenia Nova");
+    let relogged = conn
+        .login(&user("carol"), &password("a good password"))
+        .await
+        .expect("login");
+    assert_eq!(
+        relogged
+            .claims_unverified()
+            .expect("claims")
+            .display_name
+            .as_str(),
+        "Xenia Nova"
+    );
+    // The old credential still works (a rename is no reason to log other devices out).
+    conn.contacts(&carol)
+        .await
+        .expect("old credential still valid");
+    // Throttled per account after the hourly budget, with a retry time.
+    let mut throttled = None;
+    for i in 0..25 {
+        match conn
+            .set_display_name(&fresh, &display(&format!("Name {i}")))
+            .await
+        {
+            Ok(_) => {}
+            Err(ClientError::Server(LoginError::Throttled { retry_after_secs })) => {
+                throttled = Some((i, retry_after_secs));
+                break;
+            }
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    let (at, retry_after_secs) = throttled.expect("display-name changes are throttled");
+    assert!(at >= 10, "throttled too early, after {at} changes");
+    assert!(retry_after_secs > 0);
+    // Another account is not affected.
+    conn.set_display_name(&dave, &display("David"))
+        .await
+        .expect("dave's budget is his own");
+    server.shutdown().await;
+}
