@@ -26,8 +26,16 @@
 //! path is assumed symmetric. For the same reason the round-trip time is an input
 //! ([`CallMedia::set_rtt`], from the path layer).
 //!
+//! Capture processing ([`CaptureOptions`]): each captured frame goes through
+//! [`media::dsp::CaptureProcessor`] (AEC3 echo cancellation, then RNNoise noise
+//! suppression) on the audio thread before it is encoded; the echo canceller's far-end
+//! reference is the frame handed to the speaker in the same tick. Both stages are on by
+//! default for sound-card microphones and off for WAV, silence and echo sources, whose
+//! audio must arrive unchanged; [`CallMedia::set_capture`] switches them during a call.
+//! The processor is built before the thread starts; per frame it only computes.
+//!
 //! Not here: signalling, key agreement, the path itself (the engine passes datagram
-//! channels), noise suppression and echo cancellation.
+//! channels).
 
 mod echo;
 mod worker;
@@ -120,6 +128,41 @@ pub enum Source {
     EchoRecordFor(Duration),
 }
 
+/// Which cleaning stages run on each captured frame before it is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaptureOptions {
+    /// RNNoise noise suppression (adds 10 ms of delay while on).
+    pub noise_suppression: bool,
+    /// AEC3 echo cancellation against what the speaker plays.
+    pub echo_cancellation: bool,
+}
+
+impl CaptureOptions {
+    /// Both stages on.
+    pub const ON: CaptureOptions = CaptureOptions {
+        noise_suppression: true,
+        echo_cancellation: true,
+    };
+    /// The captured audio is sent as it is.
+    pub const OFF: CaptureOptions = CaptureOptions {
+        noise_suppression: false,
+        echo_cancellation: false,
+    };
+
+    /// On for a sound card (a room, maybe without a headset), off for files, silence
+    /// and the echo modes (their audio must arrive unchanged).
+    pub fn default_for(source: &Source) -> CaptureOptions {
+        match source {
+            Source::Device(_) => CaptureOptions::ON,
+            Source::Wav(_)
+            | Source::Silence
+            | Source::Echo
+            | Source::EchoRecord
+            | Source::EchoRecordFor(_) => CaptureOptions::OFF,
+        }
+    }
+}
+
 /// Where the speaker signal goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
@@ -158,6 +201,8 @@ pub struct CallMediaConfig {
     pub source: Source,
     /// The speaker.
     pub sink: Sink,
+    /// Capture processing; `None`: [`CaptureOptions::default_for`] the source.
+    pub capture: Option<CaptureOptions>,
 }
 
 impl CallMediaConfig {
@@ -180,7 +225,14 @@ impl CallMediaConfig {
             },
             source,
             sink,
+            capture: None,
         }
+    }
+
+    /// The same call with these capture processing stages.
+    pub fn with_capture(mut self, capture: CaptureOptions) -> Self {
+        self.capture = Some(capture);
+        self
     }
 }
 
@@ -205,6 +257,9 @@ pub enum CallMediaError {
     /// The audio thread could not be started, or is gone.
     #[error("audio thread: {0}")]
     Thread(String),
+    /// The capture processing (echo canceller) could not be set up.
+    #[error("capture processing: {0}")]
+    Capture(#[from] media::dsp::EchoError),
     /// A conference carries at most [`MAX_LEGS`] legs.
     #[error("a call carries at most {MAX_LEGS} legs")]
     TooManyLegs,
@@ -299,6 +354,9 @@ struct Shared {
     /// `fetch_max` keeps the peak without a lock.
     input_peak_bits: AtomicU32,
     output_peak_bits: AtomicU32,
+    /// The wanted capture processing stages (the thread switches its processor to match).
+    noise_suppression: AtomicBool,
+    echo_cancellation: AtomicBool,
 }
 
 /// Peak levels (0.0 = silence, 1.0 = full scale) for level meters.
@@ -332,23 +390,47 @@ impl CallMedia {
         let started = Instant::now();
         let (leg, forwarder) = prepare_leg(&runtime, config.leg)?;
         let endpoints = worker::open_endpoints(&config.source, &config.sink)?;
+        let capture = config
+            .capture
+            .unwrap_or_else(|| CaptureOptions::default_for(&config.source));
         let shared = Arc::new(Shared::default());
+        shared
+            .noise_suppression
+            .store(capture.noise_suppression, Ordering::Relaxed);
+        shared
+            .echo_cancellation
+            .store(capture.echo_cancellation, Ordering::Relaxed);
         let (commands, command_rx) = std::sync::mpsc::sync_channel(MAX_LEGS * 2);
         let (stats_tx, stats) = watch::channel(CallMediaStats::default());
         let (done_tx, done) = oneshot::channel();
         let first = LegId(1);
-        let worker = worker::Worker::new(
-            endpoints,
-            config.source,
-            shared.clone(),
-            command_rx,
-            stats_tx,
-            started,
-            (first, leg),
-        );
+        let (ready_tx, ready) = std::sync::mpsc::sync_channel(1);
+        let thread_shared = shared.clone();
+        let source = config.source;
         std::thread::Builder::new()
             .name("call-media".into())
             .spawn(move || {
+                // AEC3 is not `Send`: the processor lives and dies on the audio thread.
+                let processor = match media::dsp::CaptureProcessor::new(
+                    capture.echo_cancellation,
+                    capture.noise_suppression,
+                ) {
+                    Ok(processor) => processor,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let worker = worker::Worker::new(
+                    endpoints,
+                    (source, processor),
+                    thread_shared,
+                    command_rx,
+                    stats_tx,
+                    started,
+                    (first, leg),
+                );
                 let final_stats = worker.run();
                 let _ = done_tx.send(final_stats);
             })
@@ -356,6 +438,14 @@ impl CallMedia {
                 forwarder.abort();
                 CallMediaError::Thread(e.to_string())
             })?;
+        let started_ok = ready
+            .recv()
+            .map_err(|_| CallMediaError::Thread("the audio thread ended at start".into()))
+            .and_then(|built| built.map_err(CallMediaError::from));
+        if let Err(e) = started_ok {
+            forwarder.abort();
+            return Err(e);
+        }
         Ok(CallMedia {
             shared,
             commands,
@@ -375,6 +465,16 @@ impl CallMedia {
     /// Mutes the microphone (silence frames keep flowing at 50 packets/s) or unmutes.
     pub fn set_muted(&self, muted: bool) {
         self.shared.muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// Switches capture processing during the call (applied from the next frame).
+    pub fn set_capture(&self, capture: CaptureOptions) {
+        self.shared
+            .noise_suppression
+            .store(capture.noise_suppression, Ordering::Relaxed);
+        self.shared
+            .echo_cancellation
+            .store(capture.echo_cancellation, Ordering::Relaxed);
     }
 
     /// The round-trip time of the path, for the quality estimate.

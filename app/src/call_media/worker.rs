@@ -9,6 +9,7 @@ use media::device::{
     AudioSink, AudioSource, CpalCapture, CpalPlayback, FRAME_DURATION, Frame, FrameSink,
     PacedSource, SILENCE, SilenceSource, WavFileSource, WavRecorder,
 };
+use media::dsp::CaptureProcessor;
 use media::mixer::soft_limit;
 use media::pipeline::MediaReceiver;
 use media::sender::{MediaSender, SendMode};
@@ -210,6 +211,9 @@ enum Mode {
 pub(super) struct Worker {
     endpoints: Endpoints,
     mode: Mode,
+    processor: CaptureProcessor,
+    /// Frames the processor refused (sent unprocessed).
+    capture_failures: u64,
     shared: Arc<Shared>,
     commands: std::sync::mpsc::Receiver<Command>,
     stats: watch::Sender<CallMediaStats>,
@@ -227,7 +231,7 @@ pub(super) struct Worker {
 impl Worker {
     pub(super) fn new(
         endpoints: Endpoints,
-        source: Source,
+        (source, processor): (Source, CaptureProcessor),
         shared: Arc<Shared>,
         commands: std::sync::mpsc::Receiver<Command>,
         stats: watch::Sender<CallMediaStats>,
@@ -243,6 +247,8 @@ impl Worker {
         Self {
             endpoints,
             mode,
+            processor,
+            capture_failures: 0,
             shared,
             commands,
             stats,
@@ -350,6 +356,16 @@ impl Worker {
                 leg.flush();
             }
         }
+        let noise_suppression = self.shared.noise_suppression.load(Ordering::Relaxed);
+        if noise_suppression != self.processor.noise_suppression() {
+            self.processor.set_noise_suppression(noise_suppression);
+        }
+        let echo_cancellation = self.shared.echo_cancellation.load(Ordering::Relaxed);
+        if echo_cancellation != self.processor.echo_cancellation()
+            && let Err(e) = self.processor.set_echo_cancellation(echo_cancellation)
+        {
+            tracing::warn!(error = %e, "echo cancellation not switched");
+        }
         let rtt_micros = self.shared.rtt_micros.load(Ordering::Relaxed);
         if rtt_micros != self.rtt_micros {
             self.rtt_micros = rtt_micros;
@@ -374,6 +390,9 @@ impl Worker {
         }
         self.endpoints.speaker.play(&self.speaker);
         self.record_levels();
+        if matches!(self.mode, Mode::Microphone) {
+            self.clean_microphone();
+        }
         self.send_all(now);
         self.ticks += 1;
         if self.ticks.is_multiple_of(FEEDBACK_TICKS) {
@@ -392,6 +411,17 @@ impl Worker {
         if self.ticks.is_multiple_of(STATS_TICKS) {
             let snapshot = self.snapshot();
             self.stats.send_replace(snapshot);
+        }
+    }
+
+    /// Echo cancellation against this tick's speaker frame, then noise suppression.
+    fn clean_microphone(&mut self) {
+        self.processor.handle_render_frame(&self.speaker);
+        if let Err(e) = self.processor.process_capture_frame(&mut self.mic) {
+            self.capture_failures += 1;
+            if self.capture_failures.is_power_of_two() {
+                tracing::warn!(error = %e, failures = self.capture_failures, "capture processing failed");
+            }
         }
     }
 

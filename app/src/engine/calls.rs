@@ -32,7 +32,8 @@
 
 use super::{EngineError, TurnCredentials};
 use crate::call_media::{
-    AudioLevels, CallMedia, CallMediaConfig, LegConfig, LegId, MediaKeys, Sink, Source,
+    AudioLevels, CallMedia, CallMediaConfig, CaptureOptions, LegConfig, LegId, MediaKeys, Sink,
+    Source,
 };
 use crate::events::{CallStats, EndReason, Event, PathKind};
 use crate::media_path::{LocalCandidates, MediaPath, PathConfig, PathError, TurnServer};
@@ -220,6 +221,8 @@ pub(crate) struct CallGlue {
     calls: Calls,
     options: CallOptions,
     devices: CallDevices,
+    /// Noise suppression and echo cancellation for sound-card microphones.
+    capture: CaptureOptions,
     live: BTreeMap<CallId, CallInfo>,
     /// The outgoing media channel of each peer device's path, for call control.
     controls: BTreeMap<(UserName, PublicKey), mpsc::Sender<Vec<u8>>>,
@@ -264,6 +267,7 @@ impl CallGlue {
             calls: Calls::new(crypto, CallConfig::default()),
             options,
             devices: CallDevices::default(),
+            capture: CaptureOptions::ON,
             live: BTreeMap::new(),
             controls: BTreeMap::new(),
             outputs: VecDeque::new(),
@@ -285,6 +289,17 @@ impl CallGlue {
     /// Uses these sound cards from the next call on (a running call keeps its own).
     pub(crate) fn set_devices(&mut self, devices: CallDevices) {
         self.devices = devices;
+    }
+
+    /// Switches noise suppression and echo cancellation, for running calls too. Files,
+    /// silence and the echo modes are never processed (their audio must arrive as is).
+    pub(crate) fn set_capture(&mut self, capture: CaptureOptions) {
+        self.capture = capture;
+        if matches!(self.options.source(&self.devices), Source::Device(_)) {
+            for media in self.live.values().filter_map(|info| info.media.as_ref()) {
+                media.set_capture(capture);
+            }
+        }
     }
 
     pub(crate) fn set_crypto(&mut self, crypto: DeviceCrypto) {
@@ -668,6 +683,7 @@ impl CallGlue {
         let mut failure = None;
         match info.media.as_mut() {
             None => match CallMedia::start(CallMediaConfig {
+                capture: matches!(source, Source::Device(_)).then_some(self.capture),
                 leg: leg_config,
                 source,
                 sink,

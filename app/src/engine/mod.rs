@@ -195,6 +195,7 @@ enum Command {
     SetPresence(PresenceStatus),
     SetStatus(Presence),
     SetDevices(calls::CallDevices),
+    SetCapture(crate::call_media::CaptureOptions),
     TurnCredentials(Reply<TurnCredentials>),
     FetchMailbox,
     Home(Reply<Option<SocketAddr>>),
@@ -224,6 +225,7 @@ impl std::fmt::Debug for Command {
             Self::SetPresence(_) => "SetPresence",
             Self::SetStatus(_) => "SetStatus",
             Self::SetDevices(_) => "SetDevices",
+            Self::SetCapture(_) => "SetCapture",
             Self::TurnCredentials(_) => "TurnCredentials",
             Self::FetchMailbox => "FetchMailbox",
             Self::Home(_) => "Home",
@@ -375,6 +377,18 @@ impl EngineHandle {
     ) -> Result<(), EngineError> {
         self.commands
             .send(Command::SetDevices(calls::CallDevices { input, output }))
+            .await
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Switches noise suppression and echo cancellation of sound-card microphones (the
+    /// settings switches), for running calls and the next ones.
+    pub async fn set_capture(
+        &self,
+        capture: crate::call_media::CaptureOptions,
+    ) -> Result<(), EngineError> {
+        self.commands
+            .send(Command::SetCapture(capture))
             .await
             .map_err(|_| EngineError::Stopped)
     }
@@ -1165,6 +1179,7 @@ impl Actor {
             Command::SetPresence(status) => self.homing.set_presence(Presence::new(status)),
             Command::SetStatus(presence) => self.homing.set_presence(presence),
             Command::SetDevices(devices) => self.calls.set_devices(devices),
+            Command::SetCapture(capture) => self.calls.set_capture(capture),
             Command::TurnCredentials(reply) => {
                 match self.homing.send(ClientToSupernode::TurnCredentialsRequest) {
                     Ok(()) => self.turn_waiters.push(reply),

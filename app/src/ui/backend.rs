@@ -70,6 +70,11 @@ impl NetworkBackend {
                 if let Err(e) = handle.set_devices(devices.input, devices.output).await {
                     sink.error(format!("Sound cards: {e}")).await;
                 }
+                // A broken preferences file was reported at start; calls then use defaults.
+                let prefs = super::prefs::load(self.profile.dir()).unwrap_or_default();
+                if let Err(e) = handle.set_capture(prefs.capture()).await {
+                    sink.error(format!("Sound processing: {e}")).await;
+                }
                 self.forward = Some(tokio::spawn(super::link::forward_events(
                     events,
                     sink.clone(),
@@ -481,6 +486,11 @@ impl Backend for NetworkBackend {
                 if let Err(e) = super::prefs::save(self.profile.dir(), &prefs) {
                     sink.error(format!("Cannot remember the preferences: {e}"))
                         .await;
+                }
+                if let Some(engine) = self.engine()
+                    && let Err(e) = engine.set_capture(prefs.capture()).await
+                {
+                    sink.error(format!("Sound processing: {e}")).await;
                 }
             }
             UiAction::ChangePassword { old, new } => {

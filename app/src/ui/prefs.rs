@@ -2,10 +2,21 @@
 //! kept in the profile directory as `ui-settings.toml`, next to the profile's own
 //! `profile.toml`.
 //!
-//! What it does not do: apply them (the model and the engine do).
+//! What it does not do: apply them (the model applies the text size; the backend hands
+//! [`Prefs::capture`] to the engine, whose calls clean the microphone accordingly).
 
 use super::model::Prefs;
 use std::path::{Path, PathBuf};
+
+impl Prefs {
+    /// The sound-processing switches as the calls' capture processing.
+    pub fn capture(&self) -> crate::call_media::CaptureOptions {
+        crate::call_media::CaptureOptions {
+            noise_suppression: self.noise_suppression,
+            echo_cancellation: self.echo_cancellation,
+        }
+    }
+}
 
 /// The file's name in the profile directory.
 pub const FILE_NAME: &str = "ui-settings.toml";
