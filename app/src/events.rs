@@ -108,6 +108,19 @@ pub enum Event {
         path: PathKind,
         setup_ms: u64,
     },
+    /// Extension: a further participant's leg of a conference this device hosts connected
+    /// (the first leg is announced by `call_connected`).
+    CallParticipantJoined {
+        call_id: String,
+        user: UserName,
+    },
+    /// Extension: one participant's leg of a conference this device hosts ended while the
+    /// call goes on with the others (the last leg's end is `call_ended`).
+    CallParticipantLeft {
+        call_id: String,
+        user: UserName,
+        reason: EndReason,
+    },
     CallPath {
         call_id: String,
         path: PathKind,
@@ -197,6 +210,10 @@ impl Event {
                     PathKind::Relay => "relayed",
                 }
             ),
+            Self::CallParticipantJoined { user, .. } => format!("{user} joined the call"),
+            Self::CallParticipantLeft { user, reason, .. } => {
+                format!("{user} left the call ({})", reason.as_str())
+            }
             Self::CallPath { path, .. } => match path {
                 PathKind::Direct => "call now flows directly".to_string(),
                 PathKind::Relay => "call now flows through a relay".to_string(),
@@ -317,6 +334,34 @@ mod tests {
         assert_eq!(
             line,
             r#"{"event":"presence","user":"bob","status":"busy","message":"in a meeting"}"#
+        );
+    }
+
+    #[test]
+    fn conference_participant_events_are_spelled_like_the_others() {
+        let line = Event::CallParticipantJoined {
+            call_id: "c1".into(),
+            user: user("carol"),
+        }
+        .to_json_line();
+        assert_eq!(
+            line,
+            r#"{"event":"call_participant_joined","call_id":"c1","user":"carol"}"#
+        );
+        let line = Event::CallParticipantLeft {
+            call_id: "c1".into(),
+            user: user("bob"),
+            reason: EndReason::Hangup,
+        }
+        .to_json_line();
+        assert_eq!(
+            line,
+            r#"{"event":"call_participant_left","call_id":"c1","user":"bob","reason":"hangup"}"#
+        );
+        let back: Event = serde_json::from_str(&line).expect("parses back");
+        assert!(
+            matches!(back, Event::CallParticipantLeft { .. }),
+            "{back:?}"
         );
     }
 

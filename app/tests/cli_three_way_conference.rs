@@ -5,8 +5,9 @@
 //! (his process stops, hanging up): alice and carol go on hearing each other until alice
 //! hangs up, which ends carol's call too.
 //!
-//! Bob and carol each see an ordinary call with alice under one call id; alice sees a
-//! `call_connected` per leg and a single `call_ended`. Dave, also invited, is offline:
+//! Bob and carol each see an ordinary call with alice under one call id; alice sees
+//! `call_connected` for the first leg (bob), `call_participant_joined` for carol's,
+//! `call_participant_left` when bob leaves and a single `call_ended`. Dave, also invited, is offline:
 //! alice gets an `error` saying so and the others never notice. The recordings are read in quarter
 //! seconds and each quarter classified by the tones it carries, so the checks do not
 //! depend on when exactly each process joined or left.
@@ -115,7 +116,7 @@ async fn each_of_three_participants_hears_the_other_two_and_the_call_outlives_on
         .wait_event("call_connected", &[("call_id", &call_id)])
         .await;
     assert_eq!(bob_connected["peer"], "alice", "{bob_connected}");
-    call.wait_event("call_connected", &[("peer", "carol")])
+    call.wait_event("call_participant_joined", &[("user", "carol")])
         .await;
     let all_three_since = tokio::time::Instant::now();
 
@@ -125,20 +126,37 @@ async fn each_of_three_participants_hears_the_other_two_and_the_call_outlives_on
 
     let (code, lines) = call.finish().await;
     assert_eq!(code, Some(0), "{lines:?}");
-    let mut peers: Vec<&str> = all(&lines, "call_connected")
+    let connected: Vec<&str> = all(&lines, "call_connected")
         .iter()
         .map(|c| {
             assert_eq!(c["call_id"], call_id.as_str(), "{c}");
             c["peer"].as_str().expect("peer")
         })
         .collect();
-    // The harness took carol's line out of `lines` when it matched above.
-    peers.push("carol");
-    peers.sort_unstable();
     assert_eq!(
-        peers,
-        ["bob", "carol"],
-        "a call_connected per leg: {lines:?}"
+        connected,
+        ["bob"],
+        "call_connected for the first leg only: {lines:?}"
+    );
+    // The harness took carol's `call_participant_joined` out of `lines` when it matched
+    // above; nobody else joined.
+    assert!(
+        all(&lines, "call_participant_joined").is_empty(),
+        "{lines:?}"
+    );
+    // Bob's leaving is told while the call goes on; dave, who never joined, is not.
+    let left = all(&lines, "call_participant_left");
+    assert_eq!(left.len(), 1, "{lines:?}");
+    assert_eq!(left[0]["call_id"], call_id.as_str(), "{}", left[0]);
+    assert_eq!(left[0]["user"], "bob", "{}", left[0]);
+    assert_eq!(left[0]["reason"], "hangup", "{}", left[0]);
+    let left_at = lines
+        .iter()
+        .position(|l| l["event"] == "call_participant_left");
+    let ended_at = lines.iter().position(|l| l["event"] == "call_ended");
+    assert!(
+        left_at < ended_at,
+        "bob left before the call ended: {lines:?}"
     );
     let ended = all(&lines, "call_ended");
     assert_eq!(

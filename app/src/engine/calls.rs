@@ -14,9 +14,10 @@
 //! and the peer device's candidates are known, its path starts (the caller controls the
 //! checks); once it selects a pair, the leg's audio starts (the call's audio, or a further
 //! leg of it) and `call_connected` names the leg's peer and path (`call_path` on every later
-//! change). When a leg ends while others go on, its audio leaves the mix and the call goes
-//! on; when the last one ends, `call_ended` waits for the audio to stop so its statistics
-//! (and a `--record` file) are complete.
+//! change); a conference's further legs are announced as `call_participant_joined`. When a
+//! leg ends while others go on, its audio leaves the mix, `call_participant_left` names it
+//! and the call goes on; when the last one ends, `call_ended` waits for the audio to stop
+//! so its statistics (and a `--record` file) are complete.
 //!
 //! The end of a leg also takes the media path: a sealed hang-up, cancel or decline for a
 //! peer device with an open path is sent there too (one [`CONTROL_MARKER`] byte, then the
@@ -187,6 +188,9 @@ struct CallInfo {
     legs: BTreeMap<UserName, LegInfo>,
     media: Option<CallMedia>,
     first_connected: Option<Instant>,
+    /// A leg's connection was announced (`call_connected`); later legs are announced as
+    /// `call_participant_joined`.
+    announced: bool,
     held_local: bool,
     muted: bool,
     /// The last leg's end, waiting for the audio to stop.
@@ -770,6 +774,17 @@ impl CallGlue {
         if !leg.announced {
             leg.announced = true;
             if let Some((_, _, setup, connected_at)) = leg.connected {
+                let further = self
+                    .live
+                    .get_mut(&call_id)
+                    .is_some_and(|info| std::mem::replace(&mut info.announced, true));
+                if further {
+                    self.outputs.push_back(Event::CallParticipantJoined {
+                        call_id: call_id.to_string(),
+                        user: peer.clone(),
+                    });
+                    return;
+                }
                 self.outputs.push_back(Event::CallConnected {
                     call_id: call_id.to_string(),
                     peer: peer.clone(),
@@ -1007,6 +1022,13 @@ impl CallGlue {
             }
             info.apply_hold();
             debug!(reason = reason.as_str(), ?detail, "a conference leg ended");
+            if leg.announced {
+                self.outputs.push_back(Event::CallParticipantLeft {
+                    call_id: call_id.to_string(),
+                    user: peer.clone(),
+                    reason,
+                });
+            }
             // Someone invited into the conference who never joined: the host asked for
             // them, so say why (busy, declined, unreachable, …).
             if leg.connected.is_none() && reason != EndReason::Hangup {

@@ -675,6 +675,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+        UiAction::RemoveParticipant { call_id, user } => {
+            call_request(&call_id, |id| engine.remove_participant(id, user)).await
+        }
     use crate::ui::link::{Repaint, channel};
 
     #[tokio::test]

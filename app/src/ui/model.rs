@@ -170,6 +170,11 @@ pub enum UiAction {
         call_id: String,
         user: UserName,
     },
+    /// Drop `user` from the conference this device hosts; the others go on.
+    RemoveParticipant {
+        call_id: String,
+        user: UserName,
+    },
     /// Run NAT discovery.
     Netcheck,
     /// Use these sound cards for calls from now on (device ids; `None` is the system
@@ -1221,6 +1226,35 @@ impl UiModel {
 
     pub fn toggle_mute(&mut self) {
         let Some(call) = self.call.as_mut() else {
+    /// Whether the call bar lists each participant with a "Remove" control: a connected
+    /// conference this user hosts.
+    pub fn can_remove_participants(&self) -> bool {
+        self.call.as_ref().is_some_and(|c| {
+            c.outgoing
+                && c.phase == CallPhase::Connected
+                && c.call_id.is_some()
+                && !c.participants.is_empty()
+        })
+    }
+
+    /// Drops `user` from the conference hosted here; they leave the list once the engine
+    /// says so (`call_participant_left`).
+    pub fn remove_participant(&mut self, user: UserName) {
+        if !self.can_remove_participants() {
+            return;
+        }
+        let Some(call) = self.call.as_ref() else {
+            return;
+        };
+        let Some(call_id) = call.call_id.clone() else {
+            return;
+        };
+        if call.peer != user && !call.participants.contains(&user) {
+            return;
+        }
+        self.act(UiAction::RemoveParticipant { call_id, user });
+    }
+
             return;
         };
         call.muted = !call.muted;
@@ -1740,6 +1774,28 @@ impl UiModel {
         match line {
             Some(line) => {
                 line.tick = Some(Tick::advance(line.tick.unwrap_or(tick), tick));
+            }
+            Event::CallParticipantJoined { call_id, user } => {
+                if let Some(call) = self.call_mut(&call_id)
+                    && call.peer != user
+                {
+                    call.inviting.remove(&user);
+                    call.participants.insert(user);
+                }
+            }
+            Event::CallParticipantLeft { call_id, user, .. } => {
+                if let Some(call) = self.call_mut(&call_id) {
+                    call.inviting.remove(&user);
+                    call.participants.remove(&user);
+                    // The first one to connect left: the call goes on with the others, so
+                    // one of them takes the title.
+                    if call.peer == user
+                        && let Some(next) = call.participants.pop_first()
+                    {
+                        call.peer = next;
+                    }
+                }
+                self.toast(now, ToastKind::Info, format!("{user} left the call"));
             }
             None => {
                 if self.early_receipts.len() >= MAX_EARLY_RECEIPTS {

@@ -721,6 +721,9 @@ fn call_bar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                             );
                         });
                     }
+                    if model.can_remove_participants() {
+                        participants_ui(ui, model, &call);
+                    }
                 });
                 ui.with_layout(Layout::right_to_left(Align::Center), |ui| {
                     let hang_up =
@@ -759,6 +762,23 @@ fn call_bar_ui(ui: &mut egui::Ui, model: &mut UiModel, now: Now) {
                 });
             });
         });
+}
+
+/// The people in a conference this user hosts, each with a "Remove" control.
+fn participants_ui(ui: &mut egui::Ui, model: &mut UiModel, call: &CallView) {
+    for user in std::iter::once(&call.peer).chain(&call.participants) {
+        ui.horizontal(|ui| {
+            ui.label(RichText::new(user.as_str()).color(theme::CALL_BAR_TEXT));
+            if ui
+                .small_button("Remove")
+                .accessible_name(format!("Remove {user} from the call"))
+                .on_hover_text(format!("{user} leaves; the others stay in the call"))
+                .clicked()
+            {
+                model.remove_participant(user.clone());
+            }
+        });
+    }
 }
 
 /// The "Add participant" menu: the contacts who could join the call.
