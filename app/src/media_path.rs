@@ -9,7 +9,8 @@
 //! - connectivity ([`MediaPath::start`]): [`nat::holepunch::HolePunch`] runs the checks on
 //!   every pair, nominates the pair [`nat::path::select_path`] prefers (direct over relay),
 //!   moves from the relay to a direct pair when one opens and back when it dies (sending
-//!   media on the fallback pair too while the selected pair's consent answers are overdue,
+//!   media on the fallback pair too once the peer's steady media stops arriving on the
+//!   selected pair for 100 ms or its consent answers are overdue,
 //!   [`nat::holepunch::HolePunch::backup_pair`]), and keeps the NAT bindings open with
 //!   consent checks and keep-alives;
 //! - media: datagrams from [`PathChannels::outgoing`] leave on the selected pair (straight
@@ -990,6 +991,7 @@ impl Driver {
             return;
         }
         if self.punch.knows_remote(Via::Direct, from) {
+            self.punch.note_media(now, Via::Direct, from);
             self.deliver(bytes.to_vec());
         }
     }
@@ -1035,6 +1037,7 @@ impl Driver {
                             self.punch
                                 .handle_relayed_datagram(now, relayed, peer, &payload);
                         } else if self.punch.knows_remote(Via::Relay { relayed }, peer) {
+                            self.punch.note_media(now, Via::Relay { relayed }, peer);
                             let _ = self.incoming.try_send(payload);
                         }
                     }

@@ -140,17 +140,21 @@ async fn call_moves_from_relay_to_direct_and_back() {
     wait_path(&mut a.path, PathKind::Relay).await;
     wait_path(&mut b.path, PathKind::Relay).await;
 
-    // Alice streams 20 ms frames for the rest of the test; bob logs what arrives.
-    let outgoing = a.outgoing.clone();
-    let sender = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(FRAME);
-        for seq in 0u32.. {
-            tick.tick().await;
-            if outgoing.send(seq.to_be_bytes().to_vec()).await.is_err() {
-                return;
+    // Both stream 20 ms frames for the rest of the test, as a call does (through silence
+    // too); bob logs what arrives from alice.
+    let stream = |outgoing: tokio::sync::mpsc::Sender<Vec<u8>>| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FRAME);
+            for seq in 0u32.. {
+                tick.tick().await;
+                if outgoing.send(seq.to_be_bytes().to_vec()).await.is_err() {
+                    return;
+                }
             }
-        }
-    });
+        })
+    };
+    let sender = stream(a.outgoing.clone());
+    let bob_sender = stream(b.outgoing.clone());
     let log: Log = Arc::default();
     let mut incoming = std::mem::replace(&mut b.incoming, tokio::sync::mpsc::channel(1).1);
     let receiver = tokio::spawn({
@@ -188,6 +192,7 @@ async fn call_moves_from_relay_to_direct_and_back() {
     let after_fallback = log.lock().expect("lock").len();
     wait_received(&log, after_fallback + 25).await;
     sender.abort();
+    bob_sender.abort();
 
     let log = log.lock().expect("lock").clone();
     let mut worst_gap_before_cut = 0;
@@ -206,11 +211,12 @@ async fn call_moves_from_relay_to_direct_and_back() {
          direct death noticed after {alice_noticed:?} (alice) / {bob_noticed:?} (bob); \
          {worst_gap_after_cut} frames lost in a row when the direct path died"
     );
-    // Media goes over the relay too as soon as consent answers are overdue, well before
-    // the direct pair is declared dead.
+    // Media goes over the relay too as soon as the other side's media stops arriving on
+    // the direct pair, long before that pair is declared dead (the issue's bound for a
+    // switch: at most 200 ms of audio lost).
     assert!(
-        u64::from(worst_gap_after_cut) * 20 < 3000,
-        "a dying direct path costs well under its detection time: {worst_gap_after_cut} frames"
+        u64::from(worst_gap_after_cut) * 20 <= 200,
+        "at most 200 ms of media lost when the direct path dies, lost {worst_gap_after_cut} frames"
     );
     assert!(
         u64::from(worst_gap_before_cut) * 20 <= 200,

@@ -183,6 +183,13 @@ pub struct HolePunchConfig {
     pub recheck_interval: Duration,
     /// Give up when no pair works this long after the last remote candidate arrived.
     pub connect_timeout: Duration,
+    /// Media that arrived steadily on the selected pair (see [`HolePunch::note_media`])
+    /// and then stopped this long ago makes the other kind of pair carry a copy at once
+    /// ([`HolePunch::backup_pair`]), without waiting for consent answers to be overdue.
+    pub media_silence_backup: Duration,
+    /// Gaps between media datagrams up to this long count as a steady stream (a call's
+    /// 20 ms frames); a longer gap (a held peer's keep-alives) never triggers the copy.
+    pub steady_media_gap: Duration,
 }
 
 impl HolePunchConfig {
@@ -209,6 +216,8 @@ impl HolePunchConfig {
             keepalive_interval: Duration::from_secs(10),
             recheck_interval: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(15),
+            media_silence_backup: Duration::from_millis(100),
+            steady_media_gap: Duration::from_millis(60),
         }
     }
 }
@@ -293,6 +302,9 @@ struct Pair {
     last_response: Option<Instant>,
     next_keepalive: Option<Instant>,
     failed_at: Option<Instant>,
+    /// When media last arrived on this pair, and whether it had been arriving steadily.
+    last_media: Option<Instant>,
+    steady_media: bool,
 }
 
 const MAX_REMOTE_CANDIDATES: usize = 32;
@@ -406,10 +418,22 @@ impl HolePunch {
     /// (the relay under a direct pair).
     /// A shell sends media on both meanwhile, so a dying path costs about two consent
     /// intervals of media rather than all of `dead_after`; the receiver drops duplicates.
+    ///
+    /// Media that stops arriving on the selected pair after flowing steadily (a call sends
+    /// a frame every 20 ms, through silence too) raises the same alarm after
+    /// [`HolePunchConfig::media_silence_backup`], long before consent answers are overdue:
+    /// a path that died in both directions then costs about that much audio.
     pub fn backup_pair(&self, now: Instant) -> Option<PathPair> {
         let selected = self.selected?;
-        let last = self.pairs.get(&selected)?.last_response?;
-        if now.saturating_duration_since(last) < self.config.consent_interval * 2 {
+        let pair = self.pairs.get(&selected)?;
+        let last = pair.last_response?;
+        let consent_overdue =
+            now.saturating_duration_since(last) >= self.config.consent_interval * 2;
+        let media_stopped = pair.steady_media
+            && pair.last_media.is_some_and(|at| {
+                now.saturating_duration_since(at) >= self.config.media_silence_backup
+            });
+        if !consent_overdue && !media_stopped {
             return None;
         }
         // Pairs of the same kind tend to die together (a host and a peer-reflexive pair
@@ -421,6 +445,18 @@ impl HolePunch {
             .filter(|o| o.id != selected && o.kind != kind)
             .collect();
         select_path(None, &options).and_then(|key| self.path_pair(key))
+    }
+
+    /// Media (not a check) arrived from `remote` on `via`: feeds the early alarm of
+    /// [`HolePunch::backup_pair`]. Unknown pairs are ignored.
+    pub fn note_media(&mut self, now: Instant, via: Via, remote: SocketAddr) {
+        let steady_gap = self.config.steady_media_gap;
+        if let Some(pair) = self.pairs.get_mut(&(via, remote)) {
+            pair.steady_media = pair
+                .last_media
+                .is_some_and(|at| now.saturating_duration_since(at) <= steady_gap);
+            pair.last_media = Some(now);
+        }
     }
 
     /// The selected pair, if any.
@@ -555,6 +591,8 @@ impl HolePunch {
                 state: PairState::Waiting,
                 check: None,
                 last_response: None,
+                last_media: None,
+                steady_media: false,
                 next_keepalive: None,
                 failed_at: None,
             },

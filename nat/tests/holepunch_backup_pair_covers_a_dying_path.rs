@@ -58,3 +58,53 @@ fn backup_pair_is_the_relay_while_the_direct_pair_goes_quiet() {
         "the relay answers: no backup"
     );
 }
+
+/// A call's media arrives every 20 ms on the selected pair; when it stops (the path died
+/// both ways), the relay carries a copy after about `media_silence_backup`, long before the
+/// consent answers are overdue. A held peer's sparse keep-alives never raise that alarm.
+#[test]
+fn backup_pair_follows_within_a_tenth_of_a_second_when_steady_media_stops() {
+    let side = SimSide::Behind(NatConfig::full_cone("203.0.113.1".parse().expect("ip")));
+    let mut peers = TwoPeers::new(&side, &side, true, ImpairmentConfig::default(), 22, |_| {});
+    peers.run_for(Duration::from_secs(10));
+    let selected = peers.a.agent.selected_pair().expect("a path");
+    assert_eq!(selected.kind(), PathKind::Direct);
+    let frame = Duration::from_millis(20);
+
+    // Held: a keep-alive every 3 s is not a steady stream, whatever the gaps.
+    for _ in 0..3 {
+        peers
+            .a
+            .agent
+            .note_media(peers.now, selected.via, selected.remote);
+        for _ in 0..150 {
+            peers.run_for(frame);
+            assert_eq!(peers.a.agent.backup_pair(peers.now), None, "held: no alarm");
+        }
+    }
+
+    // Talking: a frame every 20 ms, then nothing.
+    for _ in 0..50 {
+        peers
+            .a
+            .agent
+            .note_media(peers.now, selected.via, selected.remote);
+        peers.run_for(frame);
+        assert_eq!(peers.a.agent.backup_pair(peers.now), None, "media flows");
+    }
+    let stopped_at = peers.now;
+    peers.world.set_cut(peers.a_public, true);
+    let mut backup_after = None;
+    while backup_after.is_none() && peers.now - stopped_at < Duration::from_secs(3) {
+        peers.run_for(Duration::from_millis(10));
+        if let Some(backup) = peers.a.agent.backup_pair(peers.now) {
+            assert_eq!(backup.kind(), PathKind::Relay);
+            backup_after = Some(peers.now - stopped_at);
+        }
+    }
+    let backup_after = backup_after.expect("a backup once media stopped");
+    assert!(
+        backup_after <= Duration::from_millis(130),
+        "the relay carried a copy only after {backup_after:?}"
+    );
+}
