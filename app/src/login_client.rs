@@ -176,6 +176,31 @@ pub async fn change_password(
     Ok(credential)
 }
 
+/// Changes the display name of the holder of `credential` at the login server (the rules
+/// are [`DisplayName`]'s, checked when it was made). The server answers with a fresh
+/// credential carrying the new name; it is kept in the profile and returned (a running
+/// engine adopts it with [`crate::engine::EngineHandle::adopt_credential`]).
+pub async fn set_display_name(
+    profile: &Profile,
+    target: &LoginTarget,
+    credential: &SignedCredential,
+    display_name: &DisplayName,
+) -> Result<SignedCredential, FlowError> {
+    let conn = connect(profile, target).await?;
+    let fresh = conn.set_display_name(credential, display_name).await?;
+    let claims = fresh
+        .verify_for_key(&target.authority, now(), &profile.device_key()?.public())
+        .map_err(|e| FlowError::Protocol(format!("issued an unusable credential: {e}")))?;
+    if claims.display_name != *display_name {
+        return Err(FlowError::Protocol(
+            "the new credential does not carry the new display name".into(),
+        ));
+    }
+    profile.save_credential(&fresh)?;
+    conn.close();
+    Ok(fresh)
+}
+
 /// A valid credential for the profile's user: the stored one, else a fresh login with the
 /// password `ask_password` supplies (for commands that need the network).
 pub async fn ensure_credential(

@@ -200,6 +200,8 @@ enum Command {
     FetchMailbox,
     Home(Reply<Option<SocketAddr>>),
     Shutdown(oneshot::Sender<()>),
+    /// A fresh credential issued outside the engine (a display-name change).
+    AdoptCredential(SignedCredential),
 }
 
 /// Requests to a running engine. Cheap to clone; every method fails with
@@ -230,6 +232,7 @@ impl std::fmt::Debug for Command {
             Self::FetchMailbox => "FetchMailbox",
             Self::Home(_) => "Home",
             Self::Shutdown(_) => "Shutdown",
+            Self::AdoptCredential(_) => "AdoptCredential",
         })
     }
 }
@@ -247,6 +250,21 @@ impl EngineHandle {
     /// This engine's user.
     pub fn user(&self) -> &UserName {
         &self.user
+    }
+
+    /// The credential the engine uses now (it refreshes it on its own).
+    pub fn credential(&self) -> SignedCredential {
+        self.credential.borrow().clone()
+    }
+
+    /// Makes the engine use `credential` from now on, as after its own refresh (e.g. the
+    /// one [`crate::login_client::set_display_name`] returns, so peers see the new name).
+    /// A credential for another user or device is refused there and logged.
+    pub async fn adopt_credential(&self, credential: SignedCredential) -> Result<(), EngineError> {
+        self.commands
+            .send(Command::AdoptCredential(credential))
+            .await
+            .map_err(|_| EngineError::Stopped)
     }
 
     /// Exact user name or display-name prefix, with presence as we may see it.
@@ -1193,6 +1211,7 @@ impl Actor {
                 let _ = reply.send(Ok(self.homing.home().map(|h| h.addr)));
             }
             Command::Shutdown(_) => {}
+            Command::AdoptCredential(credential) => self.adopt_credential(now, credential),
         }
     }
 
@@ -1488,6 +1507,21 @@ impl Actor {
                 .is_ok();
             LoginResult::Stored { id, ok }
         });
+    }
+
+    fn adopt_credential(&mut self, now: Instant, credential: SignedCredential) {
+        let same_holder = match (
+            credential.claims_unverified(),
+            self.credential.claims_unverified(),
+        ) {
+            (Ok(new), Ok(old)) => new.user == old.user && new.device_key == old.device_key,
+            _ => false,
+        };
+        if same_holder {
+            self.set_credential(now, credential);
+        } else {
+            warn!("refused a credential for another user or device");
+        }
     }
 
     fn refresh_credential(&mut self) {

@@ -245,6 +245,37 @@ impl NetworkBackend {
         }
     }
 
+    async fn set_display_name(&mut self, display_name: String, sink: &EventSink) {
+        let result = async {
+            let engine = self.engine().ok_or_else(|| "Not signed in".to_string())?;
+            let name = proto::DisplayName::new(display_name.clone())
+                .map_err(|e| format!("Display name: {e}"))?;
+            let fresh = login_client::set_display_name(
+                &self.profile,
+                &self.target,
+                &engine.credential(),
+                &name,
+            )
+            .await
+            .map_err(|e| match e {
+                FlowError::Throttled(secs) => {
+                    format!("Too many display-name changes. Try again in {secs} s.")
+                }
+                other => flow_message(&other),
+            })?;
+            // Peers learn the name from the credential: the session switches to the new one.
+            engine
+                .adopt_credential(fresh)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok(()) => sink.send(UiEvent::DisplayNameChanged(display_name)).await,
+            Err(message) => sink.send(UiEvent::DisplayNameChangeFailed(message)).await,
+        }
+    }
+
     async fn stop_engine(&mut self) {
         if let Some(engine) = self.engine.take() {
             engine.shutdown().await;
@@ -496,6 +527,9 @@ impl Backend for NetworkBackend {
             UiAction::ChangePassword { old, new } => {
                 self.change_password(old.0, new.0, sink).await;
             }
+            UiAction::SetDisplayName { display_name } => {
+                self.set_display_name(display_name, sink).await;
+            }
             UiAction::Netcheck => {
                 tokio::spawn(netcheck(self.context(), sink.clone()));
             }
@@ -656,7 +690,8 @@ async fn perform_online(engine: EngineHandle, action: OnlineAction, sink: EventS
         | UiAction::MonitorMicrophone(_)
         | UiAction::TestSpeaker
         | UiAction::SetPrefs(_)
-        | UiAction::ChangePassword { .. } => Ok(()),
+        | UiAction::ChangePassword { .. }
+        | UiAction::SetDisplayName { .. } => Ok(()),
     };
     if let Err(message) = result {
         sink.error(message).await;

@@ -200,6 +200,11 @@ pub enum UiAction {
         old: Secret,
         new: Secret,
     },
+    /// Change the account's display name at the login server (already checked against
+    /// the registration rules).
+    SetDisplayName {
+        display_name: String,
+    },
 }
 
 /// The person's preferences, remembered in the profile.
@@ -244,6 +249,18 @@ pub struct AccountForm {
     pub old_password: String,
     pub new_password: String,
     /// A password change is under way.
+    pub busy: bool,
+    pub error: Option<String>,
+    /// The last change's success message.
+    pub notice: Option<String>,
+    pub display_name: DisplayNameForm,
+}
+
+/// The settings page's display-name field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DisplayNameForm {
+    pub name: String,
+    /// A change is under way.
     pub busy: bool,
     pub error: Option<String>,
     /// The last change's success message.
@@ -402,6 +419,10 @@ pub enum UiEvent {
     /// The password was changed (the session goes on with a fresh credential).
     PasswordChanged,
     PasswordChangeFailed(String),
+    /// The login server took the new display name (the session goes on with a credential
+    /// carrying it).
+    DisplayNameChanged(String),
+    DisplayNameChangeFailed(String),
 }
 
 /// A stored chat line for [`UiEvent::History`].
@@ -1347,6 +1368,35 @@ impl UiModel {
         self.act(UiAction::ChangePassword { old, new });
     }
 
+    /// Submits the display-name field: the registration rules apply (checked here for a
+    /// quick answer; the login server checks them again).
+    pub fn set_display_name(&mut self) {
+        let form = &mut self.account.display_name;
+        if form.busy {
+            return;
+        }
+        form.notice = None;
+        let name = form.name.trim();
+        if name.is_empty() {
+            form.error = Some("Enter a display name".into());
+            return;
+        }
+        if let Err(e) = proto::DisplayName::new(name) {
+            form.error = Some(match e {
+                proto::names::NameError::DisplayNameLength => format!(
+                    "The display name can have at most {} characters",
+                    proto::DisplayName::MAX_CHARS
+                ),
+                _ => "The display name cannot contain control or invisible characters".into(),
+            });
+            return;
+        }
+        let display_name = name.to_string();
+        form.error = None;
+        form.busy = true;
+        self.act(UiAction::SetDisplayName { display_name });
+    }
+
     pub fn run_netcheck(&mut self) {
         if !self.netcheck_pending {
             self.netcheck_pending = true;
@@ -1569,6 +1619,17 @@ impl UiModel {
             UiEvent::PasswordChangeFailed(message) => {
                 self.account.busy = false;
                 self.account.error = Some(message);
+            }
+            UiEvent::DisplayNameChanged(name) => {
+                let form = &mut self.account.display_name;
+                form.busy = false;
+                form.error = None;
+                form.notice = Some(format!("Display name changed to {name}"));
+                self.toast(now, ToastKind::Info, "Display name changed");
+            }
+            UiEvent::DisplayNameChangeFailed(message) => {
+                self.account.display_name.busy = false;
+                self.account.display_name.error = Some(message);
             }
             UiEvent::Devices(devices) => {
                 self.set_device_lists(devices.inputs, devices.outputs);

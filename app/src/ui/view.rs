@@ -1013,6 +1013,7 @@ fn settings_left_ui(ui: &mut egui::Ui, model: &mut UiModel) {
                 ui.end_row();
             }
         });
+    display_name_form_ui(ui, model);
     password_form_ui(ui, model);
     if ui.button("Log out").clicked() {
         model.log_out();
@@ -1166,6 +1167,37 @@ fn prefs_ui(ui: &mut egui::Ui, model: &mut UiModel) {
         }
     });
     model.set_prefs(prefs);
+}
+
+/// The display-name field and the button that changes it at the login server.
+fn display_name_form_ui(ui: &mut egui::Ui, model: &mut UiModel) {
+    let form = &mut model.account.display_name;
+    let mut submit = false;
+    ui.horizontal(|ui| {
+        let label = ui.label("Display name");
+        let r = ui.add(
+            TextEdit::singleline(&mut form.name)
+                .hint_text("the name others see")
+                .char_limit(proto::DisplayName::MAX_CHARS)
+                .desired_width(180.0),
+        );
+        submit |= entered(ui, &r);
+        r.labelled_by(label.id);
+        let text = if form.busy { "Saving…" } else { "Save" };
+        submit |= ui
+            .add_enabled(!form.busy, Button::new(text))
+            .on_hover_text("Save display name")
+            .clicked();
+    });
+    if let Some(error) = &form.error {
+        ui.label(RichText::new(error).color(theme::DANGER));
+    }
+    if let Some(notice) = &form.notice {
+        ui.label(RichText::new(notice).color(theme::SUCCESS));
+    }
+    if submit {
+        model.set_display_name();
+    }
 }
 
 /// Current and new password, and the button that changes it at the login server.
