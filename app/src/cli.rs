@@ -117,6 +117,16 @@ pub enum Command {
         #[arg(long, default_value_t = 1, value_name = "N")]
         supernodes: u16,
     },
+    /// Your account at the login server.
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+/// `account …`.
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Change the name others see (the registration rules apply).
+    DisplayName { display_name: DisplayName },
 }
 
 /// `contacts …`.
@@ -337,7 +347,7 @@ pub async fn run(command: Command, options: &Options) -> Result<(), CliError> {
             return crate::engine::commands::echo_service(&ctx, mode).await;
         }
         Command::Local { supernodes } => return crate::local::run(&ctx, supernodes).await,
-        Command::Register { .. } | Command::Login { .. } => {}
+        Command::Register { .. } | Command::Login { .. } | Command::Account(_) => {}
     }
     let (target, settings) =
         login_client::resolve_target(&profile, options.login_server, options.authority_key)?;
@@ -365,6 +375,19 @@ pub async fn run(command: Command, options: &Options) -> Result<(), CliError> {
             let password = read_password(false)?;
             login_client::login(&profile, &target, &user, &password).await?;
             logged_in(&out, &user);
+        }
+        Command::Account(AccountCommand::DisplayName { display_name }) => {
+            let (user, credential) =
+                login_client::ensure_credential(&profile, &target, || read_password(false)).await?;
+            login_client::set_display_name(&profile, &target, &credential, &display_name).await?;
+            out.event(
+                serde_json::json!({
+                    "event": "display_name_changed",
+                    "user": user.as_str(),
+                    "display_name": display_name.as_str(),
+                }),
+                || format!("display name of {user} is now {display_name}"),
+            );
         }
         _ => {}
     }
