@@ -133,3 +133,49 @@ async fn cpu_per_call() {
     );
     assert!(total > 0, "the call's threads ran");
 }
+
+/// CPU of the capture processing (`media::dsp::CaptureProcessor`, what the audio thread
+/// adds per captured frame when noise suppression and echo cancellation are on) on the
+/// same speech with a 60 ms, half-amplitude echo of it, beside the media core's encoder
+/// on the same frames in the same run.
+#[test]
+#[ignore = "benchmark: run by bench/call_media_cpu.sh"]
+fn capture_processing_cpu_per_second() {
+    let seconds = 6.0;
+    let input = read_wav(&sample("speech_48k.wav"), seconds);
+    let frames: Vec<[f32; FRAME_SAMPLES]> = input
+        .chunks_exact(FRAME_SAMPLES)
+        .map(|c| c.try_into().expect("whole frames"))
+        .collect();
+    let delay = 3;
+    let run = |echo: bool, noise: bool| -> f64 {
+        let mut processor =
+            media::dsp::CaptureProcessor::new(echo, noise).expect("capture processor");
+        let start = this_thread_nanos();
+        for (i, speaker) in frames.iter().enumerate() {
+            let mut mic = if i >= delay {
+                frames[i - delay].map(|s| 0.5 * s)
+            } else {
+                [0.0; FRAME_SAMPLES]
+            };
+            processor.handle_render_frame(speaker);
+            processor
+                .process_capture_frame(&mut mic)
+                .expect("processed");
+            std::hint::black_box(&mic);
+        }
+        (this_thread_nanos() - start) as f64 / 1e6 / seconds
+    };
+    let mut encoder = Encoder::new(EncoderConfig::default()).expect("encoder");
+    let start = this_thread_nanos();
+    for frame in &frames {
+        std::hint::black_box(encoder.encode(frame).expect("encoded"));
+    }
+    let encoder_ms = (this_thread_nanos() - start) as f64 / 1e6 / seconds;
+    let row = |name: &str, ms: f64| println!("| {name} | {ms:.2} | {:.2}% |", ms / 10.0);
+    row("Opus encoder alone (baseline)", encoder_ms);
+    row("capture processing, both off", run(false, false));
+    row("noise suppression (RNNoise)", run(false, true));
+    row("echo cancellation (AEC3)", run(true, false));
+    row("**noise suppression + echo cancellation**", run(true, true));
+}
