@@ -675,6 +675,9 @@ async fn perform_online(engine: EngineHandle, action: OnlineAction, sink: EventS
         UiAction::AddParticipant { call_id, user } => {
             call_request(&call_id, |id| engine.add_participant(id, user)).await
         }
+        UiAction::RemoveParticipant { call_id, user } => {
+            call_request(&call_id, |id| engine.remove_participant(id, user)).await
+        }
         UiAction::Hold { call_id } => call_request(&call_id, |id| engine.hold(id)).await,
         UiAction::Resume { call_id } => call_request(&call_id, |id| engine.resume(id)).await,
         UiAction::SetMuted { call_id, muted } => match call_id {
@@ -710,9 +713,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-        UiAction::RemoveParticipant { call_id, user } => {
-            call_request(&call_id, |id| engine.remove_participant(id, user)).await
-        }
     use crate::ui::link::{Repaint, channel};
 
     #[tokio::test]

@@ -1226,27 +1226,6 @@ impl UiModel {
         self.act(UiAction::AddParticipant { call_id, user });
     }
 
-    pub fn toggle_hold(&mut self) {
-        let Some(call) = self.call.as_mut() else {
-            return;
-        };
-        let Some(call_id) = call.call_id.clone() else {
-            return;
-        };
-        if call.phase != CallPhase::Connected {
-            return;
-        }
-        call.held = !call.held;
-        let action = if call.held {
-            UiAction::Hold { call_id }
-        } else {
-            UiAction::Resume { call_id }
-        };
-        self.act(action);
-    }
-
-    pub fn toggle_mute(&mut self) {
-        let Some(call) = self.call.as_mut() else {
     /// Whether the call bar lists each participant with a "Remove" control: a connected
     /// conference this user hosts.
     pub fn can_remove_participants(&self) -> bool {
@@ -1276,6 +1255,27 @@ impl UiModel {
         self.act(UiAction::RemoveParticipant { call_id, user });
     }
 
+    pub fn toggle_hold(&mut self) {
+        let Some(call) = self.call.as_mut() else {
+            return;
+        };
+        let Some(call_id) = call.call_id.clone() else {
+            return;
+        };
+        if call.phase != CallPhase::Connected {
+            return;
+        }
+        call.held = !call.held;
+        let action = if call.held {
+            UiAction::Hold { call_id }
+        } else {
+            UiAction::Resume { call_id }
+        };
+        self.act(action);
+    }
+
+    pub fn toggle_mute(&mut self) {
+        let Some(call) = self.call.as_mut() else {
             return;
         };
         call.muted = !call.muted;
@@ -1775,6 +1775,28 @@ impl UiModel {
                 call.path = Some(path);
                 call.setup_ms = Some(setup_ms);
             }
+            Event::CallParticipantJoined { call_id, user } => {
+                if let Some(call) = self.call_mut(&call_id)
+                    && call.peer != user
+                {
+                    call.inviting.remove(&user);
+                    call.participants.insert(user);
+                }
+            }
+            Event::CallParticipantLeft { call_id, user, .. } => {
+                if let Some(call) = self.call_mut(&call_id) {
+                    call.inviting.remove(&user);
+                    call.participants.remove(&user);
+                    // The first one to connect left: the call goes on with the others, so
+                    // one of them takes the title.
+                    if call.peer == user
+                        && let Some(next) = call.participants.pop_first()
+                    {
+                        call.peer = next;
+                    }
+                }
+                self.toast(now, ToastKind::Info, format!("{user} left the call"));
+            }
             Event::CallPath { call_id, path } => {
                 if let Some(call) = self.call_mut(&call_id) {
                     call.path = Some(path);
@@ -1835,28 +1857,6 @@ impl UiModel {
         match line {
             Some(line) => {
                 line.tick = Some(Tick::advance(line.tick.unwrap_or(tick), tick));
-            }
-            Event::CallParticipantJoined { call_id, user } => {
-                if let Some(call) = self.call_mut(&call_id)
-                    && call.peer != user
-                {
-                    call.inviting.remove(&user);
-                    call.participants.insert(user);
-                }
-            }
-            Event::CallParticipantLeft { call_id, user, .. } => {
-                if let Some(call) = self.call_mut(&call_id) {
-                    call.inviting.remove(&user);
-                    call.participants.remove(&user);
-                    // The first one to connect left: the call goes on with the others, so
-                    // one of them takes the title.
-                    if call.peer == user
-                        && let Some(next) = call.participants.pop_first()
-                    {
-                        call.peer = next;
-                    }
-                }
-                self.toast(now, ToastKind::Info, format!("{user} left the call"));
             }
             None => {
                 if self.early_receipts.len() >= MAX_EARLY_RECEIPTS {
