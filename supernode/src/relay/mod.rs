@@ -16,6 +16,7 @@
 
 mod config;
 mod ports;
+mod relay_ports;
 mod task;
 mod tcp;
 

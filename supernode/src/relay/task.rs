@@ -16,14 +16,10 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::config::RelayConfig;
-use super::ports::PortPool;
+use super::relay_ports::{PeerDatagram, RelayPorts};
 
 /// Largest datagram read on the listening socket.
 const MAX_DATAGRAM_BYTES: usize = 65_535;
-/// Largest datagram a relay port reads from a peer: jumbo-frame sized, so a thousand
-/// allocations cost 9 MB of buffers rather than 64 MB. Longer datagrams are truncated,
-/// which no real-time media sender produces (they stay under the path MTU).
-const MAX_PEER_DATAGRAM_BYTES: usize = 9_216;
 /// The listening socket carries every client's ChannelData (50,000 datagrams per second at a
 /// thousand calls), so it gets this many times the per-socket buffer: a few milliseconds
 /// in which the owner task is not scheduled must not overflow it. Memory is only used
@@ -60,12 +56,8 @@ pub struct RelayStats {
 }
 
 enum Inbound {
-    /// A peer sent `payload` to the relay port of `allocation`.
-    Relay {
-        allocation: AllocationId,
-        from: SocketAddr,
-        payload: Vec<u8>,
-    },
+    /// A peer sent a datagram to a relay port.
+    Relay(PeerDatagram),
     /// A datagram on one of the RFC 5780 extra sockets.
     Stun {
         local: LocalSocket,
@@ -116,6 +108,42 @@ fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> Result<UdpSocket, RelayErr
     UdpSocket::from_std(socket).map_err(err)
 }
 
+/// The IP relay ports are advertised on: the configured one, else the listening one, else
+/// the one this host uses towards the Internet.
+pub(super) fn advertised_ip(
+    config: &RelayConfig,
+    listen_addr: SocketAddr,
+) -> Result<IpAddr, RelayError> {
+    match config.advertised_ip {
+        Some(ip) => Ok(ip),
+        None if !listen_addr.ip().is_unspecified() => Ok(listen_addr.ip()),
+        None => outbound_ip(listen_addr.is_ipv4()).ok_or_else(|| {
+            RelayError::Config("cannot tell this host's address; set advertised_ip".into())
+        }),
+    }
+}
+
+/// A TURN core for `config` that refuses to relay to this server's `own` addresses
+/// (unspecified ones are left out).
+pub(super) fn turn_core(
+    config: &RelayConfig,
+    mut own: Vec<IpAddr>,
+    now: Instant,
+) -> Result<TurnServer, RelayError> {
+    own.retain(|ip| !ip.is_unspecified());
+    let mut core_config = ServerConfig::new(config.realm.clone(), config.shared_secret.clone());
+    core_config.peer_policy = PeerPolicy::new(config.allow_relay_to.clone(), own);
+    core_config.max_allocations_total = config.max_allocations_total;
+    core_config.max_allocations_per_user = config.max_allocations_per_user;
+    core_config.bandwidth_cap_bytes_per_s = config.bandwidth_cap_bytes_per_s;
+    let now_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    TurnServer::new(core_config, now, now_unix, seed).map_err(|e| RelayError::Config(e.to_string()))
+}
+
 /// The IP this host uses towards the Internet, found without sending anything.
 fn outbound_ip(v4: bool) -> Option<IpAddr> {
     let (bind, probe) = if v4 {
@@ -141,30 +169,10 @@ impl RelayServer {
             addr: config.listen,
             source,
         })?;
-        let advertised_ip = match config.advertised_ip {
-            Some(ip) => ip,
-            None if !listen_addr.ip().is_unspecified() => listen_addr.ip(),
-            None => outbound_ip(listen_addr.is_ipv4()).ok_or_else(|| {
-                RelayError::Config("cannot tell this host's address; set advertised_ip".into())
-            })?,
-        };
+        let advertised_ip = advertised_ip(&config, listen_addr)?;
         let mut own = vec![listen_addr.ip(), advertised_ip];
         own.extend(config.alternate.map(|a| a.ip()));
-        own.retain(|ip| !ip.is_unspecified());
-
-        let mut core_config = ServerConfig::new(config.realm.clone(), config.shared_secret.clone());
-        core_config.peer_policy = PeerPolicy::new(config.allow_relay_to.clone(), own);
-        core_config.max_allocations_total = config.max_allocations_total;
-        core_config.max_allocations_per_user = config.max_allocations_per_user;
-        core_config.bandwidth_cap_bytes_per_s = config.bandwidth_cap_bytes_per_s;
-        let now = Instant::now();
-        let now_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut seed = [0u8; 32];
-        rand::rng().fill_bytes(&mut seed);
-        let turn = TurnServer::new(core_config, now, now_unix, seed)
-            .map_err(|e| RelayError::Config(e.to_string()))?;
+        let turn = turn_core(&config, own, Instant::now())?;
 
         let primary = SocketAddr::new(advertised_ip, listen_addr.port());
         let mut stun_config = StunConfig::new(primary);
@@ -199,12 +207,13 @@ impl RelayServer {
             stun,
             listen: Arc::new(listen),
             extra,
-            relay_bind_ip: listen_addr.ip(),
-            advertised_ip,
-            ports: PortPool::new(config.relay_ports.clone()),
-            relays: HashMap::new(),
-            inbox_tx: inbox_tx.clone(),
-            buffer_bytes: config.socket_buffer_bytes,
+            relays: RelayPorts::new(
+                &config,
+                listen_addr.ip(),
+                advertised_ip,
+                inbox_tx.clone(),
+                Inbound::Relay,
+            ),
             binding_answered: 0,
             send_errors: 0,
         };
@@ -246,23 +255,12 @@ impl Drop for RelayServer {
     }
 }
 
-struct RelayPort {
-    socket: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
-    port: u16,
-}
-
 struct Owner {
     turn: TurnServer,
     stun: StunServer,
     listen: Arc<UdpSocket>,
     extra: HashMap<LocalSocket, Arc<UdpSocket>>,
-    relay_bind_ip: IpAddr,
-    advertised_ip: IpAddr,
-    ports: PortPool,
-    relays: HashMap<AllocationId, RelayPort>,
-    inbox_tx: mpsc::Sender<Inbound>,
-    buffer_bytes: usize,
+    relays: RelayPorts<Inbound>,
     binding_answered: u64,
     send_errors: u64,
 }
@@ -284,31 +282,6 @@ fn spawn_stun_reader(local: LocalSocket, socket: Arc<UdpSocket>, inbox: mpsc::Se
             }
         }
     });
-}
-
-fn spawn_relay_reader(
-    allocation: AllocationId,
-    socket: Arc<UdpSocket>,
-    inbox: mpsc::Sender<Inbound>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_PEER_DATAGRAM_BYTES];
-        loop {
-            let (n, from) = match socket.recv_from(&mut buf).await {
-                Ok(r) => r,
-                // ICMP errors from earlier sends surface here on Linux; keep reading.
-                Err(_) => continue,
-            };
-            let msg = Inbound::Relay {
-                allocation,
-                from,
-                payload: buf[..n].to_vec(),
-            };
-            if inbox.send(msg).await.is_err() {
-                return;
-            }
-        }
-    })
 }
 
 impl Owner {
@@ -396,13 +369,9 @@ impl Owner {
     /// Returns `false` on shutdown.
     fn inbound(&mut self, message: Inbound) -> bool {
         match message {
-            Inbound::Relay {
-                allocation,
-                from,
-                payload,
-            } => {
+            Inbound::Relay(d) => {
                 self.turn
-                    .handle_relay_datagram(Instant::now(), allocation, from, &payload);
+                    .handle_relay_datagram(Instant::now(), d.allocation, d.from, &d.payload);
                 self.flush();
             }
             Inbound::Stun {
@@ -426,9 +395,7 @@ impl Owner {
                 });
             }
             Inbound::Shutdown => {
-                for (_, relay) in self.relays.drain() {
-                    relay.reader.abort();
-                }
+                self.relays.stop_all();
                 return false;
             }
         }
@@ -463,9 +430,7 @@ impl Owner {
                     to,
                     payload,
                 } => {
-                    if let Some(relay) = self.relays.get(&allocation)
-                        && relay.socket.try_send_to(&payload, to).is_err()
-                    {
+                    if !self.relays.send(allocation, to, &payload) {
                         self.send_errors += 1;
                     }
                 }
@@ -474,14 +439,8 @@ impl Owner {
                     even_port,
                 } => self.open(allocation, even_port),
                 ServerCommand::CloseRelayPort { allocation } => {
-                    if let Some(relay) = self.relays.remove(&allocation) {
-                        relay.reader.abort();
-                        self.ports.release(relay.port);
-                        debug!(
-                            allocation = allocation.0,
-                            port = relay.port,
-                            "relay port closed"
-                        );
+                    if let Some(port) = self.relays.close(allocation) {
+                        debug!(allocation = allocation.0, port, "relay port closed");
                     }
                 }
             }
@@ -490,34 +449,17 @@ impl Owner {
 
     fn open(&mut self, allocation: AllocationId, even_port: bool) {
         let now = Instant::now();
-        let opened = self
-            .ports
-            .bind(self.relay_bind_ip, even_port, self.buffer_bytes)
-            .and_then(|std| {
-                let port = std.local_addr().ok()?.port();
-                Some((UdpSocket::from_std(std).ok()?, port))
-            });
-        let Some((socket, port)) = opened else {
+        let Some(relayed) = self.relays.open(allocation, even_port) else {
             warn!(allocation = allocation.0, "no relay port free");
             self.turn.handle_relay_port_failed(now, allocation);
             return;
         };
-        let socket = Arc::new(socket);
-        let reader = spawn_relay_reader(allocation, socket.clone(), self.inbox_tx.clone());
-        self.relays.insert(
-            allocation,
-            RelayPort {
-                socket,
-                reader,
-                port,
-            },
+        debug!(
+            allocation = allocation.0,
+            port = relayed.port(),
+            "relay port open"
         );
-        debug!(allocation = allocation.0, port, "relay port open");
-        self.turn.handle_relay_port_opened(
-            now,
-            allocation,
-            SocketAddr::new(self.advertised_ip, port),
-        );
+        self.turn.handle_relay_port_opened(now, allocation, relayed);
     }
 }
 

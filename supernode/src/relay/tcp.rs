@@ -23,23 +23,20 @@
 //! core counts its own), STUN Binding, or TCP relaying (RFC 6062).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
-use nat::turn::PeerPolicy;
-use nat::turn::server::{AllocationId, ServerCommand, ServerConfig, TurnServer};
+use nat::turn::server::{AllocationId, ServerCommand, TurnServer};
 use nat::turn::stream::{StreamDecoder, pad_for_stream};
-use rand::Rng as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::config::RelayConfig;
-use super::ports::PortPool;
-use super::task::RelayError;
+use super::relay_ports::{PeerDatagram, RelayPorts};
+use super::task::{RelayError, advertised_ip, turn_core};
 
 /// Connections served at once; more are closed on accept.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -51,8 +48,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const MAX_FRAME_BYTES: usize = 10 * 1024;
 /// Messages waiting for a slow client before newer ones are dropped.
 pub const WRITE_QUEUE_FRAMES: usize = 256;
-/// Largest datagram a relay port reads from a peer (as the UDP relay).
-const MAX_PEER_DATAGRAM_BYTES: usize = 9_216;
 /// Bytes read from a connection at once.
 const READ_CHUNK_BYTES: usize = 4096;
 
@@ -69,11 +64,7 @@ enum Inbound {
     Gone {
         from: SocketAddr,
     },
-    Relay {
-        allocation: AllocationId,
-        from: SocketAddr,
-        payload: Vec<u8>,
-    },
+    Relay(PeerDatagram),
     Shutdown,
 }
 
@@ -122,38 +113,24 @@ impl TcpRelayServer {
         listen_addr: SocketAddr,
         listener: Option<TcpListener>,
     ) -> Result<Self, RelayError> {
-        let advertised_ip = match config.advertised_ip {
-            Some(ip) => ip,
-            None if !listen_addr.ip().is_unspecified() => listen_addr.ip(),
-            None => outbound_ip(listen_addr.is_ipv4()).ok_or_else(|| {
-                RelayError::Config("cannot tell this host's address; set advertised_ip".into())
-            })?,
-        };
-        let mut own = vec![listen_addr.ip(), advertised_ip];
-        own.retain(|ip| !ip.is_unspecified());
-        let mut core_config = ServerConfig::new(config.realm.clone(), config.shared_secret.clone());
-        core_config.peer_policy = PeerPolicy::new(config.allow_relay_to.clone(), own);
-        core_config.max_allocations_total = config.max_allocations_total;
-        core_config.max_allocations_per_user = config.max_allocations_per_user;
-        core_config.bandwidth_cap_bytes_per_s = config.bandwidth_cap_bytes_per_s;
-        let now_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut seed = [0u8; 32];
-        rand::rng().fill_bytes(&mut seed);
-        let turn = TurnServer::new(core_config, Instant::now(), now_unix, seed)
-            .map_err(|e| RelayError::Config(e.to_string()))?;
+        let advertised_ip = advertised_ip(config, listen_addr)?;
+        let turn = turn_core(
+            config,
+            vec![listen_addr.ip(), advertised_ip],
+            Instant::now(),
+        )?;
         let (inbox_tx, inbox_rx) = mpsc::channel(config.inbox_capacity.max(16));
         let owner = Owner {
             turn,
             conns: HashMap::new(),
             per_ip: HashMap::new(),
-            relays: HashMap::new(),
-            ports: PortPool::new(config.relay_ports.clone()),
-            relay_bind_ip: listen_addr.ip(),
-            advertised_ip,
-            buffer_bytes: config.socket_buffer_bytes,
-            inbox_tx: inbox_tx.clone(),
+            relays: RelayPorts::new(
+                config,
+                listen_addr.ip(),
+                advertised_ip,
+                inbox_tx.clone(),
+                Inbound::Relay,
+            ),
         };
         info!(%listen_addr, %advertised_ip, listening = listener.is_some(), "TURN over TCP");
         let owner = tokio::spawn(owner.run(inbox_rx));
@@ -240,18 +217,6 @@ impl Drop for TcpRelayServer {
     }
 }
 
-/// The IP this host uses towards the Internet, found without sending anything.
-fn outbound_ip(v4: bool) -> Option<IpAddr> {
-    let (bind, probe) = if v4 {
-        ("0.0.0.0:0", "192.0.2.1:9")
-    } else {
-        ("[::]:0", "[2001:db8::1]:9")
-    };
-    let socket = StdUdpSocket::bind(bind).ok()?;
-    socket.connect(probe).ok()?;
-    socket.local_addr().ok().map(|a| a.ip())
-}
-
 async fn accept_loop(listener: TcpListener, inbox: mpsc::Sender<Inbound>) {
     loop {
         let (stream, remote) = match listener.accept().await {
@@ -328,22 +293,11 @@ struct Connection {
     reader: JoinHandle<()>,
 }
 
-struct RelayPort {
-    socket: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
-    port: u16,
-}
-
 struct Owner {
     turn: TurnServer,
     conns: HashMap<SocketAddr, Connection>,
     per_ip: HashMap<IpAddr, usize>,
-    relays: HashMap<AllocationId, RelayPort>,
-    ports: PortPool,
-    relay_bind_ip: IpAddr,
-    advertised_ip: IpAddr,
-    buffer_bytes: usize,
-    inbox_tx: mpsc::Sender<Inbound>,
+    relays: RelayPorts<Inbound>,
 }
 
 impl Owner {
@@ -364,9 +318,7 @@ impl Owner {
         for (_, conn) in self.conns.drain() {
             conn.reader.abort();
         }
-        for (_, relay) in self.relays.drain() {
-            relay.reader.abort();
-        }
+        self.relays.stop_all();
     }
 
     /// Returns `false` on shutdown.
@@ -408,13 +360,10 @@ impl Owner {
                 metrics::gauge!("turn_tcp_connections").set(self.conns.len() as f64);
                 self.turn.handle_client_gone(now, from);
             }
-            Inbound::Relay {
-                allocation,
-                from,
-                payload,
-            } => self
-                .turn
-                .handle_relay_datagram(now, allocation, from, &payload),
+            Inbound::Relay(d) => {
+                self.turn
+                    .handle_relay_datagram(now, d.allocation, d.from, &d.payload)
+            }
             Inbound::Shutdown => return false,
         }
         true
@@ -435,19 +384,14 @@ impl Owner {
                     to,
                     payload,
                 } => {
-                    if let Some(relay) = self.relays.get(&allocation) {
-                        let _ = relay.socket.try_send_to(&payload, to);
-                    }
+                    let _ = self.relays.send(allocation, to, &payload);
                 }
                 ServerCommand::OpenRelayPort {
                     allocation,
                     even_port,
                 } => self.open(allocation, even_port),
                 ServerCommand::CloseRelayPort { allocation } => {
-                    if let Some(relay) = self.relays.remove(&allocation) {
-                        relay.reader.abort();
-                        self.ports.release(relay.port);
-                    }
+                    let _ = self.relays.close(allocation);
                 }
             }
         }
@@ -455,59 +399,14 @@ impl Owner {
 
     fn open(&mut self, allocation: AllocationId, even_port: bool) {
         let now = Instant::now();
-        let opened = self
-            .ports
-            .bind(self.relay_bind_ip, even_port, self.buffer_bytes)
-            .and_then(|std| {
-                let port = std.local_addr().ok()?.port();
-                Some((UdpSocket::from_std(std).ok()?, port))
-            });
-        let Some((socket, port)) = opened else {
-            warn!(allocation = allocation.0, "no relay port free");
-            self.turn.handle_relay_port_failed(now, allocation);
-            return;
-        };
-        let socket = Arc::new(socket);
-        let reader = spawn_relay_reader(allocation, socket.clone(), self.inbox_tx.clone());
-        self.relays.insert(
-            allocation,
-            RelayPort {
-                socket,
-                reader,
-                port,
-            },
-        );
-        self.turn.handle_relay_port_opened(
-            now,
-            allocation,
-            SocketAddr::new(self.advertised_ip, port),
-        );
-    }
-}
-
-fn spawn_relay_reader(
-    allocation: AllocationId,
-    socket: Arc<UdpSocket>,
-    inbox: mpsc::Sender<Inbound>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_PEER_DATAGRAM_BYTES];
-        loop {
-            let (n, from) = match socket.recv_from(&mut buf).await {
-                Ok(r) => r,
-                // ICMP errors from earlier sends surface here on Linux; keep reading.
-                Err(_) => continue,
-            };
-            let message = Inbound::Relay {
-                allocation,
-                from,
-                payload: buf[..n].to_vec(),
-            };
-            if inbox.send(message).await.is_err() {
-                return;
+        match self.relays.open(allocation, even_port) {
+            Some(relayed) => self.turn.handle_relay_port_opened(now, allocation, relayed),
+            None => {
+                warn!(allocation = allocation.0, "no relay port free");
+                self.turn.handle_relay_port_failed(now, allocation);
             }
         }
-    })
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
