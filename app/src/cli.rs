@@ -27,7 +27,8 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "ADDR")]
     pub login_server: Option<SocketAddr>,
     /// The login server's authority public key (base64url); remembered in the profile.
-    #[arg(long, global = true, value_name = "KEY")]
+    // base64url keys may start with '-' (one in 64): still the value, not a flag.
+    #[arg(long, global = true, value_name = "KEY", allow_hyphen_values = true)]
     pub authority_key: Option<PublicKey>,
     /// Print results and events as one JSON object per line.
     #[arg(long, global = true)]
@@ -434,5 +435,27 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(command, &options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::keys::SecretKey;
+
+    /// One base64url key in 64 starts with '-'; it must still parse as the flag's value.
+    #[test]
+    fn an_authority_key_starting_with_a_hyphen_is_a_value() {
+        let key = (0u8..=255)
+            .map(|seed| SecretKey::from_bytes(&[seed; 32]).public())
+            .find(|key| key.to_string().starts_with('-'))
+            .expect("one of 256 keys starts with '-'");
+        let text = key.to_string();
+        let cli = Cli::try_parse_from(["peerphone", "--authority-key", &text, "register", "alice"])
+            .expect("parses");
+        assert_eq!(cli.authority_key, Some(key));
+        let cli = Cli::try_parse_from(["peerphone", "register", "alice", "--authority-key", &text])
+            .expect("parses after the subcommand too");
+        assert_eq!(cli.authority_key, Some(key));
     }
 }
