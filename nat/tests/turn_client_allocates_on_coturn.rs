@@ -2,87 +2,20 @@
 //! loopback with REST-API shared-secret auth: allocate, bind a channel, relay both ways.
 //! Skipped, with a message, when `turnserver` is not installed.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod coturn_support;
+
+use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nat::turn::client::{ClientConfig, ClientEvent, TurnClient};
 use nat::turn::credentials;
 
+use coturn_support::{Coturn, Listen};
+
 const SECRET: &str = "coturn-test-secret";
-const REALM: &str = "peerphone.test";
-
-fn which(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
-}
-
-/// Kills coturn when the test ends, whatever happens.
-struct Coturn {
-    child: Child,
-    _dir: tempfile::TempDir,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn start_coturn() -> (Coturn, SocketAddr) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_udp_port();
-    // A relay range unlikely to collide with other tests: derived from the listen port.
-    let min_port = 20_000 + (port % 20_000);
-    let log = dir.path().join("turn.log");
-    let child = Command::new("turnserver")
-        .args([
-            "-n",
-            "--listening-ip=127.0.0.1",
-            &format!("--listening-port={port}"),
-            "--relay-ip=127.0.0.1",
-            &format!("--min-port={min_port}"),
-            &format!("--max-port={}", min_port + 200),
-            "--use-auth-secret",
-            &format!("--static-auth-secret={SECRET}"),
-            &format!("--realm={REALM}"),
-            "--allow-loopback-peers",
-            "--no-tls",
-            "--no-dtls",
-            "--no-tcp",
-            "--no-cli",
-            "--simple-log",
-            &format!("--log-file={}", log.display()),
-            &format!("--pidfile={}", dir.path().join("turn.pid").display()),
-            &format!("--userdb={}", dir.path().join("turndb").display()),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("turnserver starts");
-    let server: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let coturn = Coturn {
-        child,
-        _dir: dir,
-        log,
-    };
-    wait_until_answering(server, &coturn.log);
-    (coturn, server)
-}
-
 /// Sends STUN Binding requests until coturn answers (it takes a moment to open sockets).
-fn wait_until_answering(server: SocketAddr, log: &Path) {
+fn wait_until_answering(coturn: &Coturn) {
+    let server = coturn.addr;
     let socket = UdpSocket::bind("127.0.0.1:0").expect("socket");
     socket
         .set_read_timeout(Some(Duration::from_millis(100)))
@@ -103,7 +36,7 @@ fn wait_until_answering(server: SocketAddr, log: &Path) {
     }
     panic!(
         "coturn did not answer within 15 s; log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
+        coturn.log_text()
     );
 }
 
@@ -147,11 +80,13 @@ fn drive(
 
 #[test]
 fn turn_client_relays_through_coturn() {
-    if !which("turnserver") {
+    if !coturn_support::installed() {
         eprintln!("SKIPPED: `turnserver` (Debian package coturn) is not installed");
         return;
     }
-    let (coturn, server) = start_coturn();
+    let coturn = Coturn::start(SECRET, Listen::Udp);
+    wait_until_answering(&coturn);
+    let server = coturn.addr;
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
@@ -167,7 +102,7 @@ fn turn_client_relays_through_coturn() {
         .expect("timeout");
     let peer_addr = peer.local_addr().expect("addr");
     let mut events = Vec::new();
-    let log = || std::fs::read_to_string(&coturn.log).unwrap_or_default();
+    let log = || coturn.log_text();
 
     client.allocate(Instant::now()).expect("starts");
     let allocated = drive(

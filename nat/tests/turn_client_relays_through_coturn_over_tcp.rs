@@ -3,81 +3,18 @@
 //! odd-sized datagrams both ways to a UDP peer (the padding of ChannelData on a stream must
 //! match coturn's). Skipped, with a message, when `turnserver` is not installed.
 
+mod coturn_support;
+
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nat::turn::client::{ClientConfig, ClientEvent, TurnClient};
 use nat::turn::credentials;
 
+use coturn_support::{Coturn, Listen};
+
 const SECRET: &str = "coturn-tcp-test-secret";
-const REALM: &str = "peerphone.test";
-
-fn which(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
-}
-
-/// Kills coturn when the test ends, whatever happens.
-struct Coturn {
-    child: Child,
-    _dir: tempfile::TempDir,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Coturn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_coturn() -> (Coturn, SocketAddr) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let min_port = 20_000 + (port % 20_000);
-    let log = dir.path().join("turn.log");
-    let child = Command::new("turnserver")
-        .args([
-            "-n",
-            "--listening-ip=127.0.0.1",
-            &format!("--listening-port={port}"),
-            "--relay-ip=127.0.0.1",
-            &format!("--min-port={min_port}"),
-            &format!("--max-port={}", min_port + 200),
-            "--use-auth-secret",
-            &format!("--static-auth-secret={SECRET}"),
-            &format!("--realm={REALM}"),
-            "--allow-loopback-peers",
-            "--no-tls",
-            "--no-dtls",
-            "--no-udp",
-            "--no-cli",
-            "--simple-log",
-            &format!("--log-file={}", log.display()),
-            &format!("--pidfile={}", dir.path().join("turn.pid").display()),
-            &format!("--userdb={}", dir.path().join("turndb").display()),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("turnserver starts");
-    let server: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    (
-        Coturn {
-            child,
-            _dir: dir,
-            log,
-        },
-        server,
-    )
-}
-
 /// Connects once coturn listens (it takes a moment to open its sockets).
 fn connect(server: SocketAddr, coturn: &Coturn) -> TcpStream {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -88,7 +25,7 @@ fn connect(server: SocketAddr, coturn: &Coturn) -> TcpStream {
         assert!(
             Instant::now() < deadline,
             "coturn did not listen within 15 s; log:\n{}",
-            std::fs::read_to_string(&coturn.log).unwrap_or_default()
+            coturn.log_text()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -129,12 +66,13 @@ fn drive(
 
 #[test]
 fn stream_client_relays_through_coturn_over_tcp() {
-    if !which("turnserver") {
+    if !coturn_support::installed() {
         eprintln!("SKIPPED: `turnserver` (Debian package coturn) is not installed");
         return;
     }
-    let (coturn, server) = start_coturn();
-    let log = || std::fs::read_to_string(&coturn.log).unwrap_or_default();
+    let coturn = Coturn::start(SECRET, Listen::Tcp);
+    let server = coturn.addr;
+    let log = || coturn.log_text();
     let mut stream = connect(server, &coturn);
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
