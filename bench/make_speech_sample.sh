@@ -5,11 +5,8 @@
 # for 8-12 s of speech with pauses at a normal level). Needs apt and the PESQ venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${PESQ_VENV:-$HOME/.cache/peerphone/pesq-venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet pesq numpy scipy soundfile
-fi
+# shellcheck source=bench/pesq_venv.sh
+source bench/pesq_venv.sh
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 (cd "$WORK" && apt-get download pocketsphinx-testdata >/dev/null && dpkg -x pocketsphinx-testdata_*.deb x)

@@ -7,13 +7,11 @@
 # speech at -26 dBov; media/tests/data/speech_48k.wav is the older synthetic espeak-ng sample)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${PESQ_VENV:-$HOME/.cache/peerphone/pesq-venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet pesq numpy scipy soundfile
-fi
+# shellcheck source=bench/pesq_venv.sh
+source bench/pesq_venv.sh
 SPEECH="${1:-media/tests/data/speech_natural_48k.wav}"
 OUT="${PESQ_OUT:-$(mktemp -d)}"
 [ -n "${PESQ_OUT:-}" ] || trap 'rm -rf "$OUT"' EXIT
-cargo run --quiet --release -p media --example media_bench -- pesq-wavs "$SPEECH" "$OUT"
+# bench/pesq_dred.sh runs the same with MEDIA_BENCH_MODE=dred-oracle.
+cargo run --quiet --release -p media --example media_bench -- "${MEDIA_BENCH_MODE:-pesq-wavs}" "$SPEECH" "$OUT"
 "$VENV/bin/python" bench/pesq_table.py "$OUT"

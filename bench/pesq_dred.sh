@@ -4,13 +4,4 @@
 # Usage: bench/pesq_dred.sh [speech.wav]   (default: media/tests/data/speech_natural_48k.wav)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV="${PESQ_VENV:-$HOME/.cache/peerphone/pesq-venv}"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet pesq numpy scipy soundfile
-fi
-SPEECH="${1:-media/tests/data/speech_natural_48k.wav}"
-OUT="${PESQ_OUT:-$(mktemp -d)}"
-[ -n "${PESQ_OUT:-}" ] || trap 'rm -rf "$OUT"' EXIT
-cargo run --quiet --release -p media --example media_bench -- dred-oracle "$SPEECH" "$OUT"
-"$VENV/bin/python" bench/pesq_table.py "$OUT"
+MEDIA_BENCH_MODE=dred-oracle exec bench/pesq.sh "$@"
