@@ -3,6 +3,8 @@
 //! client (`turnutils_uclient -t`) relays through it without loss (skipped, with a message,
 //! when the coturn tools are not installed).
 
+mod turn_stream_support;
+
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,36 +31,14 @@ async fn start(ports: std::ops::RangeInclusive<u16>, secret: &[u8]) -> TcpRelayS
     TcpRelayServer::start(config).await.expect("relay starts")
 }
 
-/// Drives `client` on `stream` until `done` accepts an event (returned) or 10 s pass.
+/// Drives `client` on `stream` until `done` accepts an event (returned) or 10 s pass,
+/// with 7-byte reads: messages arrive cut across reads.
 async fn drive(
     client: &mut TurnClient,
     stream: &mut TcpStream,
     done: impl Fn(&ClientEvent) -> bool,
 ) -> ClientEvent {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // Small reads: messages arrive cut across reads.
-    let mut buf = vec![0u8; 7];
-    loop {
-        while let Some(t) = client.poll_transmit() {
-            stream.write_all(&t.payload).await.expect("write");
-        }
-        while let Some(e) = client.poll_event() {
-            if done(&e) {
-                return e;
-            }
-        }
-        assert!(Instant::now() < deadline, "no matching event within 10 s");
-        if let Ok(read) =
-            tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await
-        {
-            let n = read.expect("read");
-            assert!(n > 0, "the relay closed the connection");
-            client
-                .handle_stream_bytes(Instant::now(), &buf[..n])
-                .expect("the relay frames its stream");
-        }
-        client.handle_timeout(Instant::now());
-    }
+    turn_stream_support::drive(client, stream, 7, Duration::from_secs(10), done).await
 }
 
 #[tokio::test]

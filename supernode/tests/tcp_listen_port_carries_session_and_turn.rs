@@ -5,6 +5,7 @@
 //! a connection that opens with neither protocol is closed.
 
 mod real_support;
+mod turn_stream_support;
 
 use login_server::LoginServer;
 use login_server::config::ServerConfig;
@@ -120,33 +121,7 @@ async fn drive(
     stream: &mut TcpStream,
     done: impl Fn(&ClientEvent) -> bool,
 ) -> ClientEvent {
-    let deadline = Instant::now() + WAIT;
-    let mut buf = vec![0u8; 2048];
-    loop {
-        while let Some(t) = client.poll_transmit() {
-            stream.write_all(&t.payload).await.expect("write");
-        }
-        while let Some(e) = client.poll_event() {
-            if done(&e) {
-                return e;
-            }
-        }
-        assert!(Instant::now() < deadline, "no matching event in time");
-        let wait = client
-            .poll_timeout()
-            .map_or(Duration::from_millis(200), |at| {
-                at.saturating_duration_since(Instant::now())
-            })
-            .min(Duration::from_millis(200));
-        if let Ok(read) = tokio::time::timeout(wait, stream.read(&mut buf)).await {
-            let n = read.expect("read");
-            assert!(n > 0, "the supernode closed the TURN connection");
-            client
-                .handle_stream_bytes(Instant::now(), &buf[..n])
-                .expect("the relay frames its stream");
-        }
-        client.handle_timeout(Instant::now());
-    }
+    turn_stream_support::drive(client, stream, 2048, WAIT, done).await
 }
 
 async fn closed(stream: &mut TcpStream) -> bool {
