@@ -102,6 +102,65 @@ impl std::fmt::Debug for LoginServer {
     }
 }
 
+/// How many ephemeral UDP ports to try when the TCP listener must share the QUIC port
+/// and another socket holds that port number over TCP.
+const SHARED_PORT_ATTEMPTS: usize = 32;
+
+/// Binds the QUIC endpoint and, per `config.tcp_listen`, the TCP (TLS) listener.
+///
+/// With an ephemeral QUIC port (`:0`) and the TCP listener on the same port, the port the
+/// kernel picked for UDP can be in use over TCP (by another listener or an outgoing
+/// connection); then another UDP port is tried. A fixed port that is taken is an error.
+async fn bind_listeners(
+    config: &ServerConfig,
+    authority: &proto::SecretKey,
+    options: &transport::ServerOptions,
+) -> Result<
+    (
+        transport::Endpoint,
+        SocketAddr,
+        Option<transport::TcpListener>,
+    ),
+    StartError,
+> {
+    let bind_error = |addr: SocketAddr| {
+        move |e: transport::ConnectError| StartError::Bind {
+            addr,
+            reason: e.to_string(),
+        }
+    };
+    let retry_shared_port =
+        config.listen.port() == 0 && matches!(config.tcp_listen, config::TcpListen::SameAsQuic);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let endpoint = transport::Endpoint::bind(config.listen, authority, Some(options.clone()))
+            .map_err(bind_error(config.listen))?;
+        let quic_addr = endpoint
+            .local_addr()
+            .map_err(|e| bind_error(config.listen)(e.into()))?;
+        let tcp_addr = match config.tcp_listen {
+            config::TcpListen::Off => return Ok((endpoint, quic_addr, None)),
+            config::TcpListen::SameAsQuic => quic_addr,
+            config::TcpListen::At(addr) => addr,
+        };
+        match transport::TcpListener::bind(tcp_addr, authority, options.clone()).await {
+            Ok(tcp) => return Ok((endpoint, quic_addr, Some(tcp))),
+            Err(transport::ConnectError::Io(e))
+                if retry_shared_port
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < SHARED_PORT_ATTEMPTS =>
+            {
+                tracing::debug!(
+                    port = quic_addr.port(),
+                    "TCP side of the QUIC port is taken; trying another port"
+                );
+            }
+            Err(e) => return Err(bind_error(tcp_addr)(e)),
+        }
+    }
+}
+
 impl LoginServer {
     /// Opens the data directory and database, binds the listeners and starts serving.
     pub async fn start(config: ServerConfig) -> Result<Self, StartError> {
@@ -116,31 +175,7 @@ impl LoginServer {
             connections: transport::ConnectionLimiter::new(config.limits.max_connections)
                 .with_max_per_ip(config.limits.max_connections_per_ip),
         };
-        let endpoint = transport::Endpoint::bind(config.listen, &authority, Some(options.clone()))
-            .map_err(|e| StartError::Bind {
-                addr: config.listen,
-                reason: e.to_string(),
-            })?;
-        let quic_addr = endpoint.local_addr().map_err(|e| StartError::Bind {
-            addr: config.listen,
-            reason: e.to_string(),
-        })?;
-        let tcp = match config.tcp_listen {
-            config::TcpListen::Off => None,
-            config::TcpListen::SameAsQuic => Some(quic_addr),
-            config::TcpListen::At(addr) => Some(addr),
-        };
-        let tcp = match tcp {
-            Some(addr) => Some(
-                transport::TcpListener::bind(addr, &authority, options.clone())
-                    .await
-                    .map_err(|e| StartError::Bind {
-                        addr,
-                        reason: e.to_string(),
-                    })?,
-            ),
-            None => None,
-        };
+        let (endpoint, quic_addr, tcp) = bind_listeners(&config, &authority, &options).await?;
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
