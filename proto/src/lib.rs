@@ -6,6 +6,7 @@
 //! - [`frame`]: length-prefixed postcard frames on streams, with a sans-IO decoder.
 //! - [`e2e`]: end-to-end sealed envelopes and the device-to-device session handshake.
 //! - [`kind`]: message kinds, so unknown kinds get a typed error.
+//! - [`park`]: the sealed heartbeat and wake datagrams of parked supernode sessions.
 //! - [`peer`]: device-to-device call signalling and chat (always end-to-end encrypted).
 //! - [`time`]: wall-clock seconds as they travel on the wire.
 //!
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod kind;
 pub mod login;
 pub mod names;
+pub mod park;
 pub mod peer;
 pub mod supernode;
 pub mod time;

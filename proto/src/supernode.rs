@@ -19,6 +19,7 @@ use crate::credential::SignedCredential;
 use crate::keys::PublicKey;
 use crate::kind::wire_kinds;
 use crate::names::{DisplayName, UserName};
+use crate::park::ParkToken;
 use crate::time::UnixTime;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -389,6 +390,18 @@ pub enum ClientToSupernode {
     /// Asks for short-lived credentials for this supernode's TURN relay; answered by
     /// `TurnCredentials` (or `Error { code: Unavailable }` when it runs no relay).
     TurnCredentialsRequest = 9,
+    /// Agrees to `ParkOffer` with its token: the client supports parking and holds the
+    /// park key of this connection ([`crate::park`]). Answered by `Parked`.
+    ParkAccept { token: ParkToken } = 10,
+    /// On a new connection: attaches it to the parked session `token` of this device.
+    /// `proof` is a [`crate::park::ParkKind::Heartbeat`] datagram sealed under the park key
+    /// with a fresh counter. Answered by `Resumed` (then the messages that waited) or by
+    /// `Error { code: NotAuthenticated }` (say `Hello` instead).
+    Resume {
+        token: ParkToken,
+        #[serde(with = "serde_bytes")]
+        proof: Vec<u8>,
+    } = 11,
 }
 
 /// Supernode → client.
@@ -442,6 +455,15 @@ pub enum SupernodeToClient {
         password: String,
         ttl_s: u32,
     } = 11,
+    /// The session has been idle: the client may park it ([`crate::park`]) by answering
+    /// `ParkAccept` with this token. A client that does not support parking ignores it.
+    ParkOffer { token: ParkToken } = 12,
+    /// The session is parked: the last message on this connection, which the supernode
+    /// then closes. What arrives for the client waits and is announced by a wake datagram.
+    Parked { token: ParkToken } = 13,
+    /// Answers `Resume`: this connection carries the session again; messages that waited
+    /// follow.
+    Resumed = 14,
 }
 
 /// One device of a user, as its home supernode publishes it to the mesh.
@@ -550,7 +572,7 @@ impl DecodeError {
 
 wire_kinds!(
     ClientToSupernode,
-    10,
+    12,
     [
         Hello,
         Ping,
@@ -561,12 +583,14 @@ wire_kinds!(
         Route,
         HostCacheRequest,
         Goodbye,
-        TurnCredentialsRequest
+        TurnCredentialsRequest,
+        ParkAccept,
+        Resume
     ]
 );
 wire_kinds!(
     SupernodeToClient,
-    12,
+    15,
     [
         Welcome,
         Busy,
@@ -579,7 +603,10 @@ wire_kinds!(
         HostCache,
         Error,
         Goodbye,
-        TurnCredentials
+        TurnCredentials,
+        ParkOffer,
+        Parked,
+        Resumed
     ]
 );
 wire_kinds!(
@@ -711,6 +738,19 @@ mod tests {
             (7, ClientToSupernode::HostCacheRequest),
             (8, ClientToSupernode::Goodbye),
             (9, ClientToSupernode::TurnCredentialsRequest),
+            (
+                10,
+                ClientToSupernode::ParkAccept {
+                    token: ParkToken([1; 16]),
+                },
+            ),
+            (
+                11,
+                ClientToSupernode::Resume {
+                    token: ParkToken([1; 16]),
+                    proof: vec![0x0c; 42],
+                },
+            ),
         ]
     }
 
@@ -815,6 +855,19 @@ mod tests {
                     ttl_s: 600,
                 },
             ),
+            (
+                12,
+                SupernodeToClient::ParkOffer {
+                    token: ParkToken([2; 16]),
+                },
+            ),
+            (
+                13,
+                SupernodeToClient::Parked {
+                    token: ParkToken([2; 16]),
+                },
+            ),
+            (14, SupernodeToClient::Resumed),
         ]
     }
 
