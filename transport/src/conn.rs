@@ -131,6 +131,17 @@ impl Conn {
         }
     }
 
+    /// 32 bytes from the TLS keying-material exporter (RFC 8446 §7.5) with `label` and an
+    /// empty context: the same on both ends of this connection and nowhere else. `None`
+    /// over TCP (parked sessions, its one user, need the QUIC socket anyway).
+    pub fn export_keying_material(&self, label: &[u8]) -> Option<[u8; 32]> {
+        let mut out = [0u8; 32];
+        self.as_quic()?
+            .export_keying_material(&mut out, label, &[])
+            .ok()?;
+        Some(out)
+    }
+
     /// Opens a bidirectional stream. Waits while the peer's stream limit is reached.
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnError> {
         match &self.inner {

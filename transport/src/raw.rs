@@ -48,6 +48,12 @@ impl RawUdp {
         self.socket.send_to(datagram, to).await
     }
 
+    /// Sends `datagram` now if the socket has room, else drops it (as the network may):
+    /// for callers that must not wait, such as a server core's loop.
+    pub fn try_send_to(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.socket.try_send_to(datagram, to)
+    }
+
     /// The next non-QUIC datagram and its sender; `None` once the endpoint has stopped.
     pub async fn recv_from(&self) -> Option<(Vec<u8>, SocketAddr)> {
         self.received.lock().await.recv().await
