@@ -60,6 +60,11 @@ struct Args {
     /// Homed clients above which new clients are answered "busy" [default: 20000].
     #[arg(long)]
     max_clients: Option<usize>,
+    /// Seconds without application messages after which an idle client's session is
+    /// parked (its QUIC connection closes; sealed UDP heartbeats keep it homed); 0: never
+    /// [default: 45].
+    #[arg(long)]
+    park_after_secs: Option<u64>,
     /// A TOML file with a key for every flag.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -87,6 +92,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     metrics_listen: Option<SocketAddr>,
     max_clients: Option<usize>,
+    park_after_secs: Option<u64>,
     log_format: Option<String>,
 }
 
@@ -189,6 +195,9 @@ fn build_config(args: Args) -> Result<(ShellConfig, String), anyhow::Error> {
     config.metrics_listen = args.metrics_listen.or(file.metrics_listen);
     if let Some(max) = args.max_clients.or(file.max_clients) {
         config.core.max_clients = max.max(1);
+    }
+    if let Some(secs) = args.park_after_secs.or(file.park_after_secs) {
+        config.core.park_after = std::time::Duration::from_secs(secs);
     }
     let log_format = args
         .log_format

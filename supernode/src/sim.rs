@@ -726,6 +726,8 @@ impl Sim {
                         info.credentials = vec![credential];
                     }
                 }
+                // The simulation hands the cores no park keys, so no session is parked.
+                Command::ParkClient { .. } | Command::SendDatagram { .. } => {}
             }
         }
         let next = self.supernodes[node].core.poll_timeout();

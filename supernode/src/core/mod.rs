@@ -18,6 +18,14 @@
 //! they push changes (only to authorised watchers, invisible shown as offline) to the
 //! watchers' homes, which pass on only real changes to the clients.
 //!
+//! Parked sessions ([`proto::park`]): a homed client idle for [`Config::park_after`] is
+//! offered parking. Once parked, its QUIC connection closes but its session stays here
+//! (online, homed, searchable); sealed heartbeat datagrams keep it alive, whatever arrives
+//! for it waits in a bounded queue announced by wake datagrams (retried with backoff), and
+//! a new connection resumes it with `Resume`. The shell hands each QUIC connection's
+//! exported park key to [`Supernode::handle_client_park_link`] and park datagrams to
+//! [`Supernode::handle_park_datagram`].
+//!
 //! What it does not do: TLS, key checks of mesh peers (the shell admits only directory
 //! members), the login-server protocol, STUN/TURN.
 
@@ -29,6 +37,7 @@ pub mod tamper;
 use limits::{TokenBucket, TtlCache};
 use proto::directory::Directory;
 use proto::login::UserInfo;
+use proto::park::{self, ParkDirection, ParkKey, ParkKind, ParkToken, ReplayWindow};
 use proto::supernode::{
     ClientToSupernode, DeviceRecord, ErrorCode, GoodbyeReason, MAX_BUSY_ALTERNATIVES, MAX_CONTACTS,
     MAX_DEVICES_PER_USER, MAX_HOST_CACHE_ANSWER, MAX_ROUTE_PAYLOAD, MAX_SEARCH_HITS,
@@ -37,11 +46,17 @@ use proto::supernode::{
     SupernodeToSupernode,
 };
 use proto::{PublicKey, SignedCredential, UnixTime, UserName};
+use rand::RngExt as _;
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// Messages that wait for one parked client; beyond this the oldest presence change (else
+/// the oldest message) is dropped.
+pub const PARK_QUEUE: usize = 64;
 
 /// A client connection, numbered by the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,6 +110,13 @@ pub struct Config {
     pub tick: Duration,
     /// The TURN relay clients may get credentials for, when this supernode runs one.
     pub turn: Option<TurnService>,
+    /// A session with no application message either way for this long is offered parking
+    /// (its QUIC connection closes; see the module docs). Zero: never.
+    pub park_after: Duration,
+    /// The first wake datagram is repeated after this, then at doubling intervals.
+    pub wake_retry: Duration,
+    /// A parked client that has not resumed this long after the first wake is dropped.
+    pub wake_deadline: Duration,
     /// Test-only: a hook that makes this supernode malicious ([`tamper`]).
     #[cfg(feature = "test-tamper")]
     pub tamper: Option<tamper::TamperHook>,
@@ -146,6 +168,9 @@ impl Default for Config {
             unreachable_backoff: Duration::from_secs(30),
             tick: Duration::from_millis(250),
             turn: None,
+            park_after: Duration::from_secs(45),
+            wake_retry: Duration::from_millis(500),
+            wake_deadline: Duration::from_secs(20),
             #[cfg(feature = "test-tamper")]
             tamper: None,
         }
@@ -178,6 +203,11 @@ pub enum Command {
     },
     /// Tell the login server this credential's holder is homed here (fire and forget).
     ReportHomed { credential: SignedCredential },
+    /// The client's session is parked: close its connection once what was queued before
+    /// this command (its `Parked`) is sent. Its session stays in the core.
+    ParkClient { client: ClientId },
+    /// Send a park datagram from the QUIC socket.
+    SendDatagram { to: SocketAddr, datagram: Vec<u8> },
 }
 
 /// Counters for metrics and benchmarks; all monotonic except the gauges.
@@ -187,6 +217,12 @@ pub struct Stats {
     pub clients: usize,
     /// Gauge: homed sessions.
     pub sessions: usize,
+    /// Gauge: sessions parked (homed, no connection open).
+    pub parked: usize,
+    /// Park datagrams refused (forged, replayed, unknown session).
+    pub park_refused: u64,
+    /// Wake datagrams sent (first tries and retries).
+    pub wakes: u64,
     /// Gauge: user records stored for the mesh.
     pub records: usize,
     /// Gauge: cached answers.
@@ -225,10 +261,57 @@ struct Session {
     seen: BTreeMap<UserName, Presence>,
 }
 
+/// What a live connection needs to be parked: its exported key and the client's address.
+struct ParkLink {
+    key: ParkKey,
+    addr: SocketAddr,
+}
+
+enum ParkState {
+    /// Not parkable (TCP, or a shell that does not park).
+    Unavailable,
+    Ready(Box<ParkLink>),
+    Offered {
+        link: Box<ParkLink>,
+        token: ParkToken,
+    },
+    Parked(Box<Parked>),
+}
+
+struct Parked {
+    token: ParkToken,
+    key: ParkKey,
+    /// Where the last authentic heartbeat came from (the client's NAT binding).
+    addr: SocketAddr,
+    rx: ReplayWindow,
+    tx_counter: u64,
+    queue: VecDeque<SupernodeToClient>,
+    wake: Option<Wake>,
+}
+
+struct Wake {
+    /// `None` until the first tick after the first wake was sent.
+    next_at: Option<Instant>,
+    interval: Duration,
+    deadline: Option<Instant>,
+}
+
+impl Parked {
+    fn seal(&mut self, kind: ParkKind) -> Vec<u8> {
+        self.tx_counter += 1;
+        park::seal(&self.key, kind, self.token, self.tx_counter)
+    }
+}
+
 struct Conn {
     device: PublicKey,
     connected_at: Instant,
     last_rx: Instant,
+    /// The last application message either way (not pings): parking's idle clock.
+    last_app: Instant,
+    /// An application message was sent since the last tick (which then moves `last_app`).
+    app_sent: bool,
+    park: ParkState,
     session: Option<Session>,
     searches: TokenBucket,
     routes: TokenBucket,
@@ -362,6 +445,8 @@ pub struct Supernode {
     homed: HashMap<UserName, BTreeMap<PublicKey, ClientId>>,
     /// Entries in `homed`, kept so that every `Ping` answer need not count them.
     sessions: usize,
+    /// Parked sessions by token.
+    parked: HashMap<ParkToken, ClientId>,
     records: HashMap<UserName, UserRecord>,
     cache: TtlCache<UserName, CachedRecord>,
     prefix_cache: TtlCache<String, Vec<UserInfo>>,
@@ -404,6 +489,7 @@ impl Supernode {
             conns: HashMap::new(),
             homed: HashMap::new(),
             sessions: 0,
+            parked: HashMap::new(),
             records: HashMap::new(),
             cache: TtlCache::new(cache_capacity),
             prefix_cache: TtlCache::new(cache_capacity / 4),
@@ -431,6 +517,7 @@ impl Supernode {
         let mut stats = self.stats.clone();
         stats.clients = self.conns.len();
         stats.sessions = self.session_count();
+        stats.parked = self.parked.len();
         stats.records = self.records.len();
         stats.cache_entries = self.cache.len() + self.prefix_cache.len();
         stats
@@ -488,6 +575,33 @@ impl Supernode {
         }
         if matches!(message, SupernodeToClient::PresenceChanged { .. }) {
             self.stats.presence_deliveries += 1;
+        }
+        let Some(conn) = self.conns.get_mut(&client) else {
+            self.commands
+                .push_back(Command::SendToClient { client, message });
+            return;
+        };
+        if !matches!(
+            message,
+            SupernodeToClient::Pong { .. } | SupernodeToClient::ParkOffer { .. }
+        ) {
+            conn.app_sent = true;
+        }
+        if let ParkState::Parked(parked) = &mut conn.park {
+            queue_for_parked(&mut parked.queue, message);
+            if parked.wake.is_none() {
+                parked.wake = Some(Wake {
+                    next_at: None,
+                    interval: self.config.wake_retry,
+                    deadline: None,
+                });
+                let datagram = parked.seal(ParkKind::Wake);
+                let to = parked.addr;
+                self.stats.wakes += 1;
+                self.commands
+                    .push_back(Command::SendDatagram { to, datagram });
+            }
+            return;
         }
         self.commands
             .push_back(Command::SendToClient { client, message });
@@ -682,6 +796,9 @@ impl Supernode {
                 device,
                 connected_at: now,
                 last_rx: now,
+                last_app: now,
+                app_sent: false,
+                park: ParkState::Unavailable,
                 session: None,
                 searches: TokenBucket::new(now, c.search_burst, c.searches_per_sec),
                 routes: TokenBucket::new(now, c.route_burst, c.routes_per_sec),
@@ -690,10 +807,185 @@ impl Supernode {
         );
     }
 
-    /// The connection closed (either side, or the transport gave up).
+    /// The connection `client` may be parked: `key` is the park key both ends exported from
+    /// it and `addr` where the client's datagrams come from.
+    pub fn handle_client_park_link(&mut self, client: ClientId, key: ParkKey, addr: SocketAddr) {
+        if let Some(conn) = self.conns.get_mut(&client)
+            && matches!(conn.park, ParkState::Unavailable)
+        {
+            conn.park = ParkState::Ready(Box::new(ParkLink { key, addr }));
+        }
+    }
+
+    /// The connection closed (either side, or the transport gave up). A parked session
+    /// outlives its connection.
     pub fn handle_client_disconnected(&mut self, now: Instant, client: ClientId) {
+        if self
+            .conns
+            .get(&client)
+            .is_some_and(|c| matches!(c.park, ParkState::Parked(_)))
+        {
+            return;
+        }
         self.end_session(now, client);
-        self.conns.remove(&client);
+        self.remove_conn(client);
+    }
+
+    /// Removes a connection's entry and, when it was parked, its token.
+    fn remove_conn(&mut self, client: ClientId) -> Option<Conn> {
+        let conn = self.conns.remove(&client)?;
+        if let ParkState::Parked(parked) = &conn.park {
+            self.parked.remove(&parked.token);
+        }
+        Some(conn)
+    }
+
+    /// Whether `client`'s session is parked.
+    pub fn is_parked(&self, client: ClientId) -> bool {
+        self.conns
+            .get(&client)
+            .is_some_and(|c| matches!(c.park, ParkState::Parked(_)))
+    }
+
+    /// A datagram that arrived on the QUIC socket with the park first byte: a parked
+    /// client's heartbeat is answered (with a wake when messages wait); anything that does
+    /// not authenticate for a parked session is ignored.
+    pub fn handle_park_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Ok(header) = park::decode_header(datagram) else {
+            self.stats.park_refused += 1;
+            return;
+        };
+        let Some(conn) = self
+            .parked
+            .get(&header.token)
+            .and_then(|client| self.conns.get_mut(client))
+        else {
+            self.stats.park_refused += 1;
+            return;
+        };
+        let ParkState::Parked(parked) = &mut conn.park else {
+            return;
+        };
+        if park::open(
+            &parked.key,
+            parked.token,
+            ParkDirection::ClientToSupernode,
+            &mut parked.rx,
+            datagram,
+        )
+        .is_err()
+        {
+            self.stats.park_refused += 1;
+            return;
+        }
+        conn.last_rx = now;
+        parked.addr = from;
+        let kind = if parked.queue.is_empty() {
+            ParkKind::HeartbeatAck
+        } else {
+            self.stats.wakes += 1;
+            ParkKind::Wake
+        };
+        let datagram = parked.seal(kind);
+        self.commands
+            .push_back(Command::SendDatagram { to: from, datagram });
+    }
+
+    /// `ParkAccept`: parks the session when the token is the one offered.
+    fn on_park_accept(&mut self, client: ClientId, token: ParkToken) {
+        let Some(conn) = self.conns.get_mut(&client) else {
+            return;
+        };
+        let offered = matches!(&conn.park, ParkState::Offered { token: t, .. } if *t == token);
+        if !offered || conn.session.is_none() {
+            return;
+        }
+        self.commands.push_back(Command::SendToClient {
+            client,
+            message: SupernodeToClient::Parked { token },
+        });
+        let ParkState::Offered { link, token } =
+            std::mem::replace(&mut conn.park, ParkState::Unavailable)
+        else {
+            return;
+        };
+        conn.park = ParkState::Parked(Box::new(Parked {
+            token,
+            key: link.key,
+            addr: link.addr,
+            rx: ReplayWindow::default(),
+            tx_counter: 0,
+            queue: VecDeque::new(),
+            wake: None,
+        }));
+        self.parked.insert(token, client);
+        self.commands.push_back(Command::ParkClient { client });
+    }
+
+    /// `Resume` on the new connection `client`: moves the parked session onto it, then
+    /// sends what waited.
+    fn on_resume(&mut self, now: Instant, client: ClientId, token: ParkToken, proof: &[u8]) {
+        let refuse = |this: &mut Self| {
+            this.stats.park_refused += 1;
+            this.send_client(
+                client,
+                SupernodeToClient::Error {
+                    code: ErrorCode::NotAuthenticated,
+                },
+            );
+        };
+        let Some(old) = self.parked.get(&token).copied() else {
+            return refuse(self);
+        };
+        let Some(device) = self
+            .conns
+            .get(&client)
+            .filter(|c| c.session.is_none())
+            .map(|c| c.device)
+        else {
+            return refuse(self);
+        };
+        let proven = self.conns.get_mut(&old).is_some_and(|c| {
+            c.device == device
+                && match &mut c.park {
+                    ParkState::Parked(parked) => park::open(
+                        &parked.key,
+                        parked.token,
+                        ParkDirection::ClientToSupernode,
+                        &mut parked.rx,
+                        proof,
+                    )
+                    .is_ok(),
+                    _ => false,
+                }
+        });
+        if !proven {
+            return refuse(self);
+        }
+        let Some(mut parked_conn) = self.remove_conn(old) else {
+            return;
+        };
+        let Some(session) = parked_conn.session.take() else {
+            return;
+        };
+        let queue = match std::mem::replace(&mut parked_conn.park, ParkState::Unavailable) {
+            ParkState::Parked(parked) => parked.queue,
+            _ => VecDeque::new(),
+        };
+        if let Some(devices) = self.homed.get_mut(&session.user) {
+            devices.insert(device, client);
+        }
+        if let Some(conn) = self.conns.get_mut(&client) {
+            conn.session = Some(session);
+            conn.last_app = now;
+            conn.updates = parked_conn.updates;
+            conn.searches = parked_conn.searches;
+            conn.routes = parked_conn.routes;
+        }
+        self.send_client(client, SupernodeToClient::Resumed);
+        for message in queue {
+            self.send_client(client, message);
+        }
     }
 
     /// Bytes from a client that did not decode: answer with a typed error.
@@ -706,7 +998,7 @@ impl Supernode {
 
     fn close_client(&mut self, now: Instant, client: ClientId) {
         self.end_session(now, client);
-        if self.conns.remove(&client).is_some() {
+        if self.remove_conn(client).is_some() {
             self.commands.push_back(Command::CloseClient { client });
         }
     }
@@ -722,6 +1014,14 @@ impl Supernode {
             return;
         };
         conn.last_rx = now;
+        if !matches!(
+            message,
+            ClientToSupernode::Ping { .. }
+                | ClientToSupernode::HostCacheRequest
+                | ClientToSupernode::ParkAccept { .. }
+        ) {
+            conn.last_app = now;
+        }
         #[cfg(feature = "test-tamper")]
         let mut message = message;
         #[cfg(feature = "test-tamper")]
@@ -753,6 +1053,9 @@ impl Supernode {
                 self.send_client(client, SupernodeToClient::HostCache { supernodes });
             }
             ClientToSupernode::Goodbye => self.close_client(now, client),
+            ClientToSupernode::Resume { token, proof } => {
+                self.on_resume(now, client, token, &proof)
+            }
             _ if !has_session => self.send_client(
                 client,
                 SupernodeToClient::Error {
@@ -802,6 +1105,7 @@ impl Supernode {
                     self.on_turn_credentials(now, client);
                 }
             }
+            ClientToSupernode::ParkAccept { token } => self.on_park_accept(client, token),
         }
     }
 
@@ -955,7 +1259,7 @@ impl Supernode {
             if let Some(conn) = self.conns.get_mut(&old) {
                 conn.session = None;
             }
-            self.conns.remove(&old);
+            self.remove_conn(old);
             self.commands
                 .push_back(Command::CloseClient { client: old });
         }
@@ -2386,7 +2690,43 @@ impl Supernode {
         let wall = self.wall(now);
         let mut idle = Vec::new();
         let mut expired = Vec::new();
-        for (id, conn) in &self.conns {
+        let mut offers = Vec::new();
+        let mut unwoken = Vec::new();
+        let park_after = self.config.park_after;
+        for (id, conn) in &mut self.conns {
+            if conn.app_sent {
+                conn.app_sent = false;
+                conn.last_app = now;
+            }
+            match &mut conn.park {
+                ParkState::Ready(_)
+                    if !park_after.is_zero()
+                        && conn.session.is_some()
+                        && now.saturating_duration_since(conn.last_app) >= park_after =>
+                {
+                    offers.push(*id);
+                }
+                ParkState::Parked(parked) => {
+                    if let Some(wake) = &mut parked.wake {
+                        let deadline =
+                            *wake.deadline.get_or_insert(now + self.config.wake_deadline);
+                        let next_at = *wake.next_at.get_or_insert(now + wake.interval);
+                        if now >= deadline {
+                            unwoken.push(*id);
+                        } else if now >= next_at {
+                            wake.interval = wake.interval.saturating_mul(2);
+                            wake.next_at = Some(now + wake.interval);
+                            let datagram = parked.seal(ParkKind::Wake);
+                            self.stats.wakes += 1;
+                            self.commands.push_back(Command::SendDatagram {
+                                to: parked.addr,
+                                datagram,
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
             let silent = now.saturating_duration_since(conn.last_rx);
             match &conn.session {
                 Some(session) if session.expires_at <= wall => expired.push(*id),
@@ -2401,13 +2741,31 @@ impl Supernode {
             }
         }
         for client in idle {
-            self.send_client(
-                client,
-                SupernodeToClient::Goodbye {
-                    reason: GoodbyeReason::IdleTimeout,
-                },
-            );
+            // A parked client that stopped heartbeating is gone: no wake for its goodbye.
+            if !self.is_parked(client) {
+                self.send_client(
+                    client,
+                    SupernodeToClient::Goodbye {
+                        reason: GoodbyeReason::IdleTimeout,
+                    },
+                );
+            }
             self.close_client(now, client);
+        }
+        for client in unwoken {
+            self.close_client(now, client);
+        }
+        for client in offers {
+            let token = ParkToken(self.rng.random());
+            let Some(conn) = self.conns.get_mut(&client) else {
+                continue;
+            };
+            let ParkState::Ready(link) = std::mem::replace(&mut conn.park, ParkState::Unavailable)
+            else {
+                continue;
+            };
+            conn.park = ParkState::Offered { link, token };
+            self.send_client(client, SupernodeToClient::ParkOffer { token });
         }
         for client in expired {
             self.send_client(
@@ -2507,12 +2865,14 @@ impl Supernode {
     pub fn shutdown(&mut self, now: Instant) {
         let clients: Vec<ClientId> = self.conns.keys().copied().collect();
         for client in clients {
-            self.send_client(
-                client,
-                SupernodeToClient::Goodbye {
-                    reason: GoodbyeReason::ShuttingDown,
-                },
-            );
+            if !self.is_parked(client) {
+                self.send_client(
+                    client,
+                    SupernodeToClient::Goodbye {
+                        reason: GoodbyeReason::ShuttingDown,
+                    },
+                );
+            }
             self.close_client(now, client);
         }
         let peers: Vec<PublicKey> = self
@@ -2549,3 +2909,31 @@ impl Supernode {
 
 #[cfg(test)]
 mod tests;
+
+/// Queues `message` for a parked client: a newer presence change of the same user replaces
+/// the waiting one; when full, the oldest presence change goes first, else the oldest
+/// message.
+fn queue_for_parked(queue: &mut VecDeque<SupernodeToClient>, message: SupernodeToClient) {
+    if let SupernodeToClient::PresenceChanged { user, .. } = &message
+        && let Some(waiting) = queue
+            .iter_mut()
+            .find(|m| matches!(m, SupernodeToClient::PresenceChanged { user: u, .. } if u == user))
+    {
+        *waiting = message;
+        return;
+    }
+    if queue.len() >= PARK_QUEUE {
+        let presence = queue
+            .iter()
+            .position(|m| matches!(m, SupernodeToClient::PresenceChanged { .. }));
+        match presence {
+            Some(index) => {
+                queue.remove(index);
+            }
+            None => {
+                queue.pop_front();
+            }
+        }
+    }
+    queue.push_back(message);
+}

@@ -432,3 +432,411 @@ fn a_peer_that_was_unreachable_gets_its_records_and_subscriptions_again() {
     assert!(out.iter().all(|c| !matches!(c,
         Command::SendToSupernode { to, .. } if to.key != peer)));
 }
+
+// ---------------------------------------------------------------- parked sessions ----
+
+const PARK_KEY: [u8; 32] = [5; 32];
+
+fn client_addr() -> SocketAddr {
+    "198.51.100.7:40000".parse().expect("addr")
+}
+
+/// Homes `name` on a parkable connection; returns its device key too.
+fn hello_parkable(f: &mut Fixture, id: u64, name: &str) -> (ClientId, SecretKey) {
+    let device = SecretKey::generate();
+    let client = ClientId(id);
+    f.core
+        .handle_client_connected(f.t0, client, device.public());
+    f.core
+        .handle_client_park_link(client, ParkKey::from_exporter(PARK_KEY), client_addr());
+    let credential = credential(&f.authority, name, &device, WALL + 3600);
+    f.core.handle_client_message(
+        f.t0,
+        client,
+        ClientToSupernode::Hello {
+            version: proto::PROTOCOL_VERSION,
+            credential,
+            presence: Presence::new(PresenceStatus::Online),
+        },
+    );
+    commands(&mut f.core);
+    (client, device)
+}
+
+/// Runs the core's timers from `from` to `to` in 250 ms steps; returns what it did.
+fn run(core: &mut Supernode, from: Instant, to: Instant) -> Vec<Command> {
+    let mut out = Vec::new();
+    let mut now = from;
+    while now < to {
+        now = (now + Duration::from_millis(250)).min(to);
+        core.handle_timeout(now);
+        out.extend(commands(core));
+    }
+    out
+}
+
+fn datagrams(out: &[Command]) -> Vec<(SocketAddr, Vec<u8>)> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::SendDatagram { to, datagram } => Some((*to, datagram.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn park_config() -> Config {
+    Config {
+        park_after: Duration::from_secs(30),
+        ..Config::default()
+    }
+}
+
+/// Idles `client` until offered, accepts; returns the token and when it was parked.
+fn park(f: &mut Fixture, client: ClientId) -> (ParkToken, Instant) {
+    let offered_by = f.t0 + Duration::from_secs(31);
+    let out = run(&mut f.core, f.t0, offered_by);
+    let token = to_client(&out, client)
+        .into_iter()
+        .find_map(|m| match m {
+            SupernodeToClient::ParkOffer { token } => Some(token),
+            _ => None,
+        })
+        .expect("an idle session is offered parking");
+    f.core
+        .handle_client_message(offered_by, client, ClientToSupernode::ParkAccept { token });
+    let out = commands(&mut f.core);
+    assert_eq!(
+        to_client(&out, client),
+        vec![SupernodeToClient::Parked { token }]
+    );
+    assert!(
+        out.iter()
+            .any(|c| matches!(c, Command::ParkClient { client: c } if *c == client))
+    );
+    (token, offered_by)
+}
+
+fn heartbeat(token: ParkToken, counter: u64) -> Vec<u8> {
+    park::seal(
+        &ParkKey::from_exporter(PARK_KEY),
+        ParkKind::Heartbeat,
+        token,
+        counter,
+    )
+}
+
+#[test]
+fn an_idle_session_is_parked_and_stays_homed_after_its_connection_closes() {
+    let mut f = fixture(park_config());
+    let (alice, _) = hello_parkable(&mut f, 1, "alice");
+    // A session without a park key (TCP) is never offered parking.
+    let (bob, _) = hello(&mut f, 2, "bob");
+    let (_, parked_at) = park(&mut f, alice);
+    let out = run(&mut f.core, f.t0, parked_at);
+    assert!(
+        to_client(&out, bob)
+            .iter()
+            .all(|m| !matches!(m, SupernodeToClient::ParkOffer { .. }))
+    );
+    f.core.handle_client_disconnected(parked_at, alice);
+    assert!(commands(&mut f.core).is_empty(), "no unpublish");
+    assert!(f.core.homes(&user("alice")));
+    let stats = f.core.stats();
+    assert_eq!((stats.sessions, stats.parked), (2, 1));
+}
+
+#[test]
+fn heartbeats_keep_a_parked_session_and_silence_drops_it_within_60_s() {
+    let mut f = fixture(park_config());
+    let (alice, _) = hello_parkable(&mut f, 1, "alice");
+    let (token, parked_at) = park(&mut f, alice);
+    f.core.handle_client_disconnected(parked_at, alice);
+    let mut now = parked_at;
+    let mut window = ReplayWindow::default();
+    for counter in 1..=8 {
+        let out = run(&mut f.core, now, now + Duration::from_secs(25));
+        now += Duration::from_secs(25);
+        assert!(
+            f.core.homes(&user("alice")),
+            "alive after {counter} heartbeats"
+        );
+        assert!(datagrams(&out).is_empty(), "nothing waits: no wake");
+        let from: SocketAddr = "198.51.100.7:40001".parse().expect("addr");
+        f.core
+            .handle_park_datagram(now, from, &heartbeat(token, counter));
+        let answers = datagrams(&commands(&mut f.core));
+        assert_eq!(answers.len(), 1, "every heartbeat is answered");
+        assert_eq!(answers[0].0, from, "to where the heartbeat came from");
+        let header = park::open(
+            &ParkKey::from_exporter(PARK_KEY),
+            token,
+            ParkDirection::SupernodeToClient,
+            &mut window,
+            &answers[0].1,
+        )
+        .expect("the answer opens under the park key");
+        assert_eq!(header.kind, ParkKind::HeartbeatAck);
+    }
+    let out = run(&mut f.core, now, now + Duration::from_secs(60));
+    assert!(!f.core.homes(&user("alice")));
+    assert_eq!(f.core.stats().parked, 0);
+    assert!(out.iter().any(|c| matches!(
+        c,
+        Command::SendToSupernode {
+            message: SupernodeToSupernode::Unpublish { .. },
+            ..
+        }
+    )));
+    assert!(
+        datagrams(&out).is_empty(),
+        "no wake for a dropped client's goodbye"
+    );
+}
+
+#[test]
+fn forged_and_replayed_heartbeats_are_ignored_and_do_not_keep_a_session_alive() {
+    let mut f = fixture(park_config());
+    let (alice, _) = hello_parkable(&mut f, 1, "alice");
+    let (token, parked_at) = park(&mut f, alice);
+    let recorded = heartbeat(token, 1);
+    f.core
+        .handle_park_datagram(parked_at, client_addr(), &recorded);
+    assert_eq!(datagrams(&commands(&mut f.core)).len(), 1);
+    let forged = park::seal(
+        &ParkKey::from_exporter([6; 32]),
+        ParkKind::Heartbeat,
+        token,
+        2,
+    );
+    let mut now = parked_at;
+    for _ in 0..12 {
+        now += Duration::from_secs(10);
+        run(&mut f.core, now - Duration::from_secs(10), now);
+        for datagram in [&recorded, &forged, &heartbeat(ParkToken([1; 16]), 9)] {
+            f.core.handle_park_datagram(now, client_addr(), datagram);
+            assert!(datagrams(&commands(&mut f.core)).is_empty());
+        }
+    }
+    assert!(
+        !f.core.homes(&user("alice")),
+        "replays and forgeries did not keep it online"
+    );
+    assert!(f.core.stats().park_refused >= 36);
+}
+
+#[test]
+fn a_message_for_a_parked_client_waits_wakes_it_and_is_flushed_on_resume() {
+    let mut f = fixture(park_config());
+    let (alice, device) = hello_parkable(&mut f, 1, "alice");
+    f.core.handle_client_message(
+        f.t0,
+        alice,
+        ClientToSupernode::Watch {
+            contacts: vec![user("bob")],
+        },
+    );
+    commands(&mut f.core);
+    let (token, parked_at) = park(&mut f, alice);
+    f.core.handle_client_disconnected(parked_at, alice);
+    let notify = |presence| SupernodeToSupernode::PresenceNotify {
+        target: user("bob"),
+        presence: Presence::new(presence),
+        watchers: vec![user("alice")],
+    };
+    let other = contact(2).key;
+    f.core
+        .handle_supernode_message(parked_at, other, notify(PresenceStatus::Online));
+    f.core
+        .handle_supernode_message(parked_at, other, notify(PresenceStatus::Away));
+    let out = commands(&mut f.core);
+    assert!(
+        to_client(&out, alice).is_empty(),
+        "nothing on a closed connection"
+    );
+    let wakes = datagrams(&out);
+    assert_eq!(wakes.len(), 1, "one wake for both changes");
+    let mut window = ReplayWindow::default();
+    let key = ParkKey::from_exporter(PARK_KEY);
+    let opened = park::open(
+        &key,
+        token,
+        ParkDirection::SupernodeToClient,
+        &mut window,
+        &wakes[0].1,
+    )
+    .expect("opens");
+    assert_eq!(opened.kind, ParkKind::Wake);
+    // Retried with backoff while the client does not come.
+    let retries = datagrams(&run(
+        &mut f.core,
+        parked_at,
+        parked_at + Duration::from_secs(4),
+    ));
+    assert!(
+        (2..=4).contains(&retries.len()),
+        "{} retries in 4 s",
+        retries.len()
+    );
+
+    // A stranger's device cannot resume it, nor can a replayed proof.
+    let now = parked_at + Duration::from_secs(4);
+    let stranger = ClientId(7);
+    f.core
+        .handle_client_connected(now, stranger, SecretKey::generate().public());
+    f.core.handle_client_message(
+        now,
+        stranger,
+        ClientToSupernode::Resume {
+            token,
+            proof: heartbeat(token, 1),
+        },
+    );
+    assert_eq!(
+        to_client(&commands(&mut f.core), stranger),
+        vec![SupernodeToClient::Error {
+            code: ErrorCode::NotAuthenticated
+        }]
+    );
+    let resumed = ClientId(8);
+    f.core
+        .handle_client_connected(now, resumed, device.public());
+    f.core.handle_client_message(
+        now,
+        resumed,
+        ClientToSupernode::Resume {
+            token,
+            proof: park::seal(
+                &ParkKey::from_exporter([6; 32]),
+                ParkKind::Heartbeat,
+                token,
+                1,
+            ),
+        },
+    );
+    assert!(matches!(
+        to_client(&commands(&mut f.core), resumed)[..],
+        [SupernodeToClient::Error { .. }]
+    ));
+    f.core.handle_client_message(
+        now,
+        resumed,
+        ClientToSupernode::Resume {
+            token,
+            proof: heartbeat(token, 1),
+        },
+    );
+    let messages = to_client(&commands(&mut f.core), resumed);
+    assert_eq!(
+        messages,
+        vec![
+            SupernodeToClient::Resumed,
+            SupernodeToClient::PresenceChanged {
+                user: user("bob"),
+                presence: Presence::new(PresenceStatus::Away),
+            },
+        ]
+    );
+    let stats = f.core.stats();
+    assert_eq!((stats.sessions, stats.parked), (1, 0));
+    // The proof cannot be used again, and the session now lives on the new connection.
+    f.core.handle_client_message(
+        now,
+        ClientId(9),
+        ClientToSupernode::Resume {
+            token,
+            proof: heartbeat(token, 1),
+        },
+    );
+    f.core.handle_client_disconnected(now, alice);
+    assert!(f.core.homes(&user("alice")));
+    f.core
+        .handle_supernode_message(now, other, notify(PresenceStatus::Busy));
+    assert_eq!(
+        to_client(&commands(&mut f.core), resumed).len(),
+        1,
+        "delivered live"
+    );
+}
+
+#[test]
+fn a_parked_client_that_never_resumes_is_dropped_after_the_wake_deadline() {
+    let mut f = fixture(park_config());
+    let (alice, _) = hello_parkable(&mut f, 1, "alice");
+    f.core.handle_client_message(
+        f.t0,
+        alice,
+        ClientToSupernode::Watch {
+            contacts: vec![user("bob")],
+        },
+    );
+    commands(&mut f.core);
+    let (token, parked_at) = park(&mut f, alice);
+    f.core.handle_supernode_message(
+        parked_at,
+        contact(2).key,
+        SupernodeToSupernode::PresenceNotify {
+            target: user("bob"),
+            presence: Presence::new(PresenceStatus::Online),
+            watchers: vec![user("alice")],
+        },
+    );
+    commands(&mut f.core);
+    // Heartbeats go on (answered by wakes), but the client never connects.
+    let mut now = parked_at;
+    for counter in 1..=4 {
+        now += Duration::from_secs(5);
+        run(&mut f.core, now - Duration::from_secs(5), now);
+        f.core
+            .handle_park_datagram(now, client_addr(), &heartbeat(token, counter));
+        let answers = datagrams(&commands(&mut f.core));
+        if f.core.homes(&user("alice")) {
+            let mut window = ReplayWindow::default();
+            let header = park::open(
+                &ParkKey::from_exporter(PARK_KEY),
+                token,
+                ParkDirection::SupernodeToClient,
+                &mut window,
+                &answers[0].1,
+            )
+            .expect("opens");
+            assert_eq!(
+                header.kind,
+                ParkKind::Wake,
+                "a heartbeat learns of the wait"
+            );
+        }
+    }
+    run(&mut f.core, now, parked_at + Duration::from_secs(25));
+    assert!(!f.core.homes(&user("alice")));
+}
+
+#[test]
+fn the_parked_queue_is_bounded_and_keeps_the_newest_presence_per_user() {
+    let mut queue = VecDeque::new();
+    for i in 0..(PARK_QUEUE * 3) {
+        queue_for_parked(
+            &mut queue,
+            SupernodeToClient::PresenceChanged {
+                user: user(&format!("user{}", i % (PARK_QUEUE * 2))),
+                presence: Presence::new(PresenceStatus::Online),
+            },
+        );
+        queue_for_parked(
+            &mut queue,
+            SupernodeToClient::RouteStatus {
+                id: i as u64,
+                outcome: RouteOutcome::Delivered,
+            },
+        );
+        assert!(queue.len() <= PARK_QUEUE);
+    }
+    assert!(
+        queue
+            .iter()
+            .all(|m| matches!(m, SupernodeToClient::RouteStatus { .. }))
+    );
+    assert!(matches!(
+        queue.back(),
+        Some(SupernodeToClient::RouteStatus { id, .. }) if *id == (PARK_QUEUE * 3 - 1) as u64
+    ));
+}

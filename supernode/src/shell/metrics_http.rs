@@ -53,6 +53,9 @@ fn resident_bytes() -> Option<u64> {
 pub fn publish(stats: &Stats) {
     metrics::gauge!("supernode_clients").set(stats.clients as f64);
     metrics::gauge!("supernode_sessions").set(stats.sessions as f64);
+    metrics::gauge!("supernode_parked_sessions").set(stats.parked as f64);
+    metrics::counter!("supernode_park_refused_total").absolute(stats.park_refused);
+    metrics::counter!("supernode_wakes_total").absolute(stats.wakes);
     metrics::gauge!("supernode_records").set(stats.records as f64);
     metrics::gauge!("supernode_cache_entries").set(stats.cache_entries as f64);
     for (source, count) in [

@@ -126,6 +126,11 @@ enum Input {
         conn: Conn,
         out: mpsc::Sender<ClientOut>,
     },
+    /// A datagram with the park first byte on the QUIC socket.
+    ParkDatagram {
+        from: SocketAddr,
+        datagram: Vec<u8>,
+    },
     ClientMessage {
         id: ClientId,
         message: ClientToSupernode,
@@ -273,12 +278,13 @@ impl RunningSupernode {
             tuning: Tuning::signalling_server(),
             connections: transport::ConnectionLimiter::new(config.max_connections),
         };
-        let endpoint = Endpoint::bind(config.listen, &key, Some(options.clone())).map_err(|e| {
-            StartError::Listen {
-                addr: config.listen,
-                reason: e.to_string(),
-            }
+        // The raw side of the QUIC socket carries parked clients' heartbeats and wakes.
+        let (endpoint, raw) = Endpoint::bind_with_raw(config.listen, &key, Some(options.clone()))
+            .map_err(|e| StartError::Listen {
+            addr: config.listen,
+            reason: e.to_string(),
         })?;
+        let raw = Arc::new(raw);
         let quic_addr = endpoint.local_addr().map_err(|e| StartError::Listen {
             addr: config.listen,
             reason: e.to_string(),
@@ -424,11 +430,26 @@ impl RunningSupernode {
             core,
             inbox_rx,
             login_tx,
-            endpoint.clone(),
+            CoreLinks {
+                endpoint: endpoint.clone(),
+                raw: raw.clone(),
+            },
             inbox_tx.clone(),
             homed_tx,
         ));
         let mut tasks = Vec::new();
+        {
+            let inbox = inbox_tx.clone();
+            let raw = raw.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some((datagram, from)) = raw.recv_from().await {
+                    if proto::park::is_park_datagram(&datagram) {
+                        // A full inbox drops the datagram, as a busy network would.
+                        let _ = inbox.try_send(Input::ParkDatagram { from, datagram });
+                    }
+                }
+            }));
+        }
         tasks.push(tokio::spawn(login_loop(
             endpoint.clone(),
             config.clone(),
@@ -551,14 +572,21 @@ fn load_or_create_turn_secret(dir: &std::path::Path) -> Result<Vec<u8>, StartErr
     Ok(key.to_bytes().to_vec())
 }
 
+/// The sockets the core task sends on.
+struct CoreLinks {
+    endpoint: Endpoint,
+    raw: Arc<transport::RawUdp>,
+}
+
 async fn core_loop(
     mut core: Supernode,
     mut inbox: mpsc::Receiver<Input>,
     login: mpsc::Sender<LoginRequest>,
-    endpoint: Endpoint,
+    links_out: CoreLinks,
     inbox_tx: mpsc::Sender<Input>,
     homed: watch::Sender<u32>,
 ) {
+    let CoreLinks { endpoint, raw } = links_out;
     let mut clients: HashMap<ClientId, (Conn, mpsc::Sender<ClientOut>, u32)> = HashMap::new();
     let mut links: HashMap<PublicKey, mpsc::Sender<SupernodeToSupernode>> = HashMap::new();
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
@@ -574,9 +602,15 @@ async fn core_loop(
                 let Some(input) = input else { break };
                 match input {
                     Input::ClientConnected { id, device, conn, out } => {
+                        let park_key = conn.export_keying_material(proto::park::PARK_EXPORTER_LABEL);
+                        let addr = conn.remote_address();
                         clients.insert(id, (conn, out, 0));
                         core.handle_client_connected(now, id, device);
+                        if let Some(key) = park_key {
+                            core.handle_client_park_link(id, proto::park::ParkKey::from_exporter(key), addr);
+                        }
                     }
+                    Input::ParkDatagram { from, datagram } => core.handle_park_datagram(now, from, &datagram),
                     Input::ClientMessage { id, message } => core.handle_client_message(now, id, message),
                     Input::ClientGarbage { id, error } => {
                         let too_much = clients.get_mut(&id).is_some_and(|c| {
@@ -675,6 +709,18 @@ async fn core_loop(
                 }
                 Command::ReportHomed { credential } => {
                     let _ = login.try_send(LoginRequest::Homed { credential });
+                }
+                Command::ParkClient { client } => {
+                    // `Parked` is queued ahead of the close; the session stays in the core.
+                    if let Some((conn, out, _)) = clients.remove(&client)
+                        && out.try_send(ClientOut::Close).is_err()
+                    {
+                        conn.close(0, "parked");
+                    }
+                }
+                Command::SendDatagram { to, datagram } => {
+                    // A full socket buffer drops it; heartbeats and wakes are retried.
+                    let _ = raw.try_send_to(&datagram, to);
                 }
             }
         }
