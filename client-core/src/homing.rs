@@ -6,11 +6,20 @@
 //! [`Homing::poll_transmit`] (open a connection to `to` when none is open) and
 //! [`Homing::poll_event`], then arm a timer for [`Homing::poll_timeout`].
 //!
+//! Parking ([`proto::park`]): when the home supernode offers to park an idle session and
+//! the shell handed over the connection's exported park key
+//! ([`Homing::handle_park_key`]), homing accepts; once `Parked`, it tells the shell to close
+//! the connection ([`HomingEvent::Disconnect`]) and sends sealed heartbeat datagrams
+//! ([`Homing::poll_datagram`], from the QUIC socket) instead of pings. A wake datagram
+//! ([`Homing::handle_datagram`]) or anything the app sends makes it resume on a new
+//! connection; messages wait meanwhile. The app sees parking only as latency.
+//!
 //! What it does not do: verify search results ([`crate::search::verify_hit`]), decrypt routed
 //! payloads, or fetch the directory (the app seeds the host cache with
 //! [`Homing::add_supernodes`]).
 
 use crate::host_cache::HostCache;
+use proto::park::{self, ParkDirection, ParkKey, ParkKind, ParkToken, ReplayWindow};
 use proto::supernode::{
     ClientToSupernode, ErrorCode, GoodbyeReason, Presence, SearchQuery, SupernodeContact,
     SupernodeToClient,
@@ -20,7 +29,12 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom as _;
 use rand::{RngExt as _, SeedableRng as _};
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// Messages the app sends while a parked session resumes, held until it has; beyond this
+/// the oldest are dropped (the cores above retransmit what matters).
+pub const MAX_HELD: usize = 256;
 
 /// Tunables. The defaults meet the targets: keep-alive well under 25 s, a dead supernode
 /// noticed within 10 s.
@@ -46,6 +60,9 @@ pub struct HomingConfig {
     pub standby_check_interval: Duration,
     /// Supernodes that failed this recently are tried last.
     pub skip_failed_for: Duration,
+    /// Accept the home supernode's offers to park an idle session (heartbeats at
+    /// `keepalive_interval`, a silent home declared dead after `dead_after`, as when live).
+    pub parking: bool,
 }
 
 impl Default for HomingConfig {
@@ -61,6 +78,7 @@ impl Default for HomingConfig {
             backoff_max: Duration::from_secs(30),
             standby_check_interval: Duration::from_secs(30),
             skip_failed_for: Duration::from_secs(60),
+            parking: true,
         }
     }
 }
@@ -116,8 +134,41 @@ enum State {
         home: SupernodeContact,
         last_rx: Instant,
         next_ping: Instant,
+        /// `ParkAccept` sent, `Parked` not yet received: app messages are held.
+        parking: Option<Box<ClientPark>>,
+    },
+    /// No connection: heartbeats keep the session at `home`.
+    Parked {
+        home: SupernodeContact,
+        park: Box<ClientPark>,
+        last_rx: Instant,
+        next_heartbeat: Instant,
+    },
+    /// `Resume` sent on a new connection, `Resumed` not yet received.
+    Resuming {
+        home: SupernodeContact,
+        park: Box<ClientPark>,
+        deadline: Instant,
     },
     Stopped,
+}
+
+/// One parked session's datagram state.
+#[derive(Debug)]
+struct ClientPark {
+    token: ParkToken,
+    key: ParkKey,
+    /// When `ParkAccept` was sent: without `Parked` soon, the session stays live.
+    accepted_at: Instant,
+    tx_counter: u64,
+    rx: ReplayWindow,
+}
+
+impl ClientPark {
+    fn seal(&mut self) -> Vec<u8> {
+        self.tx_counter += 1;
+        park::seal(&self.key, ParkKind::Heartbeat, self.token, self.tx_counter)
+    }
 }
 
 /// The homing state machine. See the module docs.
@@ -139,6 +190,13 @@ pub struct Homing {
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<HomingEvent>,
+    /// The park key of the newest connection to this supernode.
+    park_key: Option<(PublicKey, ParkKey)>,
+    /// App messages waiting for a parked session to resume.
+    held: VecDeque<ClientToSupernode>,
+    datagrams: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// The latest `now` seen, for methods that take none.
+    clock: Instant,
 }
 
 impl Homing {
@@ -170,6 +228,10 @@ impl Homing {
             next_id: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            park_key: None,
+            held: VecDeque::new(),
+            datagrams: VecDeque::new(),
+            clock: now,
         };
         homing.start_probing(now);
         homing
@@ -180,11 +242,104 @@ impl Homing {
         &self.cache
     }
 
-    /// The current home, if homed.
+    /// The current home, if homed (parked counts).
     pub fn home(&self) -> Option<SupernodeContact> {
         match &self.state {
-            State::Homed { home, .. } => Some(*home),
+            State::Homed { home, .. }
+            | State::Parked { home, .. }
+            | State::Resuming { home, .. } => Some(*home),
             _ => None,
+        }
+    }
+
+    /// Whether the session is parked (or resuming): no connection to the home is needed.
+    pub fn is_parked(&self) -> bool {
+        matches!(self.state, State::Parked { .. } | State::Resuming { .. })
+    }
+
+    /// The shell opened a QUIC connection to `supernode` and exported `key` from it
+    /// ([`proto::park::PARK_EXPORTER_LABEL`]): the session on it may be parked.
+    pub fn handle_park_key(&mut self, supernode: PublicKey, key: ParkKey) {
+        self.park_key = Some((supernode, key));
+    }
+
+    /// A datagram with the park first byte from `from` on the QUIC socket: a heartbeat's
+    /// answer keeps the parked home alive, a wake resumes the session. Anything that does
+    /// not open under the park key is ignored.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.clock = now;
+        let _ = from;
+        let (State::Parked { park, .. } | State::Resuming { park, .. }) = &mut self.state else {
+            return;
+        };
+        let Ok(header) = park::open(
+            &park.key,
+            park.token,
+            ParkDirection::SupernodeToClient,
+            &mut park.rx,
+            datagram,
+        ) else {
+            return;
+        };
+        if let State::Parked { last_rx, .. } = &mut self.state {
+            *last_rx = now;
+            if header.kind == ParkKind::Wake {
+                self.resume(now);
+            }
+        }
+    }
+
+    /// The next park datagram to send from the QUIC socket.
+    pub fn poll_datagram(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        self.datagrams.pop_front()
+    }
+
+    /// Opens a new connection (the shell does, for the `Resume` transmit) for a parked
+    /// session.
+    fn resume(&mut self, now: Instant) {
+        let State::Parked { home, park, .. } = std::mem::replace(&mut self.state, State::Stopped)
+        else {
+            return;
+        };
+        let mut park = park;
+        let proof = park.seal();
+        let token = park.token;
+        self.state = State::Resuming {
+            home,
+            park,
+            deadline: now + self.config.connect_timeout,
+        };
+        self.push(home, ClientToSupernode::Resume { token, proof });
+    }
+
+    /// Sends an app message to the home: now when the session is live, after resuming
+    /// when parked.
+    fn push_app(&mut self, message: ClientToSupernode) {
+        match &self.state {
+            State::Homed {
+                home,
+                parking: None,
+                ..
+            } => {
+                let home = *home;
+                self.push(home, message);
+            }
+            State::Homed { .. } | State::Parked { .. } | State::Resuming { .. } => {
+                if self.held.len() >= MAX_HELD {
+                    self.held.pop_front();
+                }
+                self.held.push_back(message);
+                if matches!(self.state, State::Parked { .. }) {
+                    self.resume(self.clock);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn flush_held(&mut self, to: SupernodeContact) {
+        while let Some(message) = self.held.pop_front() {
+            self.push(to, message);
         }
     }
 
@@ -212,8 +367,11 @@ impl Homing {
     /// Presents a refreshed credential (re-homing after [`HomingEvent::Refused`]).
     pub fn set_credential(&mut self, now: Instant, credential: SignedCredential) {
         self.credential = credential;
+        self.clock = now;
         match self.state {
-            State::Homed { home, .. } => self.push(home, self.hello()),
+            State::Homed { .. } | State::Parked { .. } | State::Resuming { .. } => {
+                self.push_app(self.hello())
+            }
             State::Stopped => self.start_probing(now),
             _ => {}
         }
@@ -222,40 +380,40 @@ impl Homing {
     /// Sets this device's presence (kept across re-homing).
     pub fn set_presence(&mut self, presence: Presence) {
         self.presence = presence.clone();
-        if let Some(home) = self.home() {
-            self.push(home, ClientToSupernode::SetPresence { presence });
+        if self.home().is_some() {
+            self.push_app(ClientToSupernode::SetPresence { presence });
         }
     }
 
     /// Sets who may see this user's presence (kept across re-homing).
     pub fn set_authorized(&mut self, contacts: Vec<UserName>) {
         self.authorized = contacts.clone();
-        if let Some(home) = self.home() {
-            self.push(home, ClientToSupernode::SetAuthorized { contacts });
+        if self.home().is_some() {
+            self.push_app(ClientToSupernode::SetAuthorized { contacts });
         }
     }
 
     /// Sets whose presence to receive (kept across re-homing).
     pub fn set_watch(&mut self, contacts: Vec<UserName>) {
         self.watch = contacts.clone();
-        if let Some(home) = self.home() {
-            self.push(home, ClientToSupernode::Watch { contacts });
+        if self.home().is_some() {
+            self.push_app(ClientToSupernode::Watch { contacts });
         }
     }
 
     /// Sends any message to the home supernode.
     pub fn send(&mut self, message: ClientToSupernode) -> Result<(), NotHomed> {
-        let home = self.home().ok_or(NotHomed)?;
-        self.push(home, message);
+        self.home().ok_or(NotHomed)?;
+        self.push_app(message);
         Ok(())
     }
 
     /// Starts a search; the answer arrives as a `Message` event with the returned id.
     pub fn search(&mut self, query: SearchQuery) -> Result<u32, NotHomed> {
-        let home = self.home().ok_or(NotHomed)?;
+        self.home().ok_or(NotHomed)?;
         let query_id = u32::try_from(self.next_id & u64::from(u32::MAX)).unwrap_or(0);
         self.next_id += 1;
-        self.push(home, ClientToSupernode::Search { query_id, query });
+        self.push_app(ClientToSupernode::Search { query_id, query });
         Ok(query_id)
     }
 
@@ -267,23 +425,24 @@ impl Homing {
         to_device: Option<PublicKey>,
         payload: Vec<u8>,
     ) -> Result<u64, NotHomed> {
-        let home = self.home().ok_or(NotHomed)?;
+        self.home().ok_or(NotHomed)?;
         let id = self.next_id;
         self.next_id += 1;
-        self.push(
-            home,
-            ClientToSupernode::Route {
-                id,
-                to,
-                to_device,
-                payload,
-            },
-        );
+        self.push_app(ClientToSupernode::Route {
+            id,
+            to,
+            to_device,
+            payload,
+        });
         Ok(id)
     }
 
     /// Logs off: tells the home supernode and stops.
     pub fn shutdown(&mut self) {
+        if matches!(self.state, State::Parked { .. }) {
+            // The goodbye follows the resume on the new connection, without waiting.
+            self.resume(self.clock);
+        }
         if let Some(home) = self.home() {
             self.push(home, ClientToSupernode::Goodbye);
         }
@@ -453,6 +612,7 @@ impl Homing {
 
     /// A message from supernode `from` (the key its TLS handshake proved).
     pub fn handle_message(&mut self, now: Instant, from: PublicKey, message: SupernodeToClient) {
+        self.clock = now;
         if let SupernodeToClient::Pong { nonce, .. } = &message {
             if let Some((contact, sent)) = self.pings.remove(nonce)
                 && contact.key == from
@@ -493,6 +653,7 @@ impl Homing {
                             home: target,
                             last_rx: now,
                             next_ping: now + self.config.keepalive_interval,
+                            parking: None,
                         };
                         if self.standby.is_none_or(|s| s == target) {
                             self.choose_standby(now);
@@ -507,6 +668,7 @@ impl Homing {
                             let contacts = self.watch.clone();
                             self.push(target, ClientToSupernode::Watch { contacts });
                         }
+                        self.flush_held(target);
                     }
                     SupernodeToClient::Busy { alternatives } => {
                         for contact in alternatives {
@@ -551,10 +713,82 @@ impl Homing {
                         self.events.push_back(HomingEvent::Refused { error: code });
                     }
                     SupernodeToClient::Welcome { .. } => {}
+                    SupernodeToClient::ParkOffer { token } => self.on_park_offer(now, home, token),
+                    SupernodeToClient::Parked { token } => self.on_parked(now, home, token),
                     other => self.events.push_back(HomingEvent::Message(other)),
                 }
             }
+            State::Resuming { home, .. } if home.key == from => {
+                let home = *home;
+                match message {
+                    SupernodeToClient::Resumed => {
+                        self.state = State::Homed {
+                            home,
+                            last_rx: now,
+                            next_ping: now + self.config.keepalive_interval,
+                            parking: None,
+                        };
+                        self.flush_held(home);
+                    }
+                    // The parked session is gone (dropped, or the supernode restarted):
+                    // home there again with the credential, on the same connection.
+                    SupernodeToClient::Error { .. } => self.connect(now, home, 0),
+                    SupernodeToClient::Goodbye { .. } => self.lose_home(now, home),
+                    _ => {}
+                }
+            }
             _ => {}
+        }
+    }
+
+    fn on_park_offer(&mut self, now: Instant, home: SupernodeContact, token: ParkToken) {
+        if !self.config.parking {
+            return;
+        }
+        let Some(key) = self
+            .park_key
+            .as_ref()
+            .filter(|(supernode, _)| *supernode == home.key)
+            .map(|(_, key)| key.clone())
+        else {
+            return;
+        };
+        if let State::Homed { parking, .. } = &mut self.state
+            && parking.is_none()
+        {
+            *parking = Some(Box::new(ClientPark {
+                token,
+                key,
+                accepted_at: now,
+                tx_counter: 0,
+                rx: ReplayWindow::default(),
+            }));
+            self.push(home, ClientToSupernode::ParkAccept { token });
+        }
+    }
+
+    fn on_parked(&mut self, now: Instant, home: SupernodeContact, token: ParkToken) {
+        let State::Homed { parking, .. } = &mut self.state else {
+            return;
+        };
+        if parking.as_ref().is_none_or(|p| p.token != token) {
+            return;
+        }
+        let Some(park) = parking.take() else {
+            return;
+        };
+        self.state = State::Parked {
+            home,
+            park,
+            last_rx: now,
+            next_heartbeat: now + self.config.keepalive_interval,
+        };
+        self.park_key = None;
+        self.pings.retain(|_, (c, _)| *c != home);
+        self.events
+            .push_back(HomingEvent::Disconnect { supernode: home });
+        if !self.held.is_empty() {
+            self.resume(now);
         }
     }
 
@@ -572,8 +806,15 @@ impl Homing {
 
     /// The shell could not reach `supernode` (refused, handshake timeout, connection lost).
     pub fn handle_connection_failed(&mut self, now: Instant, supernode: PublicKey) {
+        self.clock = now;
         self.pings.retain(|_, (c, _)| c.key != supernode);
         match &self.state {
+            // The parked session outlives its connection.
+            State::Parked { home, .. } if home.key == supernode => {}
+            State::Resuming { home, .. } if home.key == supernode => {
+                let home = *home;
+                self.lose_home(now, home);
+            }
             State::Connecting {
                 target, attempt, ..
             } if target.key == supernode => {
@@ -610,6 +851,7 @@ impl Homing {
 
     /// Runs timers: probes, connection attempts, keep-alives, dead-home detection.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = now;
         // Unanswered pings: a standby that does not answer is replaced.
         let stale: Vec<u64> = self
             .pings
@@ -647,16 +889,48 @@ impl Homing {
                 let (target, attempt) = (*target, *attempt);
                 self.attempt_failed(now, target, attempt);
             }
-            State::Homed {
+            State::Parked {
                 home,
+                park,
                 last_rx,
-                next_ping,
+                next_heartbeat,
             } => {
                 let home = *home;
                 if now.saturating_duration_since(*last_rx) >= self.config.dead_after {
                     self.lose_home(now, home);
                     return;
                 }
+                if now >= *next_heartbeat {
+                    *next_heartbeat = now + self.config.keepalive_interval;
+                    let datagram = park.seal();
+                    self.datagrams.push_back((home.addr, datagram));
+                }
+            }
+            State::Resuming { home, deadline, .. } if now >= *deadline => {
+                let home = *home;
+                self.lose_home(now, home);
+            }
+            State::Homed {
+                home,
+                last_rx,
+                parking,
+                ..
+            } => {
+                let home = *home;
+                if now.saturating_duration_since(*last_rx) >= self.config.dead_after {
+                    self.lose_home(now, home);
+                    return;
+                }
+                if parking.as_ref().is_some_and(|p| {
+                    now.saturating_duration_since(p.accepted_at) >= self.config.connect_timeout
+                }) {
+                    // No `Parked`: the session stays live and what waited goes now.
+                    *parking = None;
+                    self.flush_held(home);
+                }
+                let State::Homed { next_ping, .. } = &mut self.state else {
+                    return;
+                };
                 if now >= *next_ping {
                     *next_ping = now + self.config.keepalive_interval;
                     self.ping(now, home);
@@ -691,14 +965,30 @@ impl Homing {
             State::Waiting { until, .. } => Some(*until),
             State::Connecting { deadline, .. } => Some(*deadline),
             State::Homed {
-                last_rx, next_ping, ..
-            } => Some((*next_ping).min(*last_rx + self.config.dead_after).min(
-                if self.standby.is_some() {
-                    self.next_standby_check
-                } else {
-                    *next_ping
-                },
-            )),
+                last_rx,
+                next_ping,
+                parking,
+                ..
+            } => Some(
+                (*next_ping)
+                    .min(*last_rx + self.config.dead_after)
+                    .min(if self.standby.is_some() {
+                        self.next_standby_check
+                    } else {
+                        *next_ping
+                    })
+                    .min(
+                        parking
+                            .as_ref()
+                            .map_or(*next_ping, |p| p.accepted_at + self.config.connect_timeout),
+                    ),
+            ),
+            State::Parked {
+                last_rx,
+                next_heartbeat,
+                ..
+            } => Some((*next_heartbeat).min(*last_rx + self.config.dead_after)),
+            State::Resuming { deadline, .. } => Some(*deadline),
             State::Stopped => None,
         };
         let ping = self

@@ -340,3 +340,261 @@ fn a_refused_credential_stops_homing_until_a_new_one_arrives() {
     h.set_credential(t0, credential());
     assert!(!drain(&mut h).is_empty());
 }
+
+// ---------------------------------------------------------------- parking ------------
+
+const PARK_KEY: [u8; 32] = [8; 32];
+const TOKEN: ParkToken = ParkToken([4; 16]);
+
+fn server_seal(kind: ParkKind, counter: u64) -> Vec<u8> {
+    park::seal(&ParkKey::from_exporter(PARK_KEY), kind, TOKEN, counter)
+}
+
+/// Homes, then parks at `t`; returns the homing, its home and when it parked.
+fn parked(seed: u64, t0: Instant) -> (Homing, SupernodeContact, Instant) {
+    let (mut h, home) = home_via_probes(seed, t0);
+    drain(&mut h);
+    events(&mut h);
+    let t = t0 + Duration::from_secs(1);
+    h.handle_park_key(home.key, ParkKey::from_exporter(PARK_KEY));
+    h.handle_message(t, home.key, SupernodeToClient::ParkOffer { token: TOKEN });
+    let sent = drain(&mut h);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, home);
+    assert_eq!(
+        sent[0].message,
+        ClientToSupernode::ParkAccept { token: TOKEN }
+    );
+    h.handle_message(t, home.key, SupernodeToClient::Parked { token: TOKEN });
+    assert_eq!(
+        events(&mut h),
+        vec![HomingEvent::Disconnect { supernode: home }],
+        "the connection may close"
+    );
+    assert!(h.is_parked());
+    assert_eq!(h.home(), Some(home));
+    (h, home, t)
+}
+
+/// Runs timers from `from` to `to` in 100 ms steps, answering each heartbeat with `answer`
+/// (or not at all); returns the heartbeats sent.
+fn run_parked(
+    h: &mut Homing,
+    from: Instant,
+    to: Instant,
+    mut answer: impl FnMut(u64) -> Option<Vec<u8>>,
+) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut sent = Vec::new();
+    let mut now = from;
+    while now < to {
+        now = (now + Duration::from_millis(100)).min(to);
+        h.handle_timeout(now);
+        while let Some((addr, datagram)) = h.poll_datagram() {
+            let counter = park::decode_header(&datagram)
+                .expect("a park datagram")
+                .counter;
+            if let Some(reply) = answer(counter) {
+                h.handle_datagram(now, addr, &reply);
+            }
+            sent.push((addr, datagram));
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_parked_session_heartbeats_instead_of_pinging_and_stays_homed() {
+    let t0 = Instant::now();
+    let (mut h, home, t) = parked(1, t0);
+    let mut acks = 0;
+    let sent = run_parked(&mut h, t, t + Duration::from_secs(60), |_| {
+        acks += 1;
+        Some(server_seal(ParkKind::HeartbeatAck, acks))
+    });
+    assert!(
+        drain(&mut h)
+            .iter()
+            .all(|tx| !matches!(tx.message, ClientToSupernode::Ping { .. }) || tx.to != home),
+        "no pings to the parked home"
+    );
+    let interval = HomingConfig::default().keepalive_interval.as_secs();
+    assert!(
+        sent.len() as u64 >= 60 / interval - 1,
+        "{} heartbeats",
+        sent.len()
+    );
+    let mut window = ReplayWindow::default();
+    for (addr, datagram) in &sent {
+        assert_eq!(*addr, home.addr, "to the supernode's QUIC port");
+        let header = park::open(
+            &ParkKey::from_exporter(PARK_KEY),
+            TOKEN,
+            ParkDirection::ClientToSupernode,
+            &mut window,
+            datagram,
+        )
+        .expect("a heartbeat opens under the park key");
+        assert_eq!(header.kind, ParkKind::Heartbeat);
+    }
+    assert!(h.is_parked());
+    assert!(
+        !events(&mut h)
+            .iter()
+            .any(|e| matches!(e, HomingEvent::Lost { .. })),
+        "the parked home is not lost"
+    );
+}
+
+#[test]
+fn a_wake_resumes_on_a_new_connection_and_replayed_or_forged_wakes_do_not() {
+    let t0 = Instant::now();
+    let (mut h, home, t) = parked(2, t0);
+    let wake = server_seal(ParkKind::Wake, 1);
+    let forged = park::seal(&ParkKey::from_exporter([9; 32]), ParkKind::Wake, TOKEN, 2);
+    h.handle_datagram(t, home.addr, &forged);
+    assert!(drain(&mut h).is_empty(), "a forged wake is ignored");
+    h.handle_datagram(t, home.addr, &wake);
+    let sent = drain(&mut h);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, home);
+    let ClientToSupernode::Resume { token, proof } = &sent[0].message else {
+        panic!("expected Resume, got {:?}", sent[0].message);
+    };
+    assert_eq!(*token, TOKEN);
+    let mut window = ReplayWindow::default();
+    park::open(
+        &ParkKey::from_exporter(PARK_KEY),
+        TOKEN,
+        ParkDirection::ClientToSupernode,
+        &mut window,
+        proof,
+    )
+    .expect("the proof opens under the park key");
+    h.handle_message(t, home.key, SupernodeToClient::Resumed);
+    assert!(!h.is_parked());
+    assert_eq!(h.home(), Some(home));
+    h.handle_message(
+        t,
+        home.key,
+        SupernodeToClient::PresenceChanged {
+            user: UserName::new("bob").expect("valid"),
+            presence: Presence::new(proto::supernode::PresenceStatus::Away),
+        },
+    );
+    assert!(matches!(
+        events(&mut h)[..],
+        [HomingEvent::Message(
+            SupernodeToClient::PresenceChanged { .. }
+        )]
+    ));
+
+    // Parked again: the recorded wake of the first park does not wake it.
+    h.handle_park_key(home.key, ParkKey::from_exporter(PARK_KEY));
+    h.handle_message(t, home.key, SupernodeToClient::ParkOffer { token: TOKEN });
+    h.handle_message(t, home.key, SupernodeToClient::Parked { token: TOKEN });
+    drain(&mut h);
+    // A new park starts a new window, so the replay is of this park's own wake.
+    let second = server_seal(ParkKind::Wake, 1);
+    h.handle_datagram(t, home.addr, &second);
+    h.handle_message(t, home.key, SupernodeToClient::Resumed);
+    drain(&mut h);
+    h.handle_park_key(home.key, ParkKey::from_exporter(PARK_KEY));
+    h.handle_message(t, home.key, SupernodeToClient::ParkOffer { token: TOKEN });
+    h.handle_message(t, home.key, SupernodeToClient::Parked { token: TOKEN });
+    drain(&mut h);
+    h.handle_datagram(t, home.addr, &second);
+    h.handle_datagram(t, home.addr, &second);
+    let sent = drain(&mut h);
+    assert_eq!(sent.len(), 1, "one resume for a wake delivered twice");
+}
+
+#[test]
+fn what_the_app_sends_while_parked_waits_for_the_resume() {
+    let t0 = Instant::now();
+    let (mut h, home, t) = parked(3, t0);
+    h.set_presence(Presence::new(proto::supernode::PresenceStatus::Busy));
+    let id = h
+        .route(UserName::new("bob").expect("valid"), None, vec![1, 2])
+        .expect("homed while parked");
+    let sent = drain(&mut h);
+    assert!(
+        matches!(sent[..], [Transmit { message: ClientToSupernode::Resume { .. }, to }] if to == home),
+        "{sent:?}"
+    );
+    h.handle_message(
+        t + Duration::from_millis(50),
+        home.key,
+        SupernodeToClient::Resumed,
+    );
+    let sent: Vec<ClientToSupernode> = drain(&mut h).into_iter().map(|t| t.message).collect();
+    assert!(matches!(
+        &sent[..],
+        [ClientToSupernode::SetPresence { .. }, ClientToSupernode::Route { id: r, .. }] if *r == id
+    ));
+}
+
+#[test]
+fn a_silent_supernode_is_noticed_while_parked_and_the_client_rehomes() {
+    let t0 = Instant::now();
+    let (mut h, home, t) = parked(4, t0);
+    let dead_after = HomingConfig::default().dead_after;
+    run_parked(
+        &mut h,
+        t,
+        t + dead_after + Duration::from_millis(200),
+        |_| None,
+    );
+    let seen = events(&mut h);
+    assert!(
+        seen.contains(&HomingEvent::Lost { supernode: home }),
+        "{seen:?}"
+    );
+    assert!(!h.is_parked());
+    // Re-homing goes on as it does for a live session.
+    let mut now = t + dead_after + Duration::from_millis(200);
+    let mut hello_to = None;
+    for _ in 0..50 {
+        now += Duration::from_millis(100);
+        h.handle_timeout(now);
+        if let Some(tx) = drain(&mut h)
+            .into_iter()
+            .find(|t| matches!(t.message, ClientToSupernode::Hello { .. }))
+        {
+            hello_to = Some(tx.to);
+            break;
+        }
+    }
+    assert!(hello_to.is_some_and(|to| to != home), "re-homes elsewhere");
+}
+
+#[test]
+fn a_refused_resume_homes_again_with_the_credential() {
+    let t0 = Instant::now();
+    let (mut h, home, t) = parked(5, t0);
+    h.handle_datagram(t, home.addr, &server_seal(ParkKind::Wake, 1));
+    drain(&mut h);
+    h.handle_message(
+        t,
+        home.key,
+        SupernodeToClient::Error {
+            code: ErrorCode::NotAuthenticated,
+        },
+    );
+    let sent = drain(&mut h);
+    assert!(
+        matches!(sent[..], [Transmit { message: ClientToSupernode::Hello { .. }, to }] if to == home)
+    );
+    h.handle_message(t, home.key, welcome(&home));
+    assert_eq!(h.home(), Some(home));
+    assert!(!h.is_parked());
+}
+
+#[test]
+fn without_a_park_key_an_offer_is_ignored() {
+    let t0 = Instant::now();
+    let (mut h, home) = home_via_probes(6, t0);
+    drain(&mut h);
+    h.handle_message(t0, home.key, SupernodeToClient::ParkOffer { token: TOKEN });
+    assert!(drain(&mut h).is_empty());
+    assert!(!h.is_parked());
+}
