@@ -257,6 +257,16 @@ impl Homing {
         matches!(self.state, State::Parked { .. } | State::Resuming { .. })
     }
 
+    /// The parked session's token, which its datagrams carry: a shell serving many
+    /// sessions on one socket routes the supernode's datagrams by it
+    /// ([`proto::park::decode_header`]).
+    pub fn park_token(&self) -> Option<ParkToken> {
+        match &self.state {
+            State::Parked { park, .. } | State::Resuming { park, .. } => Some(park.token),
+            _ => None,
+        }
+    }
+
     /// The shell opened a QUIC connection to `supernode` and exported `key` from it
     /// ([`proto::park::PARK_EXPORTER_LABEL`]): the session on it may be parked.
     pub fn handle_park_key(&mut self, supernode: PublicKey, key: ParkKey) {
