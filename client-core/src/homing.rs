@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 /// the oldest are dropped (the cores above retransmit what matters).
 pub const MAX_HELD: usize = 256;
 
+/// Park keys remembered, one per supernode connection (home, standby, probes).
+const MAX_PARK_KEYS: usize = 8;
+
 /// Tunables. The defaults meet the targets: keep-alive well under 25 s, a dead supernode
 /// noticed within 10 s.
 #[derive(Debug, Clone)]
@@ -190,8 +193,9 @@ pub struct Homing {
     next_id: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<HomingEvent>,
-    /// The park key of the newest connection to this supernode.
-    park_key: Option<(PublicKey, ParkKey)>,
+    /// The park key of the newest connection to each supernode (the home, the standby,
+    /// probed ones), the newest last; at most [`MAX_PARK_KEYS`].
+    park_keys: VecDeque<(PublicKey, ParkKey)>,
     /// App messages waiting for a parked session to resume.
     held: VecDeque<ClientToSupernode>,
     datagrams: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -228,7 +232,7 @@ impl Homing {
             next_id: 1,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            park_key: None,
+            park_keys: VecDeque::new(),
             held: VecDeque::new(),
             datagrams: VecDeque::new(),
             clock: now,
@@ -270,7 +274,11 @@ impl Homing {
     /// The shell opened a QUIC connection to `supernode` and exported `key` from it
     /// ([`proto::park::PARK_EXPORTER_LABEL`]): the session on it may be parked.
     pub fn handle_park_key(&mut self, supernode: PublicKey, key: ParkKey) {
-        self.park_key = Some((supernode, key));
+        self.park_keys.retain(|(k, _)| *k != supernode);
+        if self.park_keys.len() >= MAX_PARK_KEYS {
+            self.park_keys.pop_front();
+        }
+        self.park_keys.push_back((supernode, key));
     }
 
     /// A datagram with the park first byte from `from` on the QUIC socket: a heartbeat's
@@ -756,9 +764,9 @@ impl Homing {
             return;
         }
         let Some(key) = self
-            .park_key
-            .as_ref()
-            .filter(|(supernode, _)| *supernode == home.key)
+            .park_keys
+            .iter()
+            .find(|(supernode, _)| *supernode == home.key)
             .map(|(_, key)| key.clone())
         else {
             return;
@@ -793,7 +801,8 @@ impl Homing {
             last_rx: now,
             next_heartbeat: now + self.config.keepalive_interval,
         };
-        self.park_key = None;
+        // The key belongs to the connection that is closing now.
+        self.park_keys.retain(|(k, _)| *k != home.key);
         self.pings.retain(|_, (c, _)| *c != home);
         self.events
             .push_back(HomingEvent::Disconnect { supernode: home });

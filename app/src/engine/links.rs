@@ -33,6 +33,18 @@ pub(crate) enum LinkInput {
     /// The link could not be opened or ended; `generation` tells an old link's end apart
     /// from the current one's.
     Ended { key: PublicKey, generation: u64 },
+    /// The link's QUIC connection is up and both ends exported this park key from it
+    /// (reported before any of its messages).
+    ParkKey {
+        key: PublicKey,
+        generation: u64,
+        park_key: proto::park::ParkKey,
+    },
+    /// A park datagram (heartbeat answer or wake) on the endpoint's socket.
+    Datagram {
+        from: std::net::SocketAddr,
+        datagram: Vec<u8>,
+    },
 }
 
 /// The engine's handle on one supernode link.
@@ -60,7 +72,7 @@ pub(crate) fn open_link(
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let endpoint = endpoint.clone();
     tokio::spawn(async move {
-        run_link(endpoint, to, rx, inbox.clone()).await;
+        run_link(endpoint, to, generation, rx, inbox.clone()).await;
         let _ = inbox
             .send(LinkInput::Ended {
                 key: to.key,
@@ -74,6 +86,7 @@ pub(crate) fn open_link(
 async fn run_link(
     endpoint: Endpoint,
     to: SupernodeContact,
+    generation: u64,
     mut rx: mpsc::Receiver<ClientToSupernode>,
     inbox: mpsc::Sender<LinkInput>,
 ) {
@@ -87,6 +100,16 @@ async fn run_link(
             return;
         }
     };
+    if let Some(park_key) = conn.export_keying_material(proto::park::PARK_EXPORTER_LABEL) {
+        let input = LinkInput::ParkKey {
+            key: to.key,
+            generation,
+            park_key: proto::park::ParkKey::from_exporter(park_key),
+        };
+        if inbox.send(input).await.is_err() {
+            return;
+        }
+    }
     let (mut send, mut recv) = match conn.open_bi().await {
         Ok(streams) => streams,
         Err(error) => {
@@ -147,6 +170,24 @@ async fn run_link(
         }
     }
     conn.close(0, "done");
+}
+
+/// Hands the park datagrams arriving on the endpoint's socket to the engine until the
+/// socket closes or the engine goes.
+pub(crate) async fn forward_park_datagrams(
+    raw: std::sync::Arc<transport::RawUdp>,
+    inbox: mpsc::Sender<LinkInput>,
+) {
+    while let Some((datagram, from)) = raw.recv_from().await {
+        if proto::park::is_park_datagram(&datagram)
+            && inbox
+                .send(LinkInput::Datagram { from, datagram })
+                .await
+                .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Reads one frame body; `Ok(None)` at a clean end of stream.

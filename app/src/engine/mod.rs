@@ -532,12 +532,16 @@ impl Engine {
         } else {
             SocketAddr::from(([0u16; 8], 0))
         };
-        let endpoint = transport::Endpoint::bind(bind, &key, None)
+        // The raw side of the socket carries parked sessions' heartbeats and wakes, which
+        // must leave from the QUIC port (the NAT binding the supernode knows).
+        let (endpoint, raw) = transport::Endpoint::bind_with_raw(bind, &key, None)
             .map_err(|e| EngineError::Network(e.to_string()))?;
+        let raw = std::sync::Arc::new(raw);
         let login = LoginLink::new(endpoint.clone(), config.target);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (net_tx, net_rx) = mpsc::channel(1024);
+        tokio::spawn(links::forward_park_datagrams(raw.clone(), net_tx.clone()));
         let (login_tx, login_rx) = mpsc::channel(256);
         let (credential_tx, credential_rx) = tokio::sync::watch::channel(config.credential.clone());
 
@@ -567,6 +571,7 @@ impl Engine {
             user: claims.user.clone(),
             profile: config.profile.clone(),
             endpoint,
+            raw,
             login: login.clone(),
             login_tx,
             net_tx,
@@ -671,6 +676,8 @@ struct Actor {
     user: UserName,
     profile: Profile,
     endpoint: transport::Endpoint,
+    /// The endpoint socket's raw side, for park datagrams.
+    raw: std::sync::Arc<transport::RawUdp>,
     login: LoginLink,
     login_tx: mpsc::Sender<LoginResult>,
     net_tx: mpsc::Sender<LinkInput>,
@@ -837,6 +844,10 @@ impl Actor {
                 while self.homing.poll_transmit().is_some() {}
                 while self.homing.poll_event().is_some() {}
             }
+            while let Some((to, datagram)) = self.homing.poll_datagram() {
+                // A full socket buffer drops it: heartbeats repeat.
+                let _ = self.raw.try_send_to(&datagram, to);
+            }
             while let Some(transmit) = self.homing.poll_transmit() {
                 busy = true;
                 self.transmit(transmit.to, transmit.message);
@@ -880,7 +891,15 @@ impl Actor {
     }
 
     fn transmit(&mut self, to: SupernodeContact, message: ClientToSupernode) {
-        if self.stopping && !self.links.contains_key(&to.key) {
+        // While stopping, only a parked session's resume and goodbye open a link: the user
+        // goes offline at once instead of when the supernode misses the heartbeats.
+        if self.stopping
+            && !self.links.contains_key(&to.key)
+            && !matches!(
+                message,
+                ClientToSupernode::Resume { .. } | ClientToSupernode::Goodbye
+            )
+        {
             return;
         }
         if !self.links.contains_key(&to.key) {
@@ -1379,6 +1398,22 @@ impl Actor {
         let now = Instant::now();
         match input {
             LinkInput::Message { from, message } => self.homing.handle_message(now, from, message),
+            LinkInput::ParkKey {
+                key,
+                generation,
+                park_key,
+            } => {
+                if self
+                    .links
+                    .get(&key)
+                    .is_some_and(|l| l.generation == generation)
+                {
+                    self.homing.handle_park_key(key, park_key);
+                }
+            }
+            LinkInput::Datagram { from, datagram } => {
+                self.homing.handle_datagram(now, from, &datagram);
+            }
             LinkInput::Ended { key, generation } => {
                 if self
                     .links

@@ -598,3 +598,21 @@ fn without_a_park_key_an_offer_is_ignored() {
     assert!(drain(&mut h).is_empty());
     assert!(!h.is_parked());
 }
+
+#[test]
+fn a_standby_connection_opened_later_does_not_hide_the_home_connections_park_key() {
+    let t0 = Instant::now();
+    let (mut h, home) = home_via_probes(7, t0);
+    drain(&mut h);
+    h.handle_park_key(home.key, ParkKey::from_exporter(PARK_KEY));
+    let standby = h.standby().expect("a standby");
+    h.handle_park_key(standby.key, ParkKey::from_exporter([1; 32]));
+    h.handle_message(t0, home.key, SupernodeToClient::ParkOffer { token: TOKEN });
+    assert_eq!(
+        drain(&mut h)
+            .into_iter()
+            .map(|t| t.message)
+            .collect::<Vec<_>>(),
+        vec![ClientToSupernode::ParkAccept { token: TOKEN }]
+    );
+}

@@ -223,6 +223,8 @@ pub struct Stats {
     pub park_refused: u64,
     /// Wake datagrams sent (first tries and retries).
     pub wakes: u64,
+    /// Parking offers sent.
+    pub park_offers: u64,
     /// Gauge: user records stored for the mesh.
     pub records: usize,
     /// Gauge: cached answers.
@@ -2765,6 +2767,7 @@ impl Supernode {
                 continue;
             };
             conn.park = ParkState::Offered { link, token };
+            self.stats.park_offers += 1;
             self.send_client(client, SupernodeToClient::ParkOffer { token });
         }
         for client in expired {

@@ -218,6 +218,7 @@ pub struct RunningSupernode {
     relay: Option<crate::relay::RelayServer>,
     tcp_relay: Option<crate::relay::TcpRelayServer>,
     metrics_stop: watch::Sender<bool>,
+    stats: watch::Receiver<crate::core::Stats>,
 }
 
 impl std::fmt::Debug for RunningSupernode {
@@ -425,6 +426,7 @@ impl RunningSupernode {
         let (login_tx, login_rx) = mpsc::channel(LOGIN_QUEUE);
         let (members_tx, members_rx) = watch::channel(Arc::new(BTreeSet::new()));
         let (homed_tx, homed_rx) = watch::channel(0u32);
+        let (stats_tx, stats_rx) = watch::channel(crate::core::Stats::default());
         let (refresh_tx, refresh_rx) = mpsc::channel(1);
         let core_task = tokio::spawn(core_loop(
             core,
@@ -435,7 +437,10 @@ impl RunningSupernode {
                 raw: raw.clone(),
             },
             inbox_tx.clone(),
-            homed_tx,
+            Published {
+                homed: homed_tx,
+                stats: stats_tx,
+            },
         ));
         let mut tasks = Vec::new();
         {
@@ -523,6 +528,7 @@ impl RunningSupernode {
             relay,
             metrics_stop,
             tcp_relay,
+            stats: stats_rx,
         })
     }
 
@@ -544,6 +550,11 @@ impl RunningSupernode {
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The core's counters as of the last metrics tick (once a second).
+    pub fn stats(&self) -> crate::core::Stats {
+        self.stats.borrow().clone()
     }
 
     /// Says goodbye to clients and mesh peers, then stops everything (bounded by 4 s).
@@ -572,6 +583,13 @@ fn load_or_create_turn_secret(dir: &std::path::Path) -> Result<Vec<u8>, StartErr
     Ok(key.to_bytes().to_vec())
 }
 
+/// What the core task publishes every second.
+struct Published {
+    /// Homed sessions, for the login server's heartbeat.
+    homed: watch::Sender<u32>,
+    stats: watch::Sender<crate::core::Stats>,
+}
+
 /// The sockets the core task sends on.
 struct CoreLinks {
     endpoint: Endpoint,
@@ -584,9 +602,13 @@ async fn core_loop(
     login: mpsc::Sender<LoginRequest>,
     links_out: CoreLinks,
     inbox_tx: mpsc::Sender<Input>,
-    homed: watch::Sender<u32>,
+    published: Published,
 ) {
     let CoreLinks { endpoint, raw } = links_out;
+    let Published {
+        homed,
+        stats: stats_out,
+    } = published;
     let mut clients: HashMap<ClientId, (Conn, mpsc::Sender<ClientOut>, u32)> = HashMap::new();
     let mut links: HashMap<PublicKey, mpsc::Sender<SupernodeToSupernode>> = HashMap::new();
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
@@ -647,6 +669,7 @@ async fn core_loop(
                 let stats = core.stats();
                 metrics_http::publish(&stats);
                 let _ = homed.send(u32::try_from(stats.sessions).unwrap_or(u32::MAX));
+                stats_out.send_replace(stats);
             }
         }
         while let Some(command) = core.poll_command() {
