@@ -840,3 +840,27 @@ fn the_parked_queue_is_bounded_and_keeps_the_newest_presence_per_user() {
         Some(SupernodeToClient::RouteStatus { id, .. }) if *id == (PARK_QUEUE * 3 - 1) as u64
     ));
 }
+
+proptest::proptest! {
+    #[test]
+    fn random_datagrams_never_panic_a_core_or_keep_a_parked_session_alive(
+        inputs in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 1..40),
+    ) {
+        let mut f = fixture(park_config());
+        let (alice, _) = hello_parkable(&mut f, 1, "alice");
+        let (token, parked_at) = park(&mut f, alice);
+        for mut datagram in inputs {
+            // Half of them look like park datagrams of this very session.
+            if datagram.len() % 2 == 0 {
+                datagram.resize(park::PARK_DATAGRAM_LEN, 0);
+                datagram[0] = park::PARK_FIRST_BYTE;
+                datagram[1] = ParkKind::Heartbeat as u8;
+                datagram[2..18].copy_from_slice(&token.0);
+            }
+            f.core.handle_park_datagram(parked_at, client_addr(), &datagram);
+            proptest::prop_assert!(datagrams(&commands(&mut f.core)).is_empty());
+        }
+        run(&mut f.core, parked_at, parked_at + Duration::from_secs(60));
+        proptest::prop_assert!(!f.core.homes(&user("alice")));
+    }
+}
