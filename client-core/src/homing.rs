@@ -281,12 +281,12 @@ impl Homing {
         self.park_keys.push_back((supernode, key));
     }
 
-    /// A datagram with the park first byte from `from` on the QUIC socket: a heartbeat's
-    /// answer keeps the parked home alive, a wake resumes the session. Anything that does
-    /// not open under the park key is ignored.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+    /// A datagram with the park first byte on the QUIC socket: a heartbeat's answer keeps
+    /// the parked home alive, a wake resumes the session. Its source address does not
+    /// matter (only the park key authenticates), so the shell may pass any. Anything that
+    /// does not open under the park key is ignored.
+    pub fn handle_datagram(&mut self, now: Instant, _from: SocketAddr, datagram: &[u8]) {
         self.clock = now;
-        let _ = from;
         let (State::Parked { park, .. } | State::Resuming { park, .. }) = &mut self.state else {
             return;
         };

@@ -107,7 +107,8 @@ fn open_link(
 ) -> mpsc::Sender<ClientToSupernode> {
     let (tx, mut rx) = mpsc::channel::<ClientToSupernode>(16);
     tokio::spawn(async move {
-        let result = async {
+        // Any failure ends the link; the client's homing hears of it as `Ended`.
+        let _ended: Result<(), String> = async {
             let conn = endpoint
                 .connect(to.addr, PeerPolicy::Key(to.key), &tuning)
                 .await
@@ -156,10 +157,9 @@ fn open_link(
                 }
             }
             conn.close(0, "done");
-            Ok::<(), String>(())
+            Ok(())
         }
         .await;
-        let _ = result;
         let _ = events.send(LinkEvent::Ended).await;
     });
     tx
