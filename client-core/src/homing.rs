@@ -12,7 +12,8 @@
 //! the connection ([`HomingEvent::Disconnect`]) and sends sealed heartbeat datagrams
 //! ([`Homing::poll_datagram`], from the QUIC socket) instead of pings. A wake datagram
 //! ([`Homing::handle_datagram`]) or anything the app sends makes it resume on a new
-//! connection; messages wait meanwhile. The app sees parking only as latency.
+//! connection; messages wait meanwhile. While parked the standby is not pinged either, so
+//! an idle client holds no connection. The app sees parking only as latency.
 //!
 //! What it does not do: verify search results ([`crate::search::verify_hit`]), decrypt routed
 //! payloads, or fetch the directory (the app seeds the host cache with
@@ -806,6 +807,13 @@ impl Homing {
         self.pings.retain(|_, (c, _)| *c != home);
         self.events
             .push_back(HomingEvent::Disconnect { supernode: home });
+        // An idle client keeps no connection at all: the standby is checked again once the
+        // session is live (it stays the first choice should the home die meanwhile).
+        if let Some(standby) = self.standby {
+            self.pings.retain(|_, (c, _)| *c != standby);
+            self.events
+                .push_back(HomingEvent::Disconnect { supernode: standby });
+        }
         if !self.held.is_empty() {
             self.resume(now);
         }
