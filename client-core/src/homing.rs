@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 /// the oldest are dropped (the cores above retransmit what matters).
 pub const MAX_HELD: usize = 256;
 
+/// How soon an unanswered heartbeat is repeated.
+pub const HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
+
 /// Park keys remembered, one per supernode connection (home, standby, probes).
 const MAX_PARK_KEYS: usize = 8;
 
@@ -147,6 +150,9 @@ enum State {
         park: Box<ClientPark>,
         last_rx: Instant,
         next_heartbeat: Instant,
+        /// When the oldest heartbeat still unanswered was sent: until an answer comes,
+        /// heartbeats repeat every [`HEARTBEAT_RETRY`] (a lost datagram is not a dead home).
+        unanswered_since: Option<Instant>,
     },
     /// `Resume` sent on a new connection, `Resumed` not yet received.
     Resuming {
@@ -300,8 +306,17 @@ impl Homing {
         ) else {
             return;
         };
-        if let State::Parked { last_rx, .. } = &mut self.state {
+        if let State::Parked {
+            last_rx,
+            next_heartbeat,
+            unanswered_since,
+            ..
+        } = &mut self.state
+        {
             *last_rx = now;
+            if let Some(sent) = unanswered_since.take() {
+                *next_heartbeat = sent + self.config.keepalive_interval;
+            }
             if header.kind == ParkKind::Wake {
                 self.resume(now);
             }
@@ -801,6 +816,7 @@ impl Homing {
             park,
             last_rx: now,
             next_heartbeat: now + self.config.keepalive_interval,
+            unanswered_since: None,
         };
         // The key belongs to the connection that is closing now.
         self.park_keys.retain(|(k, _)| *k != home.key);
@@ -921,6 +937,7 @@ impl Homing {
                 park,
                 last_rx,
                 next_heartbeat,
+                unanswered_since,
             } => {
                 let home = *home;
                 if now.saturating_duration_since(*last_rx) >= self.config.dead_after {
@@ -928,7 +945,8 @@ impl Homing {
                     return;
                 }
                 if now >= *next_heartbeat {
-                    *next_heartbeat = now + self.config.keepalive_interval;
+                    unanswered_since.get_or_insert(now);
+                    *next_heartbeat = now + HEARTBEAT_RETRY.min(self.config.keepalive_interval);
                     let datagram = park.seal();
                     self.datagrams.push_back((home.addr, datagram));
                 }

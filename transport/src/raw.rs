@@ -20,7 +20,9 @@ use std::task::{Context, Poll, ready};
 use tokio::sync::{Mutex, mpsc};
 
 /// How many non-QUIC datagrams wait for [`RawUdp::recv_from`] before newer ones are dropped.
-const RAW_QUEUE_DATAGRAMS: usize = 256;
+/// A supernode takes every parked client's heartbeats here (thousands a second), so a
+/// reader delayed for a moment must not lose them; the queue only holds what arrives.
+const RAW_QUEUE_DATAGRAMS: usize = 4096;
 
 /// Whether a datagram is not QUIC (fixed bit clear; RFC 9000 §17, RFC 9443).
 pub fn is_raw_datagram(datagram: &[u8]) -> bool {

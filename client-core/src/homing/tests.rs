@@ -620,3 +620,35 @@ fn a_standby_connection_opened_later_does_not_hide_the_home_connections_park_key
         vec![ClientToSupernode::ParkAccept { token: TOKEN }]
     );
 }
+
+#[test]
+fn lost_heartbeat_answers_are_retried_and_do_not_lose_the_home() {
+    let t0 = Instant::now();
+    let (mut h, _home, t) = parked(8, t0);
+    let keepalive = HomingConfig::default().keepalive_interval;
+    // Every second answer is lost (heavy loss): the home must stay.
+    let mut acks = 0;
+    let mut heartbeats = 0u64;
+    let sent = run_parked(&mut h, t, t + Duration::from_secs(60), |_| {
+        heartbeats += 1;
+        if heartbeats.is_multiple_of(2) {
+            acks += 1;
+            Some(server_seal(ParkKind::HeartbeatAck, acks))
+        } else {
+            None
+        }
+    });
+    assert!(h.is_parked(), "not lost to dropped datagrams");
+    assert!(
+        !events(&mut h)
+            .iter()
+            .any(|e| matches!(e, HomingEvent::Lost { .. }))
+    );
+    // One retry per lost answer, a second after it: twice the heartbeats of a clean link.
+    let clean = 60 / keepalive.as_secs();
+    assert!(
+        (sent.len() as u64) <= 2 * clean + 2,
+        "{} heartbeats in 60 s",
+        sent.len()
+    );
+}
