@@ -1,45 +1,16 @@
 //! Two media paths on one machine find each other through their host candidates, report
 //! the direct path and carry datagrams both ways.
 
-use std::time::Duration;
+mod media_path_support;
 
 use app::events::PathKind;
-use app::media_path::{MediaPath, PathChannels, PathConfig};
-use tokio::sync::watch;
+use app::media_path::MediaPath;
+use media_path_support::{LIMIT, exchange, loopback_config, start_pair, wait_for_path};
 use tokio::time::timeout;
-
-const LIMIT: Duration = Duration::from_secs(20);
-
-async fn wait_for_path(path: &mut watch::Receiver<Option<PathKind>>) -> PathKind {
-    timeout(LIMIT, path.wait_for(Option::is_some))
-        .await
-        .expect("a path within the limit")
-        .expect("path task alive")
-        .expect("checked is_some")
-}
-
-async fn exchange(from: &PathChannels, to: &mut PathChannels, count: u32, tag: &str) {
-    for n in 0..count {
-        from.outgoing
-            .send(format!("{tag} {n}").into_bytes())
-            .await
-            .expect("path alive");
-    }
-    for n in 0..count {
-        let got = timeout(LIMIT, to.incoming.recv())
-            .await
-            .expect("datagram within the limit")
-            .expect("path alive");
-        assert_eq!(got, format!("{tag} {n}").into_bytes());
-    }
-}
 
 #[tokio::test]
 async fn two_paths_on_loopback_connect_directly_and_carry_datagrams() {
-    let config = PathConfig {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        ..PathConfig::default()
-    };
+    let config = loopback_config();
     let (mut alice, alice_offer) = MediaPath::bind(config.clone()).await.expect("bind alice");
     let (mut bob, bob_offer) = MediaPath::bind(config).await.expect("bind bob");
     assert!(
@@ -50,22 +21,7 @@ async fn two_paths_on_loopback_connect_directly_and_carry_datagrams() {
         "alice offers her socket as a host candidate: {alice_offer:?}"
     );
 
-    let mut a = alice
-        .start(
-            true,
-            bob_offer.ufrag.clone(),
-            bob_offer.password.clone(),
-            bob_offer.candidates.clone(),
-        )
-        .expect("start alice");
-    let mut b = bob
-        .start(
-            false,
-            alice_offer.ufrag.clone(),
-            alice_offer.password.clone(),
-            alice_offer.candidates.clone(),
-        )
-        .expect("start bob");
+    let (mut a, mut b) = start_pair(&mut alice, &alice_offer, &mut bob, &bob_offer);
 
     assert_eq!(wait_for_path(&mut a.path).await, PathKind::Direct);
     assert_eq!(wait_for_path(&mut b.path).await, PathKind::Direct);

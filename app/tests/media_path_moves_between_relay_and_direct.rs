@@ -9,12 +9,17 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod media_path_support;
+
+use std::time::Duration;
 
 use app::events::PathKind;
 use app::media_path::{MediaPath, PathConfig, TurnServer};
+use media_path_support::{
+    loopback_config, loopback_relay_config, start_pair_with, turn_credentials,
+};
 use proto::peer::{Candidate, CandidateKind};
-use supernode::relay::{RelayConfig, RelayServer};
+use supernode::relay::RelayServer;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::time::{Instant, timeout};
@@ -24,11 +29,7 @@ const SECRET: &[u8] = b"switch test secret";
 const FRAME: Duration = Duration::from_millis(20);
 
 fn turn_for(relay: &RelayServer, user: &str) -> TurnServer {
-    let now_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    let creds = nat::turn::mint(SECRET, user, now_unix, 600);
+    let creds = turn_credentials(SECRET, user);
     TurnServer::new(
         vec![format!("turn:{}?transport=udp", relay.listen_addr())],
         creds.username,
@@ -80,16 +81,12 @@ async fn wait_received(log: &Log, more_than: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_moves_from_relay_to_direct_and_back() {
-    let mut relay_config = RelayConfig::new("127.0.0.1:0".parse().expect("addr"), SECRET);
-    relay_config.allow_relay_to = vec!["127.0.0.0/8".parse().expect("cidr")];
-    relay_config.socket_buffer_bytes = 0;
-    let relay = RelayServer::start(relay_config)
+    let relay = RelayServer::start(loopback_relay_config(SECRET))
         .await
         .expect("relay starts");
     let config = |user: &str| PathConfig {
-        bind: "127.0.0.1:0".parse().expect("addr"),
         turn: Some(turn_for(&relay, user)),
-        ..PathConfig::default()
+        ..loopback_config()
     };
     let (mut alice, alice_offer) = MediaPath::bind(config("alice")).await.expect("bind");
     let (mut bob, bob_offer) = MediaPath::bind(config("bob")).await.expect("bind");
@@ -121,22 +118,14 @@ async fn call_moves_from_relay_to_direct_and_back() {
     );
 
     // First only the relayed candidates: the call starts on the relay.
-    let mut a = alice
-        .start(
-            true,
-            bob_offer.ufrag.clone(),
-            bob_offer.password.clone(),
-            relayed(&bob_offer),
-        )
-        .expect("start");
-    let mut b = bob
-        .start(
-            false,
-            alice_offer.ufrag.clone(),
-            alice_offer.password.clone(),
-            relayed(&alice_offer),
-        )
-        .expect("start");
+    let (mut a, mut b) = start_pair_with(
+        &mut alice,
+        &alice_offer,
+        relayed(&alice_offer),
+        &mut bob,
+        &bob_offer,
+        relayed(&bob_offer),
+    );
     wait_path(&mut a.path, PathKind::Relay).await;
     wait_path(&mut b.path, PathKind::Relay).await;
 

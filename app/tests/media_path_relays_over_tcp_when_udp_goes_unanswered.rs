@@ -3,29 +3,26 @@
 //! `supernode::relay::TcpRelayServer`) and carries datagrams both ways with a peer that
 //! relays over UDP. On loopback, the "blocked" UDP relay is a socket that never answers.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod media_path_support;
+
+use std::time::Instant;
 
 use app::events::PathKind;
 use app::media_path::{MediaPath, PathConfig, TCP_FALLBACK_AFTER, TurnServer};
+use media_path_support::{
+    loopback_config, loopback_relay_config, receive, start_pair, turn_credentials, wait_for_path,
+};
 use proto::peer::CandidateKind;
 use supernode::relay::{RelayConfig, RelayServer, TcpRelayServer};
-use tokio::time::timeout;
 
-const LIMIT: Duration = Duration::from_secs(20);
 const SECRET: &[u8] = b"tcp relay test secret";
 
 fn creds(user: &str) -> nat::turn::TurnCredentials {
-    let now_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    nat::turn::mint(SECRET, user, now_unix, 600)
+    turn_credentials(SECRET, user)
 }
 
 fn relay_config(ports: std::ops::RangeInclusive<u16>) -> RelayConfig {
-    let mut config = RelayConfig::new("127.0.0.1:0".parse().expect("addr"), SECRET);
-    config.allow_relay_to = vec!["127.0.0.0/8".parse().expect("cidr")];
-    config.socket_buffer_bytes = 0;
+    let mut config = loopback_relay_config(SECRET);
     config.relay_ports = ports;
     config
 }
@@ -58,10 +55,9 @@ async fn a_path_whose_udp_goes_unanswered_relays_over_tcp() {
         bob_creds.password,
     );
     let config = |turn: TurnServer| PathConfig {
-        bind: "127.0.0.1:0".parse().expect("addr"),
         host_candidates: false,
         turn: Some(turn),
-        ..PathConfig::default()
+        ..loopback_config()
     };
     let gathering = Instant::now();
     let (mut alice, alice_offer) = MediaPath::bind(config(alice_turn))
@@ -83,29 +79,9 @@ async fn a_path_whose_udp_goes_unanswered_relays_over_tcp() {
         "alice's only candidate is on the TCP relay's ports: {alice_offer:?}"
     );
 
-    let mut a = alice
-        .start(
-            true,
-            bob_offer.ufrag.clone(),
-            bob_offer.password.clone(),
-            bob_offer.candidates.clone(),
-        )
-        .expect("start alice");
-    let mut b = bob
-        .start(
-            false,
-            alice_offer.ufrag.clone(),
-            alice_offer.password.clone(),
-            alice_offer.candidates.clone(),
-        )
-        .expect("start bob");
+    let (mut a, mut b) = start_pair(&mut alice, &alice_offer, &mut bob, &bob_offer);
     for path in [&mut a.path, &mut b.path] {
-        let kind = timeout(LIMIT, path.wait_for(Option::is_some))
-            .await
-            .expect("connects within the limit")
-            .expect("alive")
-            .expect("some");
-        assert_eq!(kind, PathKind::Relay);
+        assert_eq!(wait_for_path(path).await, PathKind::Relay);
     }
     // Odd sizes: ChannelData on the stream is padded, the padding must not reach media.
     for n in 0..20u32 {
@@ -113,16 +89,8 @@ async fn a_path_whose_udp_goes_unanswered_relays_over_tcp() {
         let from_bob = vec![!n as u8; 161 + n as usize];
         a.outgoing.send(from_alice.clone()).await.expect("alive");
         b.outgoing.send(from_bob.clone()).await.expect("alive");
-        let at_bob = timeout(LIMIT, b.incoming.recv())
-            .await
-            .expect("within the limit")
-            .expect("alive");
-        assert_eq!(at_bob, from_alice);
-        let at_alice = timeout(LIMIT, a.incoming.recv())
-            .await
-            .expect("within the limit")
-            .expect("alive");
-        assert_eq!(at_alice, from_bob);
+        assert_eq!(receive(&mut b).await, from_alice);
+        assert_eq!(receive(&mut a).await, from_bob);
     }
     let mut probe = [0u8; 1];
     black_hole.set_nonblocking(true).expect("nonblocking");

@@ -2,15 +2,13 @@
 //! FINGERPRINT, ChannelData, plain noise) neither crash the path, nor stop it working, nor
 //! reach the call as media.
 
-use std::time::Duration;
+mod media_path_support;
 
 use app::events::PathKind;
-use app::media_path::{MediaPath, PathConfig};
+use app::media_path::MediaPath;
+use media_path_support::{loopback_config, receive, start_pair, wait_for_path};
 use rand::{Rng, SeedableRng};
 use tokio::net::UdpSocket;
-use tokio::time::timeout;
-
-const LIMIT: Duration = Duration::from_secs(20);
 
 fn garbage(rng: &mut rand::rngs::StdRng) -> Vec<u8> {
     let len = (rng.next_u32() % 600) as usize;
@@ -31,28 +29,10 @@ fn garbage(rng: &mut rand::rngs::StdRng) -> Vec<u8> {
 
 #[tokio::test]
 async fn garbage_datagrams_never_break_the_path() {
-    let config = PathConfig {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        ..PathConfig::default()
-    };
+    let config = loopback_config();
     let (mut alice, alice_offer) = MediaPath::bind(config.clone()).await.expect("bind alice");
     let (mut bob, bob_offer) = MediaPath::bind(config).await.expect("bind bob");
-    let mut a = alice
-        .start(
-            true,
-            bob_offer.ufrag.clone(),
-            bob_offer.password.clone(),
-            bob_offer.candidates.clone(),
-        )
-        .expect("start alice");
-    let mut b = bob
-        .start(
-            false,
-            alice_offer.ufrag.clone(),
-            alice_offer.password.clone(),
-            alice_offer.candidates.clone(),
-        )
-        .expect("start bob");
+    let (mut a, mut b) = start_pair(&mut alice, &alice_offer, &mut bob, &bob_offer);
 
     let attacker = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
@@ -68,16 +48,8 @@ async fn garbage_datagrams_never_break_the_path() {
             .expect("send");
     }
 
-    let path = timeout(LIMIT, a.path.wait_for(Option::is_some))
-        .await
-        .expect("connects despite the noise")
-        .expect("alive")
-        .expect("some");
-    assert_eq!(path, PathKind::Direct);
-    timeout(LIMIT, b.path.wait_for(Option::is_some))
-        .await
-        .expect("bob connects too")
-        .expect("alive");
+    assert_eq!(wait_for_path(&mut a.path).await, PathKind::Direct);
+    wait_for_path(&mut b.path).await;
 
     // Noise from a stranger never reaches the call: the first datagram bob's call sees
     // is alice's.
@@ -85,9 +57,6 @@ async fn garbage_datagrams_never_break_the_path() {
         .send(b"after the storm".to_vec())
         .await
         .expect("alive");
-    let first = timeout(LIMIT, b.incoming.recv())
-        .await
-        .expect("arrives within the limit")
-        .expect("alive");
+    let first = receive(&mut b).await;
     assert_eq!(first, b"after the storm");
 }

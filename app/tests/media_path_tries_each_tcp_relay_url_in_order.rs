@@ -4,19 +4,20 @@
 //! Here the first URL's port refuses the connection, the second accepts and hangs up, and
 //! the third is a working relay.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod media_path_support;
+
+use std::time::Duration;
 
 use app::media_path::{MediaPath, PathConfig, TurnServer};
+use media_path_support::{loopback_config, loopback_relay_config, turn_credentials};
 use proto::peer::CandidateKind;
-use supernode::relay::{RelayConfig, TcpRelayServer};
+use supernode::relay::TcpRelayServer;
 
 const SECRET: &[u8] = b"tcp relay order test secret";
 
 #[tokio::test]
 async fn the_first_tcp_relay_url_that_works_is_used() {
-    let mut relay_config = RelayConfig::new("127.0.0.1:0".parse().expect("addr"), SECRET);
-    relay_config.allow_relay_to = vec!["127.0.0.0/8".parse().expect("cidr")];
-    relay_config.socket_buffer_bytes = 0;
+    let mut relay_config = loopback_relay_config(SECRET);
     relay_config.relay_ports = 54300..=54399;
     let tcp_relay = TcpRelayServer::start(relay_config)
         .await
@@ -44,11 +45,7 @@ async fn the_first_tcp_relay_url_that_works_is_used() {
     let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let dead = black_hole.local_addr().expect("addr");
 
-    let now_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
-    let creds = nat::turn::mint(SECRET, "alice", now_unix, 600);
+    let creds = turn_credentials(SECRET, "alice");
     let turn = TurnServer::new(
         vec![
             format!("turn:{dead}?transport=udp"),
@@ -60,11 +57,10 @@ async fn the_first_tcp_relay_url_that_works_is_used() {
         creds.password,
     );
     let config = PathConfig {
-        bind: "127.0.0.1:0".parse().expect("addr"),
         host_candidates: false,
         turn: Some(turn),
         gather_timeout: Duration::from_secs(10),
-        ..PathConfig::default()
+        ..loopback_config()
     };
     let (_path, offer) = MediaPath::bind(config)
         .await
