@@ -75,6 +75,7 @@ fn loss_mask(loss: LossModel, packets: usize, seed: u64) -> Vec<bool> {
 fn baseline(input: &[f32], lost: &[bool]) -> Res<Vec<f32>> {
     let mut enc = Encoder::new(EncoderConfig {
         fec: false,
+        dred_duration_10ms: 0,
         bitrate_bps: bitrate_bps(),
         complexity: encoder_complexity(),
         max_bandwidth: max_bandwidth(),
@@ -95,12 +96,13 @@ fn baseline(input: &[f32], lost: &[bool]) -> Res<Vec<f32>> {
     Ok(out)
 }
 
-/// libopus with FEC and NoLACE but perfect timing and an oracle for loss (no jitter
+/// libopus with FEC and the pipeline's decoder but perfect timing and an oracle for loss (no jitter
 /// buffer): the upper bound for the pipeline's FEC column, showing what the jitter buffer's
 /// time shifts cost.
 fn ideal_fec(input: &[f32], lost: &[bool], loss_pct: u8) -> Res<Vec<f32>> {
     let mut enc = Encoder::new(EncoderConfig {
         expected_loss_pct: loss_pct,
+        dred_duration_10ms: 0,
         bitrate_bps: bitrate_bps(),
         complexity: encoder_complexity(),
         max_bandwidth: max_bandwidth(),
@@ -177,10 +179,44 @@ fn max_bandwidth() -> Bandwidth {
 
 /// DRED length of the DRED columns: `MEDIA_BENCH_DRED_10MS`, default [`DRED`].
 fn dred_10ms() -> u8 {
-    std::env::var("MEDIA_BENCH_DRED_10MS")
+    env_or("MEDIA_BENCH_DRED_10MS", DRED)
+}
+
+/// A number from the environment, or `default`.
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(DRED)
+        .unwrap_or(default)
+}
+
+/// Encoder DRED policy of the DRED columns: `MEDIA_BENCH_DRED_MIN_LOSS` (expected loss
+/// from which DRED is sent) and `MEDIA_BENCH_DRED_FED_LOSS` (expected loss told to libopus
+/// meanwhile), defaults the encoder's.
+fn dred_policy(config: EncoderConfig) -> EncoderConfig {
+    EncoderConfig {
+        dred_min_loss_pct: env_or("MEDIA_BENCH_DRED_MIN_LOSS", config.dred_min_loss_pct),
+        dred_expected_loss_pct: env_or("MEDIA_BENCH_DRED_FED_LOSS", config.dred_expected_loss_pct),
+        ..config
+    }
+}
+
+/// Which loss conditions `pesq-wavs` runs: `MEDIA_BENCH_CONDITIONS`, comma-separated
+/// indices into its list (0% / 5% / 10% / 20% random, 5% bursty), default all.
+fn condition_selected(index: usize) -> bool {
+    listed("MEDIA_BENCH_CONDITIONS", index)
+}
+
+/// Whether `index` is in the comma-separated list in environment variable `name` (all
+/// when it is unset). `MEDIA_BENCH_VARIANTS` picks pipeline columns (0 no FEC, 1 FEC,
+/// 2 DRED, 3 FEC+DRED).
+fn listed(name: &str, index: usize) -> bool {
+    match std::env::var(name) {
+        Ok(list) => list
+            .split(',')
+            .any(|c| c.trim().parse::<usize>().ok() == Some(index)),
+        Err(_) => true,
+    }
 }
 
 /// Loss patterns drawn per condition (`MEDIA_BENCH_SEEDS`, default 3); the table averages
@@ -200,8 +236,8 @@ struct Variant {
     dred_10ms: u8,
 }
 
-/// DRED length of the DRED columns (10 ms units).
-const DRED: u8 = 100;
+/// DRED length of the DRED columns (10 ms units): the encoder default.
+const DRED: u8 = media::codec::DEFAULT_DRED_DURATION_10MS;
 
 const VARIANTS: [Variant; 4] = [
     Variant {
@@ -226,24 +262,31 @@ const VARIANTS: [Variant; 4] = [
     },
 ];
 
+/// Every pipeline column decodes with the same decoder and jitter buffer (DRED decoding
+/// on, as in calls); only the sender differs. `MEDIA_BENCH_DRED_EXTRA_FRAMES` sets the
+/// jitter buffer's extra target while DRED is usable (default the buffer's).
 fn sim_config(v: Variant) -> SimConfig {
     SimConfig {
         sender: SenderConfig {
-            encoder: EncoderConfig {
+            encoder: dred_policy(EncoderConfig {
                 fec: v.fec,
                 dred_duration_10ms: if v.dred_10ms > 0 { dred_10ms() } else { 0 },
                 bitrate_bps: bitrate_bps(),
                 complexity: encoder_complexity(),
                 max_bandwidth: max_bandwidth(),
                 ..EncoderConfig::default()
-            },
+            }),
             ..SenderConfig::default()
         },
         jitter: JitterConfig {
             decoder: DecoderConfig {
                 complexity: decoder_complexity(),
-                dred: v.dred_10ms > 0,
+                dred: true,
             },
+            dred_extra_frames: env_or(
+                "MEDIA_BENCH_DRED_EXTRA_FRAMES",
+                JitterConfig::default().dred_extra_frames,
+            ),
             ..JitterConfig::default()
         },
         tail_frames: 25,
@@ -294,6 +337,9 @@ fn pesq_wavs(speech: &Path, outdir: &Path) -> Res<()> {
         "condition\tseed\tvariant\treference\tdegraded\tlost_pct\tdetail"
     )?;
     for (ci, (cname, loss)) in conditions.iter().enumerate() {
+        if !condition_selected(ci) {
+            continue;
+        }
         let reference_path = outdir.join(format!("c{ci}_reference.wav"));
         write_wav(&reference_path, &input[half..])?;
         let seeds = if ci == 0 { 1 } else { seeds() };
@@ -328,7 +374,11 @@ fn pesq_wavs(speech: &Path, outdir: &Path) -> Res<()> {
                 "-".into(),
             )?;
             for (vi, v) in VARIANTS.iter().enumerate() {
-                let out = simulate(&input, sim_config(*v), &mut MaskChannel::new(lost.clone()))?;
+                if !listed("MEDIA_BENCH_VARIANTS", vi) {
+                    continue;
+                }
+                let mut channel = CountingChannel::new(MaskChannel::new(lost.clone()), half);
+                let out = simulate(&input, sim_config(*v), &mut channel)?;
                 let (_, degraded, lag) = aligned_second_half(&input, &out.output, half);
                 let c = out.counters;
                 row(
@@ -336,12 +386,16 @@ fn pesq_wavs(speech: &Path, outdir: &Path) -> Res<()> {
                     format!("v{vi}"),
                     &degraded,
                     format!(
-                        "lag {:.1} ms; fec {} dred {} concealed {} dropped {}",
+                        "lag {:.1} ms; fec {} dred {} concealed {} dropped {} inserted {}; \
+                         target {} at the end; Opus {:.1} kbit/s in the scored pass",
                         lag as f64 / 48.0,
                         c.fec_frames,
                         c.dred_frames,
                         c.concealed_frames,
-                        c.dropped_frames
+                        c.dropped_frames,
+                        c.inserted_frames,
+                        out.jitter_target_frames,
+                        channel.opus_kbps()
                     ),
                 )?;
             }
@@ -349,6 +403,55 @@ fn pesq_wavs(speech: &Path, outdir: &Path) -> Res<()> {
         eprintln!("condition {cname}: done");
     }
     Ok(())
+}
+
+/// Counts the Opus bytes sent in the scored (second) pass, then hands datagrams on.
+struct CountingChannel {
+    inner: MaskChannel,
+    /// Datagrams of the first pass (not counted).
+    skip: usize,
+    sent: usize,
+    opus_bytes: usize,
+    counted: usize,
+    overhead_bytes: usize,
+}
+
+impl CountingChannel {
+    fn new(inner: MaskChannel, half_samples: usize) -> Self {
+        let mut sealer = PacketSealer::new([0; 32], b"count", Direction::CallerToCallee);
+        let header = PacketHeader {
+            sequence: 0,
+            timestamp: 0,
+            flags: Flags::empty(),
+        };
+        let overhead_bytes = sealer.seal(header, &[]).map(|d| d.len()).unwrap_or(0);
+        Self {
+            inner,
+            skip: half_samples / FRAME_SAMPLES,
+            sent: 0,
+            opus_bytes: 0,
+            counted: 0,
+            overhead_bytes,
+        }
+    }
+
+    fn opus_kbps(&self) -> f64 {
+        self.opus_bytes as f64 * 8.0 / (self.counted.max(1) as f64 * 0.02) / 1000.0
+    }
+}
+
+impl Channel for CountingChannel {
+    fn send(&mut self, now: Instant, datagram: Vec<u8>) {
+        if (self.skip..2 * self.skip).contains(&self.sent) {
+            self.opus_bytes += datagram.len().saturating_sub(self.overhead_bytes);
+            self.counted += 1;
+        }
+        self.sent += 1;
+        self.inner.send(now, datagram);
+    }
+    fn poll_receive(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.inner.poll_receive(now)
+    }
 }
 
 /// `netsim` as a channel.
@@ -424,9 +527,9 @@ fn cpu(speech: &Path) -> Res<()> {
             defaults,
         ),
         (
-            "encode (defaults + DRED 200 ms at 10% loss)",
+            "encode (defaults at 20% loss: FEC + DRED 100 ms)",
             EncoderConfig {
-                dred_duration_10ms: 20,
+                expected_loss_pct: 20,
                 ..defaults
             },
         ),
@@ -566,7 +669,7 @@ fn cpu(speech: &Path) -> Res<()> {
         pct(call)
     );
     println!(
-        "| per call with DRED encoding | {:.1} | {:.2}% |",
+        "| per call at 20% loss (defaults: FEC + DRED encoding) | {:.1} | {:.2}% |",
         call_dred * 1e6,
         pct(call_dred)
     );
@@ -659,7 +762,13 @@ fn dred_oracle(speech: &Path, outdir: &Path) -> Res<()> {
         ("FEC + DRED 200 ms, expected loss 40%", true, 20, 40),
     ];
     for seed in 0..seeds() {
-        let lost = loss_mask(LossModel::Bernoulli { loss_pct: 20.0 }, frames, 2000 + seed);
+        // The same loss patterns as `pesq-wavs` at 20% random (condition 3), so the two
+        // tables compare.
+        let lost = loss_mask(
+            LossModel::Bernoulli { loss_pct: 20.0 },
+            frames,
+            1003 + 100 * seed,
+        );
         let scored = &lost[half / FRAME_SAMPLES..input.len() / FRAME_SAMPLES];
         let lost_pct = scored.iter().filter(|l| **l).count() as f64 * 100.0 / scored.len() as f64;
         for (vi, (name, fec, dred_10ms, loss_pct)) in variants.iter().enumerate() {
@@ -670,6 +779,9 @@ fn dred_oracle(speech: &Path, outdir: &Path) -> Res<()> {
                 bitrate_bps: bitrate_bps(),
                 complexity: encoder_complexity(),
                 max_bandwidth: max_bandwidth(),
+                // The fixed expected loss above goes to libopus as it is.
+                dred_min_loss_pct: 0,
+                dred_expected_loss_pct: 0,
             };
             let packets = encode_all(&input, config)?;
             let (out, n) = oracle_decode(&packets, &lost, decoder, *fec)?;

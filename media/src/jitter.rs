@@ -10,7 +10,9 @@
 //!   is one frame plus the chosen percentile of the transit above the minimum, rounded up
 //!   to frames, and never less than one frame. While packets are being lost it is at
 //!   least [`JitterConfig::min_frames_under_loss`], so the next packet is in hand when a
-//!   frame is missing and its FEC can be used.
+//!   frame is missing and its FEC can be used; and while loss is high and the peer sends
+//!   Deep REDundancy that reaches back far enough, [`JitterConfig::dred_extra_frames`]
+//!   more, so a burst of two lost frames is rebuilt from the DRED of the packet after it.
 //! - **Buffer level** at a tick is the span from the frame due now to the newest packet.
 //! - **Missing frame.** If a later packet is buffered the frame is lost: it is rebuilt from
 //!   the next packet's in-band FEC, else from a later packet's DRED, else concealed. If
@@ -44,6 +46,8 @@ const QUIET_RMS: f32 = 0.01;
 const RESYNC_AHEAD_TICKS: u64 = 48_000;
 /// How far back DRED may reach (its maximum is 1 s).
 const MAX_DRED_FRAMES: u64 = 50;
+/// Later packets tried for DRED per lost frame (each try parses a packet).
+const MAX_DRED_TRIES: usize = 3;
 
 /// Jitter buffer settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,6 +59,17 @@ pub struct JitterConfig {
     pub max_frames: u32,
     /// Target level while frames are being lost, so FEC in the next packet is usable.
     pub min_frames_under_loss: u32,
+    /// Frames added to the target while at least [`JitterConfig::dred_min_loss_pct`] of
+    /// recent frames went missing and the peer's Deep REDundancy reaches back far enough
+    /// to rebuild the frame due from the newest packet in hand. With the target at two
+    /// frames only the next packet is in hand when a frame is missing: its FEC covers one
+    /// lost frame, but a burst of two is concealed. One more frame of delay lets DRED in
+    /// the packet after the burst rebuild it (NetEQ likewise trades delay for recovery at
+    /// high loss). 0 disables.
+    pub dred_extra_frames: u32,
+    /// Share of recent frames missing (percent) from which [`JitterConfig::dred_extra_frames`]
+    /// applies; once loss falls below it the target shrinks back.
+    pub dred_min_loss_pct: u8,
     /// Percentile of the transit-time distribution that the target covers (0..=1).
     pub percentile: f64,
     /// Packets of transit history behind the target (250 = 5 s).
@@ -83,6 +98,8 @@ impl Default for JitterConfig {
             min_frames: 1,
             max_frames: 25,
             min_frames_under_loss: 2,
+            dred_extra_frames: 2,
+            dred_min_loss_pct: 10,
             percentile: 0.95,
             history_packets: 250,
             max_expand_frames: 10,
@@ -159,6 +176,15 @@ pub struct JitterBuffer {
     /// Whether each of the recent ticks found its frame lost (later packets present).
     recent_lost: VecDeque<bool>,
     expand_streak: u32,
+    /// How many frames back the peer's DRED reached: the longest reach probed within the
+    /// last [`JitterConfig::history_packets`] ticks (probed whenever a frame is missing).
+    /// Quiet frames carry less or no DRED; taking the longest keeps the target from
+    /// flapping between pauses and speech, which would insert and drop frames.
+    peer_dred_reach_frames: u32,
+    /// Tick at which `peer_dred_reach_frames` was probed.
+    peer_dred_probe_tick: u64,
+    /// Playout ticks so far.
+    ticks: u64,
     /// Consecutive ticks at which the level was below the target.
     low_level_ticks: u32,
     remote_hold: bool,
@@ -180,6 +206,9 @@ impl JitterBuffer {
             recent_missing: VecDeque::new(),
             recent_lost: VecDeque::new(),
             expand_streak: 0,
+            peer_dred_reach_frames: 0,
+            peer_dred_probe_tick: 0,
+            ticks: 0,
             low_level_ticks: 0,
             remote_hold: false,
             last_output_quiet: true,
@@ -210,10 +239,30 @@ impl JitterBuffer {
             let frames = (spread / FRAME_MILLIS as f64).ceil().max(0.0) as u32;
             target = target.max(1 + frames);
         }
-        if self.recent_missing.iter().any(|m| *m) {
+        let missing = self.recent_missing.iter().filter(|m| **m).count();
+        if missing > 0 {
             target = target.max(self.config.min_frames_under_loss);
+            let extra = self.config.dred_extra_frames;
+            let lossy = missing * 100
+                >= self.recent_missing.len() * usize::from(self.config.dred_min_loss_pct);
+            // The newest packet in hand at the larger target is `target + extra - 1` frames
+            // after the frame due; growing only pays if its DRED reaches that far.
+            if extra > 0 && lossy && self.peer_dred_reach_frames >= target + extra - 1 {
+                target += extra;
+            }
         }
         target.min(self.config.max_frames.max(1))
+    }
+
+    /// Media timestamp of the frame due at the next tick (`None` before playout starts
+    /// and while waiting for the stream to come back).
+    pub fn next_timestamp(&self) -> Option<u32> {
+        self.playout_ts.map(|p| p as u32)
+    }
+
+    /// How many frames back the peer's DRED reached when last probed (0: none seen).
+    pub fn peer_dred_reach_frames(&self) -> u32 {
+        self.peer_dred_reach_frames
     }
 
     /// Audio buffered beyond the frame due next, in milliseconds (the jitter-buffer delay).
@@ -257,6 +306,7 @@ impl JitterBuffer {
 
     /// Produces the frame for the playout tick at `now` (call every 20 ms).
     pub fn poll_frame(&mut self, now: Instant) -> PlayoutFrame {
+        self.ticks += 1;
         let mut out = PlayoutFrame {
             samples: [0.0; FRAME_SAMPLES],
             kind: FrameKind::Silence,
@@ -285,9 +335,16 @@ impl JitterBuffer {
                 self.counters.dropped_frames += 1;
                 p += FRAME_TICKS;
                 self.playout_ts = Some(p);
-            } else if level < target && self.counters.decoded_frames > 0 {
+            } else if level < target
+                && self.counters.decoded_frames > 0
+                && !(self.losing_packets() && self.due_level_frames(now, p) >= target)
+            {
                 // The shortfall is counted through speech too, so a lasting one is made up
                 // at the first quiet tick; a dip from a lost newest packet ends a tick later.
+                // While packets are being lost, a shortfall made only of packets that are
+                // already due (lost, at the fastest transit seen) is no reason to grow:
+                // a burst of lost packets would otherwise add a frame of delay each time
+                // (the level is never above target + 1, so nothing shrinks it again).
                 self.low_level_ticks = self.low_level_ticks.saturating_add(1);
                 if self.last_output_quiet
                     && self.low_level_ticks >= self.config.insert_after_ticks.max(1)
@@ -320,6 +377,7 @@ impl JitterBuffer {
         }
 
         let newest = self.packets.last_key_value().map(|(k, _)| *k);
+        self.probe_peer_dred();
         match newest {
             Some(n) if n > p => {
                 self.expand_streak = 0;
@@ -360,6 +418,23 @@ impl JitterBuffer {
         out
     }
 
+    /// Notes how far back the newest packet's DRED reaches, for the target (a missing
+    /// frame is when it matters; between losses the last answer stands).
+    fn probe_peer_dred(&mut self) {
+        if !self.config.decoder.dred || self.config.dred_extra_frames == 0 {
+            return;
+        }
+        if let Some((_, payload)) = self.packets.last_key_value() {
+            let reach = self.decoder.dred_reach_frames(payload);
+            let stale = self.ticks.saturating_sub(self.peer_dred_probe_tick)
+                > self.config.history_packets as u64;
+            if reach >= self.peer_dred_reach_frames || stale {
+                self.peer_dred_reach_frames = reach;
+                self.peer_dred_probe_tick = self.ticks;
+            }
+        }
+    }
+
     fn recover(&mut self, p: u64, out: &mut PlayoutFrame) {
         if let Some(next) = self.packets.get(&(p + FRAME_TICKS))
             && self.decoder.decode_fec(next, &mut out.samples).is_ok()
@@ -369,11 +444,15 @@ impl JitterBuffer {
             return;
         }
         if self.config.decoder.dred {
+            // The next packet may carry no LBRR (quiet or unvoiced frames) or be missing
+            // too; DRED of the first later packets that reach back this far rebuilds the
+            // frame. A packet's DRED starts up to ~100 ms before its own audio, so a packet
+            // further on may reach where a nearer one does not.
             let later = self
                 .packets
                 .range(p + FRAME_TICKS..=p + MAX_DRED_FRAMES * FRAME_TICKS)
-                .next();
-            if let Some((k, payload)) = later {
+                .take(MAX_DRED_TRIES);
+            for (k, payload) in later {
                 let frames_before = ((k - p) / FRAME_TICKS) as u32;
                 if let Ok(true) = self
                     .decoder
@@ -442,6 +521,25 @@ impl JitterBuffer {
         // Arrival and media times are large f64 millisecond values; half a millisecond of
         // slack keeps rounding from turning "exactly due" into "not yet" at the boundary.
         now_millis - expected_millis + 0.5 >= budget_millis
+    }
+
+    /// The level the buffer would have at `now` if every packet due by now (at the
+    /// fastest transit seen recently) had arrived; 0 when unknown.
+    fn due_level_frames(&self, now: Instant, p: u64) -> u32 {
+        let (Some(origin), Some(min_transit)) = (
+            self.origin,
+            self.transit_millis.iter().copied().reduce(f64::min),
+        ) else {
+            return 0;
+        };
+        let now_millis = now.saturating_duration_since(origin).as_secs_f64() * 1000.0;
+        // Half a millisecond of slack against f64 rounding, as in `overdue_by_target`.
+        let due_ticks = ((now_millis - min_transit + 0.5) * 48.0).max(0.0) as u64;
+        if due_ticks < p {
+            0
+        } else {
+            ((due_ticks - p) / FRAME_TICKS + 1).min(u64::from(u32::MAX)) as u32
+        }
     }
 
     fn note_missing(&mut self, missing: bool) {

@@ -204,12 +204,15 @@ impl RawDredDecoder {
 
     /// Parses the deep redundancy of `packet` into `dred`, keeping at most
     /// `max_samples` (48 kHz) of history. Returns how many samples before the packet the
-    /// redundancy reaches (0 when the packet has none).
+    /// redundancy reaches (0 when the packet has none). With `defer_processing` only the
+    /// entropy-coded latents are read (cheap: enough to learn the reach), and `dred`
+    /// cannot be decoded from.
     pub(crate) fn parse(
         &mut self,
         dred: &mut RawDred,
         packet: &[u8],
         max_samples: i32,
+        defer_processing: bool,
     ) -> Result<i32, OpusCode> {
         if packet.is_empty() {
             return Ok(0);
@@ -226,7 +229,7 @@ impl RawDredDecoder {
                 max_samples,
                 48_000,
                 &mut dred_end,
-                0,
+                c_int::from(defer_processing),
             )
         };
         check(ret)
