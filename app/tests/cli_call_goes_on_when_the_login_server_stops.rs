@@ -4,7 +4,7 @@
 
 mod cli_net;
 
-use cli_net::{Net, RATE, power_at, read_samples, write_tone};
+use cli_net::{CallWavs, Net, RATE, find_event, power_at, read_samples};
 use std::time::{Duration, Instant};
 
 const CALL_SECONDS: u64 = 10;
@@ -18,36 +18,12 @@ const END_MARGIN_S: f64 = 0.5;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_goes_on_when_the_login_server_stops() {
     let net = Net::start(2).await;
-    let alice = net.peer("alice");
-    let bob = net.peer("bob");
-    for peer in [&alice, &bob] {
-        peer.ok(&["register", &peer.name]).await;
-    }
-    let files = net.dir.path();
-    let (alice_play, bob_play) = (files.join("alice.wav"), files.join("bob.wav"));
-    let (alice_rec, bob_rec) = (files.join("alice-rec.wav"), files.join("bob-rec.wav"));
-    write_tone(&alice_play, 440.0, CALL_SECONDS as f64 + 2.0);
-    write_tone(&bob_play, 1000.0, CALL_SECONDS as f64 + 2.0);
-
-    let mut bob_online = bob.spawn(&[
-        "online",
-        "--auto-answer",
-        "--play",
-        bob_play.to_str().expect("utf-8"),
-        "--record",
-        bob_rec.to_str().expect("utf-8"),
-    ]);
-    bob_online.wait_event("logged_in", &[("user", "bob")]).await;
-    let mut call = alice.spawn(&[
-        "call",
-        "bob",
-        "--play",
-        alice_play.to_str().expect("utf-8"),
-        "--record",
-        alice_rec.to_str().expect("utf-8"),
-        "--seconds",
-        &CALL_SECONDS.to_string(),
-    ]);
+    let alice = net.registered("alice").await;
+    let bob = net.registered("bob").await;
+    let wavs = CallWavs::tones(net.dir.path(), CALL_SECONDS as f64 + 2.0);
+    let mut bob_online = wavs.bob_answers(&bob).await;
+    let seconds = CALL_SECONDS.to_string();
+    let mut call = alice.spawn(&wavs.call_args(&seconds, &[]));
     let connected = call.wait_event("call_connected", &[("peer", "bob")]).await;
     let connected_at = Instant::now();
     let call_id = connected["call_id"].as_str().expect("id").to_owned();
@@ -67,10 +43,7 @@ async fn the_call_goes_on_when_the_login_server_stops() {
 
     let (code, lines) = call.finish().await;
     assert_eq!(code, Some(0), "{lines:?}");
-    let ended = lines
-        .iter()
-        .find(|l| l["event"] == "call_ended")
-        .unwrap_or_else(|| panic!("no call_ended in {lines:?}"));
+    let ended = find_event(&lines, "call_ended");
     assert_eq!(ended["call_id"], call_id.as_str());
     assert_eq!(ended["reason"], "hangup", "{ended}");
     let bob_ended = bob_online
@@ -91,7 +64,7 @@ async fn the_call_goes_on_when_the_login_server_stops() {
     }
 
     // The end of the call, well after the login server stopped, still carries alice's tone.
-    let heard_by_bob = read_samples(&bob_rec);
+    let heard_by_bob = read_samples(&wavs.bob_rec);
     let end = heard_by_bob.len() - (END_MARGIN_S * f64::from(RATE)) as usize;
     let start = end - (CHECKED_S * f64::from(RATE)) as usize;
     let tail = &heard_by_bob[start..end];

@@ -5,8 +5,7 @@
 
 mod cli_net;
 
-use cli_net::{Net, write_tone};
-use serde_json::Value;
+use cli_net::{CallWavs, Net, find_event, stat};
 
 /// One 20 ms frame per packet.
 const AUDIO_PACKETS_PER_S: f64 = 50.0;
@@ -16,63 +15,26 @@ const KEEP_ALIVE_EVERY_S: f64 = 3.0;
 /// thread's next tick.
 const EDGE_SLACK_S: f64 = 0.1;
 
-fn find<'a>(lines: &'a [Value], event: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["event"] == event)
-        .unwrap_or_else(|| panic!("no {event} in {lines:?}"))
-}
-
-fn number(stats: &Value, field: &str) -> f64 {
-    stats[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no {field} in {stats}"))
-}
-
 /// Held from the connection to the hang-up: the callee receives the keep-alives (one at the
 /// hold, then one every 3 s) and at most the audio of the moment before the hold took hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_held_throughout_carries_one_keep_alive_per_3_s() {
     const HELD_CALL_SECONDS: u64 = 30;
     let net = Net::start(1).await;
-    let alice = net.peer("alice");
-    let bob = net.peer("bob");
-    for peer in [&alice, &bob] {
-        peer.ok(&["register", &peer.name]).await;
-    }
-    let files = net.dir.path();
-    let (alice_play, bob_play) = (files.join("alice.wav"), files.join("bob.wav"));
-    write_tone(&alice_play, 440.0, HELD_CALL_SECONDS as f64 + 2.0);
-    write_tone(&bob_play, 1000.0, HELD_CALL_SECONDS as f64 + 2.0);
-    let mut bob_online = bob.spawn(&[
-        "online",
-        "--auto-answer",
-        "--play",
-        bob_play.to_str().expect("utf-8"),
-        "--record",
-        files.join("bob-rec.wav").to_str().expect("utf-8"),
-    ]);
-    bob_online.wait_event("logged_in", &[("user", "bob")]).await;
+    let alice = net.registered("alice").await;
+    let bob = net.registered("bob").await;
+    let wavs = CallWavs::tones(net.dir.path(), HELD_CALL_SECONDS as f64 + 2.0);
+    let mut bob_online = wavs.bob_answers(&bob).await;
 
+    let seconds = HELD_CALL_SECONDS.to_string();
     let lines = alice
-        .ok(&[
-            "call",
-            "bob",
-            "--play",
-            alice_play.to_str().expect("utf-8"),
-            "--record",
-            files.join("alice-rec.wav").to_str().expect("utf-8"),
-            "--seconds",
-            &HELD_CALL_SECONDS.to_string(),
-            "--hold-at",
-            "0",
-        ])
+        .ok(&wavs.call_args(&seconds, &["--hold-at", "0"]))
         .await;
-    let call_id = find(&lines, "call_connected")["call_id"]
+    let call_id = find_event(&lines, "call_connected")["call_id"]
         .as_str()
         .expect("call id")
         .to_owned();
-    find(&lines, "call_held");
+    find_event(&lines, "call_held");
     bob_online
         .wait_event("call_held", &[("call_id", &call_id)])
         .await;
@@ -81,7 +43,7 @@ async fn a_call_held_throughout_carries_one_keep_alive_per_3_s() {
         .await;
     bob_online.stop().await;
 
-    let received = number(&ended["stats"], "packets_received");
+    let received = stat(&ended["stats"], "packets_received");
     // Keep-alives at 0, 3, ... s; the one due at the hang-up may or may not go out.
     let keep_alives = (HELD_CALL_SECONDS as f64 / KEEP_ALIVE_EVERY_S).ceil();
     // Audio before the hold reaches the media: one edge's slack at the audio rate.

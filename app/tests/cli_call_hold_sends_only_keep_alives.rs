@@ -6,8 +6,7 @@
 
 mod cli_net;
 
-use cli_net::{Net, write_tone};
-use serde_json::Value;
+use cli_net::{CallWavs, Net, find_event, stat};
 
 // 5 s held: audio leaking through the hold at a tenth of its rate (25 packets) already
 // exceeds the tolerance below.
@@ -24,72 +23,32 @@ const KEEP_ALIVE_EVERY_S: f64 = 3.0;
 const EDGE_SLACK_S: f64 = 0.1;
 const EDGES: f64 = 4.0;
 
-fn find<'a>(lines: &'a [Value], event: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["event"] == event)
-        .unwrap_or_else(|| panic!("no {event} in {lines:?}"))
-}
-
-fn number(stats: &Value, field: &str) -> f64 {
-    stats[field]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no {field} in {stats}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_call_carries_only_keep_alives_until_resumed() {
     let net = Net::start(2).await;
-    let alice = net.peer("alice");
-    let bob = net.peer("bob");
-    for peer in [&alice, &bob] {
-        peer.ok(&["register", &peer.name]).await;
-    }
-    let files = net.dir.path();
-    let (alice_play, bob_play) = (files.join("alice.wav"), files.join("bob.wav"));
-    write_tone(&alice_play, 440.0, CALL_SECONDS as f64 + 2.0);
-    write_tone(&bob_play, 1000.0, CALL_SECONDS as f64 + 2.0);
-
-    let mut bob_online = bob.spawn(&[
-        "online",
-        "--auto-answer",
-        "--play",
-        bob_play.to_str().expect("utf-8"),
-        // Recordings stand in for the sound cards, which a test machine may not have.
-        "--record",
-        files.join("bob-rec.wav").to_str().expect("utf-8"),
-    ]);
-    bob_online.wait_event("logged_in", &[("user", "bob")]).await;
+    let alice = net.registered("alice").await;
+    let bob = net.registered("bob").await;
+    let wavs = CallWavs::tones(net.dir.path(), CALL_SECONDS as f64 + 2.0);
+    let mut bob_online = wavs.bob_answers(&bob).await;
 
     let seconds = CALL_SECONDS.to_string();
     let (hold_at, resume_at) = (HOLD_AT_S.to_string(), RESUME_AT_S.to_string());
-    let play = alice_play.to_str().expect("utf-8");
-    let alice_rec = files.join("alice-rec.wav");
-    let record = alice_rec.to_str().expect("utf-8");
     let mut stats = Vec::new();
     for held in [false, true] {
-        let mut args = vec![
-            "call",
-            "bob",
-            "--play",
-            play,
-            "--record",
-            record,
-            "--seconds",
-            &seconds,
-        ];
-        if held {
-            args.extend(["--hold-at", &hold_at, "--resume-at", &resume_at]);
-        }
-        let lines = alice.ok(&args).await;
-        let call_id = find(&lines, "call_connected")["call_id"]
+        let hold: &[&str] = if held {
+            &["--hold-at", &hold_at, "--resume-at", &resume_at]
+        } else {
+            &[]
+        };
+        let lines = alice.ok(&wavs.call_args(&seconds, hold)).await;
+        let call_id = find_event(&lines, "call_connected")["call_id"]
             .as_str()
             .expect("call id")
             .to_owned();
-        assert_eq!(find(&lines, "call_ended")["reason"], "hangup");
+        assert_eq!(find_event(&lines, "call_ended")["reason"], "hangup");
         if held {
-            find(&lines, "call_held");
-            find(&lines, "call_resumed");
+            find_event(&lines, "call_held");
+            find_event(&lines, "call_resumed");
             bob_online
                 .wait_event("call_held", &[("call_id", &call_id)])
                 .await;
@@ -105,7 +64,7 @@ async fn a_held_call_carries_only_keep_alives_until_resumed() {
     bob_online.stop().await;
 
     let (plain, held) = (&stats[0], &stats[1]);
-    let plain_rate = number(plain, "packets_received") / number(plain, "duration_s");
+    let plain_rate = stat(plain, "packets_received") / stat(plain, "duration_s");
     assert!(
         (plain_rate - AUDIO_PACKETS_PER_S).abs() <= AUDIO_PACKETS_PER_S * 0.1,
         "a call without hold carries 50 packets/s: {plain}"
@@ -114,8 +73,8 @@ async fn a_held_call_carries_only_keep_alives_until_resumed() {
     let keep_alives = (hold_s / KEEP_ALIVE_EVERY_S).floor();
     // The held call at the plain call's measured rate, minus the audio of the hold, plus
     // its keep-alives.
-    let expected = plain_rate * (number(held, "duration_s") - hold_s) + keep_alives;
-    let received = number(held, "packets_received");
+    let expected = plain_rate * (stat(held, "duration_s") - hold_s) + keep_alives;
+    let received = stat(held, "packets_received");
     let tolerance = EDGES * EDGE_SLACK_S * AUDIO_PACKETS_PER_S;
     eprintln!(
         "plain call: {plain}\nheld call: {held}\nexpected {expected:.1} ± {tolerance:.0}, received {received}"

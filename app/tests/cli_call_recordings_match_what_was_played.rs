@@ -14,8 +14,7 @@
 mod cli_net;
 
 use audiocheck::{best_lag as best_lag_in, correlations};
-use cli_net::{Net, RATE, read_samples};
-use serde_json::Value;
+use cli_net::{CallWavs, Net, RATE, find_event, read_samples};
 use std::f64::consts::PI;
 use std::path::Path;
 
@@ -197,56 +196,32 @@ fn aligned_correlation(played: &[f64], heard: &[f64]) -> Alignment {
     }
 }
 
-fn find<'a>(lines: &'a [Value], event: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["event"] == event)
-        .unwrap_or_else(|| panic!("no {event} in {lines:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_recording_matches_what_the_other_side_played() {
     let net = Net::start(2).await;
-    let alice = net.peer("alice");
-    let bob = net.peer("bob");
-    for peer in [&alice, &bob] {
-        peer.ok(&["register", &peer.name]).await;
-    }
-    let files = net.dir.path();
-    let (alice_play, bob_play) = (files.join("alice.wav"), files.join("bob.wav"));
-    let (alice_rec, bob_rec) = (files.join("alice-rec.wav"), files.join("bob-rec.wav"));
+    let alice = net.registered("alice").await;
+    let bob = net.registered("bob").await;
+    let wavs = CallWavs::in_dir(net.dir.path());
+    let CallWavs {
+        alice_play,
+        bob_play,
+        alice_rec,
+        bob_rec,
+    } = &wavs;
     let alice_said = speech_like(1, [310.0, 920.0, 1_750.0], WAV_SECONDS);
     let bob_said = speech_like(2, [210.0, 1_230.0, 2_150.0], WAV_SECONDS);
-    write_wav(&alice_play, &alice_said);
-    write_wav(&bob_play, &bob_said);
+    write_wav(alice_play, &alice_said);
+    write_wav(bob_play, &bob_said);
 
-    let mut bob_online = bob.spawn(&[
-        "online",
-        "--auto-answer",
-        "--play",
-        bob_play.to_str().expect("utf-8"),
-        "--record",
-        bob_rec.to_str().expect("utf-8"),
-    ]);
-    bob_online.wait_event("logged_in", &[("user", "bob")]).await;
+    let mut bob_online = wavs.bob_answers(&bob).await;
 
-    let lines = alice
-        .ok(&[
-            "call",
-            "bob",
-            "--play",
-            alice_play.to_str().expect("utf-8"),
-            "--record",
-            alice_rec.to_str().expect("utf-8"),
-            "--seconds",
-            &CALL_SECONDS.to_string(),
-        ])
-        .await;
-    let call_id = find(&lines, "call_connected")["call_id"]
+    let seconds = CALL_SECONDS.to_string();
+    let lines = alice.ok(&wavs.call_args(&seconds, &[])).await;
+    let call_id = find_event(&lines, "call_connected")["call_id"]
         .as_str()
         .expect("call id")
         .to_owned();
-    let ended = find(&lines, "call_ended");
+    let ended = find_event(&lines, "call_ended");
     assert_eq!(ended["reason"], "hangup", "{ended}");
     let bob_ended = bob_online
         .wait_event("call_ended", &[("call_id", &call_id), ("reason", "hangup")])
@@ -254,14 +229,14 @@ async fn each_recording_matches_what_the_other_side_played() {
     eprintln!("alice: {ended}\nbob: {bob_ended}");
     bob_online.stop().await;
     if let Some(keep) = std::env::var_os("PEERPHONE_TEST_KEEP_WAVS") {
-        for file in [&alice_play, &bob_play, &alice_rec, &bob_rec] {
+        for file in [alice_play, bob_play, alice_rec, bob_rec] {
             let name = file.file_name().expect("a file name");
             std::fs::copy(file, Path::new(&keep).join(name)).expect("keep the WAV");
         }
     }
 
-    let heard_by_bob = read_samples(&bob_rec);
-    let heard_by_alice = read_samples(&alice_rec);
+    let heard_by_bob = read_samples(bob_rec);
+    let heard_by_alice = read_samples(alice_rec);
     let alice_to_bob = aligned_correlation(&alice_said, &heard_by_bob);
     let bob_to_alice = aligned_correlation(&bob_said, &heard_by_alice);
     eprintln!("alice -> bob: {alice_to_bob:#.3?}");

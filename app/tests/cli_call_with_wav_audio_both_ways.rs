@@ -5,66 +5,29 @@
 
 mod cli_net;
 
-use cli_net::{Net, RATE, power_at, read_samples, write_tone};
-use serde_json::Value;
-
-fn find<'a>(lines: &'a [Value], event: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["event"] == event)
-        .unwrap_or_else(|| panic!("no {event} in {lines:?}"))
-}
+use cli_net::{CallWavs, Net, RATE, find_event, power_at, read_samples};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_carries_each_sides_wav_to_the_others_recording() {
     let net = Net::start(2).await;
-    let alice = net.peer("alice");
-    let bob = net.peer("bob");
-    for peer in [&alice, &bob] {
-        peer.ok(&["register", &peer.name]).await;
-    }
-    let files = net.dir.path();
-    let (alice_play, bob_play) = (files.join("alice.wav"), files.join("bob.wav"));
-    let (alice_rec, bob_rec) = (files.join("alice-rec.wav"), files.join("bob-rec.wav"));
-    write_tone(&alice_play, 440.0, 10.0);
-    write_tone(&bob_play, 1000.0, 10.0);
-
-    let mut bob_online = bob.spawn(&[
-        "online",
-        "--auto-answer",
-        "--play",
-        bob_play.to_str().expect("utf-8"),
-        "--record",
-        bob_rec.to_str().expect("utf-8"),
-    ]);
-    bob_online.wait_event("logged_in", &[("user", "bob")]).await;
+    let alice = net.registered("alice").await;
+    let bob = net.registered("bob").await;
+    let wavs = CallWavs::tones(net.dir.path(), 10.0);
+    let mut bob_online = wavs.bob_answers(&bob).await;
 
     let lines = alice
-        .ok(&[
-            "call",
-            "bob",
-            "--play",
-            alice_play.to_str().expect("utf-8"),
-            "--record",
-            alice_rec.to_str().expect("utf-8"),
-            "--seconds",
-            "5",
-            "--hold-at",
-            "2",
-            "--resume-at",
-            "3",
-        ])
+        .ok(&wavs.call_args("5", &["--hold-at", "2", "--resume-at", "3"]))
         .await;
-    let call_id = find(&lines, "call_ringing")["call_id"]
+    let call_id = find_event(&lines, "call_ringing")["call_id"]
         .as_str()
         .expect("call id")
         .to_owned();
-    let connected = find(&lines, "call_connected");
+    let connected = find_event(&lines, "call_connected");
     assert_eq!(connected["peer"], "bob");
     assert_eq!(connected["path"], "direct", "{connected}");
-    find(&lines, "call_held");
-    find(&lines, "call_resumed");
-    let ended = find(&lines, "call_ended");
+    find_event(&lines, "call_held");
+    find_event(&lines, "call_resumed");
+    let ended = find_event(&lines, "call_ended");
     assert_eq!(ended["call_id"], call_id.as_str());
     assert_eq!(ended["reason"], "hangup", "{ended}");
     let stats = &ended["stats"];
@@ -108,8 +71,8 @@ async fn a_call_carries_each_sides_wav_to_the_others_recording() {
     bob_online.stop().await;
 
     // Each side heard the other's tone, far above its own.
-    let heard_by_bob = read_samples(&bob_rec);
-    let heard_by_alice = read_samples(&alice_rec);
+    let heard_by_bob = read_samples(&wavs.bob_rec);
+    let heard_by_alice = read_samples(&wavs.alice_rec);
     assert!(
         heard_by_bob.len() > RATE as usize * 3,
         "bob recorded the call"

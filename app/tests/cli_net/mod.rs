@@ -313,3 +313,93 @@ pub fn power_at(samples: &[f64], freq_hz: f64) -> f64 {
     }
     (s1 * s1 + s2 * s2 - coeff * s1 * s2) / samples.len().max(1) as f64
 }
+
+// ---- Two-party calls driven through the CLI ----
+
+impl Net {
+    /// A peer whose account is registered.
+    pub async fn registered(&self, name: &str) -> Peer {
+        let peer = self.peer(name);
+        peer.ok(&["register", &peer.name]).await;
+        peer
+    }
+}
+
+/// The first line of `event` among a command's JSON lines.
+pub fn find_event<'a>(lines: &'a [Value], event: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["event"] == event)
+        .unwrap_or_else(|| panic!("no {event} in {lines:?}"))
+}
+
+/// A number in a call's `stats`.
+pub fn stat(stats: &Value, field: &str) -> f64 {
+    stats[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {field} in {stats}"))
+}
+
+/// The WAV files of a call from alice to bob: what each side plays and where it records.
+/// Recordings stand in for the sound cards, which a test machine may not have.
+pub struct CallWavs {
+    pub alice_play: PathBuf,
+    pub bob_play: PathBuf,
+    pub alice_rec: PathBuf,
+    pub bob_rec: PathBuf,
+}
+
+impl CallWavs {
+    /// The four files' places in `dir`; nothing is written.
+    pub fn in_dir(dir: &Path) -> CallWavs {
+        CallWavs {
+            alice_play: dir.join("alice.wav"),
+            bob_play: dir.join("bob.wav"),
+            alice_rec: dir.join("alice-rec.wav"),
+            bob_rec: dir.join("bob-rec.wav"),
+        }
+    }
+
+    /// Alice plays a 440 Hz tone and bob a 1 kHz tone, each `seconds` long.
+    pub fn tones(dir: &Path, seconds: f64) -> CallWavs {
+        let wavs = CallWavs::in_dir(dir);
+        write_tone(&wavs.alice_play, 440.0, seconds);
+        write_tone(&wavs.bob_play, 1000.0, seconds);
+        wavs
+    }
+
+    /// `online --auto-answer` playing and recording bob's files.
+    pub fn answering_args(&self) -> Vec<&str> {
+        vec![
+            "online",
+            "--auto-answer",
+            "--play",
+            self.bob_play.to_str().expect("utf-8"),
+            "--record",
+            self.bob_rec.to_str().expect("utf-8"),
+        ]
+    }
+
+    /// Bob online, answering every call with his files, once he is logged in.
+    pub async fn bob_answers(&self, bob: &Peer) -> Running {
+        let mut online = bob.spawn(&self.answering_args());
+        online.wait_event("logged_in", &[("user", "bob")]).await;
+        online
+    }
+
+    /// `call bob` for `seconds`, playing and recording alice's files, then `extra`.
+    pub fn call_args<'a>(&'a self, seconds: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "call",
+            "bob",
+            "--play",
+            self.alice_play.to_str().expect("utf-8"),
+            "--record",
+            self.alice_rec.to_str().expect("utf-8"),
+            "--seconds",
+            seconds,
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+}
