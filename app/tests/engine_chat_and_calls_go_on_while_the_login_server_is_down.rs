@@ -3,69 +3,12 @@
 //! cannot be reached to refresh it.
 
 mod cli_net;
+mod engine_support;
 
-use app::engine::{Engine, EngineConfig, EngineHandle};
 use app::events::Event;
-use app::login_client::{self, LoginTarget};
-use app::profile::Profile;
-use cli_net::{Net, PASSWORD, WAIT};
-use proto::login::Password;
-use proto::{DisplayName, UserName};
+use cli_net::Net;
+use engine_support::{start_engine, user, wait_for};
 use std::time::Duration;
-use tokio::sync::mpsc;
-
-fn user(name: &str) -> UserName {
-    UserName::new(name).expect("valid")
-}
-
-async fn wait_for(
-    events: &mut mpsc::Receiver<Event>,
-    what: &str,
-    pred: impl Fn(&Event) -> bool,
-) -> Event {
-    let wait = async {
-        while let Some(event) = events.recv().await {
-            if pred(&event) {
-                return event;
-            }
-        }
-        panic!("the engine stopped before {what}");
-    };
-    tokio::time::timeout(WAIT, wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {what} in time"))
-}
-
-async fn start(net: &Net, name: &str, answer: bool) -> (EngineHandle, mpsc::Receiver<Event>) {
-    let target = LoginTarget {
-        addr: net.login.quic_addr(),
-        authority: net.login.authority_key(),
-    };
-    let profile = Profile::open(net.dir.path().join(name)).expect("profile");
-    let credential = login_client::register(
-        &profile,
-        &target,
-        &user(name),
-        &DisplayName::new(name).expect("valid"),
-        &Password::new(PASSWORD).expect("password"),
-    )
-    .await
-    .expect("register");
-    let mut config = EngineConfig::new(profile, target, credential);
-    config.calls.auto_answer = answer;
-    let (handle, mut events) = Engine::start(config).await.expect("engine starts");
-    wait_for(&mut events, "logged_in", |e| {
-        matches!(
-            e,
-            Event::LoggedIn {
-                supernode: Some(_),
-                ..
-            }
-        )
-    })
-    .await;
-    (handle, events)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_and_calls_go_on_and_expiry_is_announced_while_the_login_server_is_down() {
@@ -74,8 +17,9 @@ async fn chat_and_calls_go_on_and_expiry_is_announced_while_the_login_server_is_
     let lifetime = Duration::from_secs(12);
     let test_started = std::time::Instant::now();
     let net = Net::start_with(1, |config| config.service.credential_lifetime = lifetime).await;
-    let (alice, mut alice_events) = start(&net, "alice", false).await;
-    let (bob, mut bob_events) = start(&net, "bob", true).await;
+    let (alice, mut alice_events) =
+        start_engine(&net, "alice", |c| c.calls.auto_answer = false).await;
+    let (bob, mut bob_events) = start_engine(&net, "bob", |c| c.calls.auto_answer = true).await;
 
     let Net {
         dir: _dir,
