@@ -2,73 +2,27 @@
 //! participant is listed with a "Remove" control that asks the engine to drop them, and the
 //! list follows the engine's `call_participant_joined` / `call_participant_left`.
 
+mod ui_support;
+
 use app::events::{EndReason, Event, PathKind, Status};
-use app::ui::model::{Authorization, ContactEntry};
-use app::ui::{DesktopApp, Now, UiAction, UiEvent, UiModel};
+use app::ui::{Now, UiAction, UiEvent};
 use egui::accesskit::Role;
-use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use proto::UserName;
+use ui_support::{Window, actions, alice_logged_in, connected, engine, step, user, window};
 
-const T0_UNIX_MILLIS: u64 = 1_764_000_000_000;
-
-fn user(name: &str) -> UserName {
-    name.parse().expect("valid user name")
-}
-
-fn contact(name: &str) -> ContactEntry {
-    ContactEntry {
-        user: user(name),
-        display_name: name.to_uppercase(),
-        status: Status::Online,
-        authorization: Authorization::Contact,
-    }
+fn contact(name: &str) -> app::ui::model::ContactEntry {
+    ui_support::contact(name, &name.to_uppercase(), Status::Online)
 }
 
 /// A window logged in as alice with bob, carol and dave online.
-fn logged_in() -> Harness<'static, DesktopApp> {
-    let mut model = UiModel::new();
-    let now = Now::default();
-    model.handle(
-        now,
-        UiEvent::Engine(Event::LoggedIn {
-            user: user("alice"),
-            supernode: None,
-        }),
-    );
-    model.handle(
-        now,
-        UiEvent::Contacts {
+fn logged_in() -> Window {
+    window(
+        alice_logged_in(vec![UiEvent::Contacts {
             contacts: vec![contact("bob"), contact("carol"), contact("dave")],
             requests: vec![],
-        },
-    );
-    Harness::builder().with_size([960.0, 640.0]).build_ui_state(
-        |ui, app: &mut DesktopApp| {
-            app.logic_step(ui.ctx());
-            app.draw(ui);
-        },
-        DesktopApp::detached(model, T0_UNIX_MILLIS),
+        }]),
+        [960.0, 640.0],
     )
-}
-
-/// Lets the window process input and redraw (a few frames: spinners never settle).
-fn step(harness: &mut Harness<'static, DesktopApp>) {
-    harness.run_steps(4);
-}
-
-fn engine(harness: &mut Harness<'static, DesktopApp>, event: Event) {
-    let now = harness.state().now(&harness.ctx);
-    harness
-        .state_mut()
-        .model
-        .handle(now, UiEvent::Engine(event));
-    step(harness);
-}
-
-fn actions(harness: &mut Harness<'static, DesktopApp>) -> Vec<UiAction> {
-    step(harness);
-    harness.state_mut().take_sent_actions()
 }
 
 fn remove_button(name: &str) -> String {
@@ -87,15 +41,7 @@ fn the_host_removes_participants_and_those_who_leave_disappear() {
             call_id: "c9".into(),
         },
     );
-    engine(
-        &mut h,
-        Event::CallConnected {
-            call_id: "c9".into(),
-            peer: user("bob"),
-            path: PathKind::Direct,
-            setup_ms: 50,
-        },
-    );
+    connected(&mut h, "c9", "bob", PathKind::Direct, 50);
     let _ = actions(&mut h);
     // A two-party call lists nobody: hanging up is how bob goes.
     assert!(h.query_by_label(&remove_button("bob")).is_none());

@@ -2,83 +2,32 @@
 //! find widgets by their accessible names, click, type, and check the resulting
 //! `UiAction`s and what the window shows.
 
+mod ui_support;
+
 use app::events::{CallStats, EndReason, Event, PathKind, Status};
-use app::ui::model::{
-    Authorization, CallPhase, ContactEntry, LoginMode, NetworkInfo, Screen, Tick,
-};
+use app::ui::model::{CallPhase, LoginMode, NetworkInfo, Screen, Tick};
 use app::ui::{DesktopApp, Now, UiAction, UiEvent, UiModel};
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use proto::UserName;
-
-const T0_UNIX_MILLIS: u64 = 1_764_000_000_000;
-
-fn user(name: &str) -> UserName {
-    name.parse().expect("valid user name")
-}
-
-fn contact(name: &str, display: &str, status: Status) -> ContactEntry {
-    ContactEntry {
-        user: user(name),
-        display_name: display.into(),
-        status,
-        authorization: Authorization::Contact,
-    }
-}
+use ui_support::{
+    T0_UNIX_MILLIS, Window, actions, alice_logged_in, connected, contact, engine, feed,
+    meter_percent, step, user,
+};
 
 /// A window logged in as alice with bob (online) and carol (offline).
-fn logged_in() -> Harness<'static, DesktopApp> {
-    let mut model = UiModel::new();
-    let now = Now::default();
-    model.handle(
-        now,
-        UiEvent::Engine(Event::LoggedIn {
-            user: user("alice"),
-            supernode: None,
-        }),
-    );
-    model.handle(
-        now,
-        UiEvent::Contacts {
-            contacts: vec![
-                contact("bob", "Bob", Status::Online),
-                contact("carol", "Carol", Status::Offline),
-            ],
-            requests: vec![],
-        },
-    );
-    harness(model)
+fn logged_in() -> Window {
+    harness(alice_logged_in(vec![UiEvent::Contacts {
+        contacts: vec![
+            contact("bob", "Bob", Status::Online),
+            contact("carol", "Carol", Status::Offline),
+        ],
+        requests: vec![],
+    }]))
 }
 
-fn harness(model: UiModel) -> Harness<'static, DesktopApp> {
-    Harness::builder().with_size([960.0, 640.0]).build_ui_state(
-        |ui, app: &mut DesktopApp| {
-            app.logic_step(ui.ctx());
-            app.draw(ui);
-        },
-        DesktopApp::detached(model, T0_UNIX_MILLIS),
-    )
-}
-
-/// Lets the window process input and redraw (a few frames: spinners never settle).
-fn step(harness: &mut Harness<'static, DesktopApp>) {
-    harness.run_steps(4);
-}
-
-fn feed(harness: &mut Harness<'static, DesktopApp>, event: UiEvent) {
-    let now = harness.state().now(&harness.ctx);
-    harness.state_mut().model.handle(now, event);
-    step(harness);
-}
-
-fn engine(harness: &mut Harness<'static, DesktopApp>, event: Event) {
-    feed(harness, UiEvent::Engine(event));
-}
-
-fn actions(harness: &mut Harness<'static, DesktopApp>) -> Vec<UiAction> {
-    step(harness);
-    harness.state_mut().take_sent_actions()
+fn harness(model: UiModel) -> Window {
+    ui_support::window(model, [960.0, 640.0])
 }
 
 #[test]
@@ -266,15 +215,7 @@ fn incoming_call_dialog_answers() {
     );
     assert!(h.query_by_label("Incoming call").is_none());
     assert!(!h.state().model.ringing());
-    engine(
-        &mut h,
-        Event::CallConnected {
-            call_id: "c1".into(),
-            peer: user("bob"),
-            path: PathKind::Direct,
-            setup_ms: 120,
-        },
-    );
+    connected(&mut h, "c1", "bob", PathKind::Direct, 120);
     h.get_by_label("In call with bob");
     h.get_by_label("direct");
     h.get_by_label_contains("Call timer 00:0");
@@ -331,15 +272,7 @@ fn call_controls_dial_hold_mute_and_hang_up() {
         },
     );
     h.get_by_label("Ringing bob…");
-    engine(
-        &mut h,
-        Event::CallConnected {
-            call_id: "c9".into(),
-            peer: user("bob"),
-            path: PathKind::Relay,
-            setup_ms: 300,
-        },
-    );
+    connected(&mut h, "c9", "bob", PathKind::Relay, 300);
     h.get_by_label("In call with bob");
     h.get_by_label("relayed");
     feed(
@@ -405,15 +338,7 @@ fn the_call_timer_counts_connected_time() {
     let mut h = logged_in();
     h.get_by_label("Call bob").click();
     step(&mut h);
-    engine(
-        &mut h,
-        Event::CallConnected {
-            call_id: "c3".into(),
-            peer: user("bob"),
-            path: PathKind::Direct,
-            setup_ms: 80,
-        },
-    );
+    connected(&mut h, "c3", "bob", PathKind::Direct, 80);
     let call = h.state().model.call.clone().expect("call");
     assert_eq!(call.phase, CallPhase::Connected);
     let later = Now {
@@ -689,15 +614,6 @@ fn the_login_screen_switches_to_another_login_server() {
     h.get_by_label_contains("Login server 203.0.113.5:7400");
 }
 
-/// The node's numeric value (a meter's fill in percent).
-fn meter_percent(h: &Harness<'static, DesktopApp>, label: &str) -> f64 {
-    use egui_kittest::kittest::NodeT;
-    h.get_by_role_and_label(Role::Meter, label)
-        .accesskit_node()
-        .numeric_value()
-        .expect("a meter has a value")
-}
-
 #[test]
 fn live_call_stats_drive_the_level_meters_and_the_quality_indicator() {
     let mut h = logged_in();
@@ -710,15 +626,7 @@ fn live_call_stats_drive_the_level_meters_and_the_quality_indicator() {
             call_id: "c5".into(),
         },
     );
-    engine(
-        &mut h,
-        Event::CallConnected {
-            call_id: "c5".into(),
-            peer: user("bob"),
-            path: PathKind::Relay,
-            setup_ms: 300,
-        },
-    );
+    connected(&mut h, "c5", "bob", PathKind::Relay, 300);
     h.get_by_label("relayed");
     assert_eq!(meter_percent(&h, "Microphone level"), 0.0);
     assert_eq!(meter_percent(&h, "Speaker level"), 0.0);
@@ -855,15 +763,7 @@ fn add_participant_invites_a_contact_into_the_call() {
         h.query_by_role_and_label(Role::Button, "Add participant")
             .is_none()
     );
-    engine(
-        &mut h,
-        Event::CallConnected {
-            call_id: "c8".into(),
-            peer: user("bob"),
-            path: PathKind::Direct,
-            setup_ms: 50,
-        },
-    );
+    connected(&mut h, "c8", "bob", PathKind::Direct, 50);
     let _ = actions(&mut h);
     h.get_by_role_and_label(Role::Button, "Add participant")
         .click();
@@ -879,15 +779,7 @@ fn add_participant_invites_a_contact_into_the_call() {
         }]
     );
     h.get_by_label_contains("Inviting carol");
-    engine(
-        &mut h,
-        Event::CallConnected {
-            call_id: "c8".into(),
-            peer: user("carol"),
-            path: PathKind::Relay,
-            setup_ms: 400,
-        },
-    );
+    connected(&mut h, "c8", "carol", PathKind::Relay, 400);
     h.get_by_label("In call with bob, carol");
     // Nobody is left to add.
     h.get_by_role_and_label(Role::Button, "Add participant")
@@ -916,7 +808,7 @@ impl Recorder {
 }
 
 /// Delivers `event` and draws one frame with the window focused or not.
-fn deliver(h: &mut Harness<'static, DesktopApp>, event: Event, focused: bool) {
+fn deliver(h: &mut Window, event: Event, focused: bool) {
     let now = h.state().now(&h.ctx);
     h.state_mut().model.handle(now, UiEvent::Engine(event));
     let input = h.input_mut();

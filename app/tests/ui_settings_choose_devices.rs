@@ -2,14 +2,13 @@
 //! driven like a person would. The machine running the tests has no sound card, so the
 //! device lists are injected the way the backend delivers them ([`UiEvent::Devices`]).
 
-use app::events::Event;
-use app::ui::model::{AudioDevice, AudioDevices};
-use app::ui::{DesktopApp, Now, UiAction, UiEvent, UiModel};
-use egui::accesskit::Role;
-use egui_kittest::Harness;
-use egui_kittest::kittest::{NodeT, Queryable};
+mod ui_support;
 
-const T0_UNIX_MILLIS: u64 = 1_764_000_000_000;
+use app::ui::model::{AudioDevice, AudioDevices};
+use app::ui::{UiAction, UiEvent};
+use egui::accesskit::Role;
+use egui_kittest::kittest::{NodeT, Queryable};
+use ui_support::{Window, actions, alice_logged_in, step, window};
 
 fn device(id: &str, name: &str) -> AudioDevice {
     AudioDevice {
@@ -20,19 +19,9 @@ fn device(id: &str, name: &str) -> AudioDevice {
 
 /// A window logged in as alice, with two microphones and two speakers and the speaker
 /// choice `output` remembered in the profile.
-fn logged_in_with_devices(output: Option<String>) -> Harness<'static, DesktopApp> {
-    let mut model = UiModel::new();
-    let now = Now::default();
-    model.handle(
-        now,
-        UiEvent::Engine(Event::LoggedIn {
-            user: "alice".parse().expect("valid user name"),
-            supernode: None,
-        }),
-    );
-    model.handle(
-        now,
-        UiEvent::Devices(AudioDevices {
+fn logged_in_with_devices(output: Option<String>) -> Window {
+    let mut harness = window(
+        alice_logged_in(vec![UiEvent::Devices(AudioDevices {
             inputs: vec![
                 device("alsa:default", "Built-in microphone"),
                 device("alsa:hw:CARD=USB,DEV=0", "USB headset microphone"),
@@ -43,30 +32,14 @@ fn logged_in_with_devices(output: Option<String>) -> Harness<'static, DesktopApp
             ],
             input: None,
             output,
-        }),
-    );
-    let mut harness = Harness::builder().with_size([960.0, 760.0]).build_ui_state(
-        |ui, app: &mut DesktopApp| {
-            app.logic_step(ui.ctx());
-            app.draw(ui);
-        },
-        DesktopApp::detached(model, T0_UNIX_MILLIS),
+        })]),
+        [960.0, 760.0],
     );
     step(&mut harness);
     harness
 }
 
-/// Lets the window process input and redraw (a few frames: spinners never settle).
-fn step(harness: &mut Harness<'static, DesktopApp>) {
-    harness.run_steps(4);
-}
-
-fn actions(harness: &mut Harness<'static, DesktopApp>) -> Vec<UiAction> {
-    step(harness);
-    harness.state_mut().take_sent_actions()
-}
-
-fn open_settings(harness: &mut Harness<'static, DesktopApp>) {
+fn open_settings(harness: &mut Window) {
     harness
         .get_by_role_and_label(Role::Button, "Settings")
         .click();
@@ -74,7 +47,7 @@ fn open_settings(harness: &mut Harness<'static, DesktopApp>) {
     assert_eq!(actions(harness), vec![UiAction::MonitorMicrophone(true)]);
 }
 
-fn shown_choice(harness: &Harness<'static, DesktopApp>, picker: &str) -> Option<String> {
+fn shown_choice(harness: &Window, picker: &str) -> Option<String> {
     harness
         .get_by_role_and_label(Role::ComboBox, picker)
         .accesskit_node()

@@ -4,83 +4,36 @@
 //! size (also Ctrl +), the password change and log out; and every control the main
 //! screens show carries an accessible name.
 
+mod ui_support;
+
 use app::events::{Event, PathKind, Status};
-use app::ui::model::{Authorization, ContactEntry, Prefs, Screen};
-use app::ui::{DesktopApp, Now, UiAction, UiEvent, UiModel};
+use app::ui::model::{Prefs, Screen};
+use app::ui::{UiAction, UiEvent};
 use egui::accesskit::Role;
-use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
+use ui_support::{
+    Window, actions, alice_logged_in, contact, feed, meter_percent, open_settings, step, user,
+    window,
+};
 
-const T0_UNIX_MILLIS: u64 = 1_764_000_000_000;
-
-fn logged_in() -> Harness<'static, DesktopApp> {
-    let mut model = UiModel::new();
-    let now = Now::default();
-    model.handle(
-        now,
-        UiEvent::Engine(Event::LoggedIn {
-            user: "alice".parse().expect("valid user name"),
-            supernode: None,
-        }),
-    );
-    model.handle(
-        now,
-        UiEvent::Contacts {
-            contacts: vec![ContactEntry {
-                user: "bob".parse().expect("valid user name"),
-                display_name: "Bob".into(),
-                status: Status::Online,
-                authorization: Authorization::Contact,
-            }],
-            requests: vec!["dave".parse().expect("valid user name")],
-        },
-    );
-    let mut harness = Harness::builder().with_size([960.0, 900.0]).build_ui_state(
-        |ui, app: &mut DesktopApp| {
-            app.logic_step(ui.ctx());
-            app.draw(ui);
-        },
-        DesktopApp::detached(model, T0_UNIX_MILLIS),
+fn logged_in() -> Window {
+    let mut harness = window(
+        alice_logged_in(vec![UiEvent::Contacts {
+            contacts: vec![contact("bob", "Bob", Status::Online)],
+            requests: vec![user("dave")],
+        }]),
+        [960.0, 900.0],
     );
     step(&mut harness);
     harness
 }
 
-fn step(harness: &mut Harness<'static, DesktopApp>) {
-    harness.run_steps(4);
-}
-
-fn actions(harness: &mut Harness<'static, DesktopApp>) -> Vec<UiAction> {
-    step(harness);
-    harness.state_mut().take_sent_actions()
-}
-
-fn feed(harness: &mut Harness<'static, DesktopApp>, event: UiEvent) {
-    let now = harness.state().now(&harness.ctx);
-    harness.state_mut().model.handle(now, event);
-    step(harness);
-}
-
-fn open_settings(harness: &mut Harness<'static, DesktopApp>) {
-    harness
-        .get_by_role_and_label(Role::Button, "Settings")
-        .click();
-    step(harness);
-}
-
 /// Scrolls the settings page to a control (at large text it is one long column) and
 /// clicks it.
-fn scroll_and_click(h: &mut Harness<'static, DesktopApp>, role: Role, label: &str) {
+fn scroll_and_click(h: &mut Window, role: Role, label: &str) {
     h.get_by_role_and_label(role, label).scroll_to_me();
     step(h);
     h.get_by_role_and_label(role, label).click();
-}
-
-fn meter_percent(h: &Harness<'static, DesktopApp>, label: &str) -> f64 {
-    h.get_by_role_and_label(Role::Meter, label)
-        .accesskit_node()
-        .numeric_value()
-        .expect("a meter has a value")
 }
 
 #[test]
@@ -192,7 +145,7 @@ fn the_password_is_changed_from_the_account_section() {
     h.get_by_label("Change password").click();
     step(&mut h);
 
-    let type_into = |h: &mut Harness<'static, DesktopApp>, label: &str, text: &str| {
+    let type_into = |h: &mut Window, label: &str, text: &str| {
         h.get_by_label(label).click();
         step(h);
         h.get_by_label(label).type_text(text);
@@ -268,7 +221,7 @@ const CONTROL_ROLES: [Role; 9] = [
     Role::Link,
 ];
 
-fn unnamed_controls(h: &Harness<'static, DesktopApp>) -> (usize, Vec<String>) {
+fn unnamed_controls(h: &Window) -> (usize, Vec<String>) {
     let mut controls = 0;
     let mut unnamed = Vec::new();
     for node in h.root().children_recursive() {
