@@ -44,7 +44,10 @@ pub const HEARTBEAT_RETRY: Duration = Duration::from_secs(1);
 const MAX_PARK_KEYS: usize = 8;
 
 /// Tunables. The defaults meet the targets: keep-alive well under 25 s, a dead supernode
-/// noticed within 10 s.
+/// noticed within 10 s. Every heartbeat costs the supernode a datagram each way, so the
+/// interval is the longest that still leaves three attempts (at 6, 7 and 8 s after the last
+/// answered one, [`HEARTBEAT_RETRY`] apart) before the 9 s `dead_after`: two lost datagrams
+/// in a row do not make a parked client re-home.
 #[derive(Debug, Clone)]
 pub struct HomingConfig {
     /// How often to ping the home supernode.
@@ -75,7 +78,7 @@ pub struct HomingConfig {
 impl Default for HomingConfig {
     fn default() -> Self {
         Self {
-            keepalive_interval: Duration::from_secs(4),
+            keepalive_interval: Duration::from_secs(6),
             dead_after: Duration::from_secs(9),
             probe_fanout: 4,
             probe_timeout: Duration::from_millis(1500),

@@ -652,3 +652,41 @@ fn lost_heartbeat_answers_are_retried_and_do_not_lose_the_home() {
         sent.len()
     );
 }
+
+#[test]
+fn two_heartbeats_lost_in_a_row_do_not_lose_the_home_and_a_dead_one_is_noticed_within_10_s() {
+    let config = HomingConfig::default();
+    assert!(
+        config.dead_after < Duration::from_secs(10),
+        "a dead supernode is noticed within 10 s of its last answer"
+    );
+    // Attempts at the interval and every retry after it, strictly before `dead_after`.
+    let attempts = (config.dead_after - config.keepalive_interval)
+        .as_millis()
+        .div_ceil(HEARTBEAT_RETRY.as_millis());
+    assert!(attempts >= 3, "{attempts} attempts before dead_after");
+    let t0 = Instant::now();
+    let (mut h, _home, t) = parked(9, t0);
+    // Of every three heartbeats only the third is answered: each answer follows two
+    // datagrams lost in a row.
+    let mut acks = 0;
+    let mut heartbeats = 0u64;
+    let sent = run_parked(&mut h, t, t + Duration::from_secs(60), |_| {
+        heartbeats += 1;
+        heartbeats.is_multiple_of(3).then(|| {
+            acks += 1;
+            server_seal(ParkKind::HeartbeatAck, acks)
+        })
+    });
+    assert!(h.is_parked(), "not lost to two dropped datagrams in a row");
+    assert!(
+        !events(&mut h)
+            .iter()
+            .any(|e| matches!(e, HomingEvent::Lost { .. }))
+    );
+    assert!(
+        acks >= 60 / (config.keepalive_interval.as_secs() + 2) - 1,
+        "{acks} answers in 60 s"
+    );
+    assert!(sent.len() as u64 >= 3 * acks);
+}
