@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use media::codec::{
     Bandwidth, Decoder, DecoderConfig, Encoder, EncoderConfig, FRAME_SAMPLES, plain_decoder,
 };
-use media::jitter::JitterConfig;
-use media::packet::{Flags, PacketHeader};
+use media::jitter::{JitterBuffer, JitterConfig};
+use media::packet::{Flags, MediaPacket, PacketHeader};
 use media::pipeline::{Channel, MaskChannel, SimConfig, align, simulate};
 use media::secure::{Direction, PacketOpener, PacketSealer};
 use media::sender::SenderConfig;
@@ -598,6 +598,7 @@ fn cpu(speech: &Path) -> Res<()> {
     let mut sink = 0usize;
     let mut rows: Vec<(&str, f64)> = Vec::new();
     let mut packets_of_default = Vec::new();
+    let mut packets_at_loss = Vec::new();
     for (name, config) in encoders {
         let mut enc = Encoder::new(config)?;
         let mut packets = Vec::with_capacity(frames.len());
@@ -615,6 +616,8 @@ fn cpu(speech: &Path) -> Res<()> {
         });
         if packets_of_default.is_empty() {
             packets_of_default = packets;
+        } else if packets_at_loss.is_empty() {
+            packets_at_loss = packets;
         }
         rows.push((name, t));
     }
@@ -653,7 +656,52 @@ fn cpu(speech: &Path) -> Res<()> {
             sink += opener.open(w).map(|p| p.payload.len()).unwrap_or(0);
         }
     });
+    // The receive side at 20% random loss: the jitter buffer decodes, rebuilds from FEC
+    // and DRED, conceals, and probes DRED reach, once per played frame.
+    let lost = loss_mask(
+        LossModel::Bernoulli { loss_pct: 20.0 },
+        packets_at_loss.len(),
+        1003,
+    );
+    let mut receive = |packets: &[Vec<u8>]| {
+        time(&mut || {
+            for _ in 0..rounds {
+                let Ok(mut jb) = JitterBuffer::new(JitterConfig::default()) else {
+                    return;
+                };
+                let t0 = Instant::now();
+                for (i, p) in packets.iter().enumerate() {
+                    let now = t0 + Duration::from_millis(20 * i as u64);
+                    if !lost[i] {
+                        let header = PacketHeader {
+                            sequence: i as u32,
+                            timestamp: (i * FRAME_SAMPLES) as u32,
+                            flags: Flags::empty(),
+                        };
+                        jb.handle_packet(
+                            now,
+                            MediaPacket {
+                                header,
+                                payload: p.clone(),
+                            },
+                        );
+                    }
+                    sink += jb.poll_frame(now).samples.len();
+                }
+            }
+        })
+    };
+    let t_receive_loss = receive(&packets_at_loss);
+    let t_receive_loss_fec = receive(&packets);
     let pct = |t: f64| t / frame_secs * 100.0;
+    rows.push((
+        "receive at 20% loss, peer sends FEC + DRED (jitter buffer: decode, FEC, DRED, concealment)",
+        t_receive_loss,
+    ));
+    rows.push((
+        "receive at 20% loss, peer sends FEC only",
+        t_receive_loss_fec,
+    ));
     rows.push(("seal (ChaCha20-Poly1305)", t_seal));
     rows.push(("open (ChaCha20-Poly1305 + replay window)", t_open));
     println!("| stage (one 20 ms frame) | time per frame (µs) | share of one core per call |");
@@ -662,14 +710,14 @@ fn cpu(speech: &Path) -> Res<()> {
         println!("| {name} | {:.1} | {:.2}% |", t * 1e6, pct(*t));
     }
     let call = rows[0].1 + rows[4].1 + t_seal + t_open;
-    let call_dred = rows[1].1 + rows[4].1 + t_seal + t_open;
+    let call_dred = rows[1].1 + t_receive_loss + t_seal + t_open;
     println!(
         "| **per call (defaults): encode + decode + seal + open** | {:.1} | **{:.2}%** |",
         call * 1e6,
         pct(call)
     );
     println!(
-        "| per call at 20% loss (defaults: FEC + DRED encoding) | {:.1} | {:.2}% |",
+        "| per call at 20% loss (defaults: FEC + DRED encode, receive at 20% loss, seal, open) | {:.1} | {:.2}% |",
         call_dred * 1e6,
         pct(call_dred)
     );

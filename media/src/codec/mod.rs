@@ -390,12 +390,17 @@ impl Decoder {
             // (`dred_offset`), so ask libopus to decode that much more history than the
             // frame we need, or `reach` falls short of it.
             let wanted = (offset_samples + 4_800).min(SAMPLE_RATE_HZ as i32);
+            // Learn the reach from the entropy-coded part first: running the DRED decoder
+            // network on a packet that does not reach back far enough is wasted CPU.
             let reach = state
                 .decoder
-                .parse(&mut state.parsed, later_packet, wanted, false)?;
+                .parse(&mut state.parsed, later_packet, wanted, true)?;
             if reach < offset_samples {
                 return Ok(false);
             }
+            state
+                .decoder
+                .parse(&mut state.parsed, later_packet, wanted, false)?;
             let n = self
                 .raw
                 .decode_dred_float(&state.parsed, offset_samples, out)?;
