@@ -15,22 +15,10 @@ use app::call_media::{LegId, Sink, Source};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_sends_a_keepalive_every_three_seconds_and_resume_restores_fifty_per_second() {
     let _slot = real_time_slot().await;
-    let (mut a_side, b_side) = channel_link();
+    let (mut a_side, mut b_side) = channel_link();
     let (a_keys, b_keys) = key_pair(3);
-    let a = start(
-        a_keys,
-        Source::Silence,
-        Sink::Discard,
-        a_side.outgoing.clone(),
-        a_side.incoming,
-    );
-    let b = start(
-        b_keys,
-        Source::Silence,
-        Sink::Discard,
-        b_side.outgoing.clone(),
-        b_side.incoming,
-    );
+    let a = a_side.start(a_keys, Source::Silence, Sink::Discard);
+    let b = b_side.start(b_keys, Source::Silence, Sink::Discard);
     // Through silence: audio packets, no keep-alives.
     let talking = await_packets(&mut a_side.sent, 50, |_| true).await;
     assert!(talking.iter().all(|s| !s.is_keepalive()));
@@ -105,24 +93,12 @@ async fn mute_keeps_fifty_packets_per_second_of_silence() {
     let _slot = real_time_slot().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let b_rec = dir.path().join("b.wav");
-    let (mut a_side, b_side) = channel_link();
+    let (mut a_side, mut b_side) = channel_link();
     let (a_keys, b_keys) = key_pair(5);
-    let a = start(
-        a_keys,
-        Source::Wav(sample("speech_48k.wav")),
-        Sink::Discard,
-        a_side.outgoing.clone(),
-        a_side.incoming,
-    );
+    let a = a_side.start(a_keys, Source::Wav(sample("speech_48k.wav")), Sink::Discard);
     // Before the first 20 ms frame is captured.
     a.set_muted(true);
-    let b = start(
-        b_keys,
-        Source::Silence,
-        Sink::Wav(b_rec.clone()),
-        b_side.outgoing.clone(),
-        b_side.incoming,
-    );
+    let b = b_side.start(b_keys, Source::Silence, Sink::Wav(b_rec.clone()));
     let muted = await_packets(&mut a_side.sent, 150, |_| true).await;
     // Opus frames (header + payload + tag), not keep-alives, at the full rate.
     for seen in &muted {
@@ -172,22 +148,14 @@ async fn corrupt_foreign_and_replayed_datagrams_are_dropped_and_counted() {
     use media::packet::{Flags, PacketHeader};
     use media::secure::{Direction, PacketSealer};
 
-    let (mut a_side, b_side) = channel_link();
+    let (mut a_side, mut b_side) = channel_link();
     let (a_keys, b_keys) = key_pair(9);
-    let a = start(
+    let a = a_side.start(
         a_keys.clone(),
         Source::Wav(sample("speech_48k.wav")),
         Sink::Discard,
-        a_side.outgoing.clone(),
-        a_side.incoming,
     );
-    let b = start(
-        b_keys,
-        Source::Silence,
-        Sink::Discard,
-        b_side.outgoing.clone(),
-        b_side.incoming,
-    );
+    let b = b_side.start(b_keys, Source::Silence, Sink::Discard);
     await_packets(&mut a_side.sent, 50, |_| true).await;
 
     let mut garbage = Garbage(0x9e37_79b9_7f4a_7c15);
@@ -271,22 +239,14 @@ async fn the_echo_source_sends_back_what_it_hears() {
     let dir = tempfile::tempdir().expect("temp dir");
     let a_rec = dir.path().join("a.wav");
     let a_play = sample("speech_48k.wav");
-    let (mut a_side, b_side) = channel_link();
+    let (mut a_side, mut b_side) = channel_link();
     let (a_keys, b_keys) = key_pair(11);
-    let a = start(
+    let a = a_side.start(
         a_keys,
         Source::Wav(a_play.clone()),
         Sink::Wav(a_rec.clone()),
-        a_side.outgoing.clone(),
-        a_side.incoming,
     );
-    let echo = start(
-        b_keys,
-        Source::Echo,
-        Sink::Discard,
-        b_side.outgoing.clone(),
-        b_side.incoming,
-    );
+    let echo = b_side.start(b_keys, Source::Echo, Sink::Discard);
     await_packets(&mut a_side.sent, 300, |_| true).await;
     a.stop().await;
     let echo_stats = echo.stop().await;
@@ -313,21 +273,17 @@ async fn the_record_mode_beeps_records_and_plays_back() {
     let dir = tempfile::tempdir().expect("temp dir");
     let a_rec = dir.path().join("a.wav");
     let a_play = sample("speech_48k.wav");
-    let (mut a_side, b_side) = channel_link();
+    let (mut a_side, mut b_side) = channel_link();
     let (a_keys, b_keys) = key_pair(13);
-    let a = start(
+    let a = a_side.start(
         a_keys,
         Source::Wav(a_play.clone()),
         Sink::Wav(a_rec.clone()),
-        a_side.outgoing.clone(),
-        a_side.incoming,
     );
-    let echo = start(
+    let echo = b_side.start(
         b_keys,
         Source::EchoRecordFor(Duration::from_secs(RECORD_S as u64)),
         Sink::Discard,
-        b_side.outgoing.clone(),
-        b_side.incoming,
     );
     // 1 s beep + the recording + all of the playback and 0.5 s for the path's delay.
     await_packets(&mut a_side.sent, (1 + 2 * RECORD_S) * 50 + 25, |_| true).await;
@@ -367,17 +323,11 @@ async fn a_conference_host_gives_each_leg_the_others_and_not_itself() {
         dir.path().join("p2.wav"),
         dir.path().join("host.wav"),
     );
-    let (host1, mut p1_side) = channel_link();
-    let (host2, p2_side) = channel_link();
+    let (mut host1, mut p1_side) = channel_link();
+    let (host2, mut p2_side) = channel_link();
     let (h1_keys, p1_keys) = key_pair(21);
     let (h2_keys, p2_keys) = key_pair(22);
-    let mut host = start(
-        h1_keys,
-        Source::Silence,
-        Sink::Wav(host_rec.clone()),
-        host1.outgoing.clone(),
-        host1.incoming,
-    );
+    let mut host = host1.start(h1_keys, Source::Silence, Sink::Wav(host_rec.clone()));
     let second_leg = host
         .add_leg(app::call_media::LegConfig {
             keys: h2_keys,
@@ -387,19 +337,15 @@ async fn a_conference_host_gives_each_leg_the_others_and_not_itself() {
             incoming: host2.incoming,
         })
         .expect("second leg");
-    let p1 = start(
+    let p1 = p1_side.start(
         p1_keys,
         Source::Wav(p1_play.clone()),
         Sink::Wav(p1_rec.clone()),
-        p1_side.outgoing.clone(),
-        p1_side.incoming,
     );
-    let p2 = start(
+    let p2 = p2_side.start(
         p2_keys,
         Source::Wav(p2_play.clone()),
         Sink::Wav(p2_rec.clone()),
-        p2_side.outgoing.clone(),
-        p2_side.incoming,
     );
     await_packets(&mut p1_side.sent, 300, |_| true).await;
     let host_stats = host.stop_detailed().await;
@@ -451,22 +397,14 @@ async fn sound_card_endpoints_carry_the_call_with_or_without_hardware() {
     let _slot = real_time_slot().await;
     // With no sound card (CI) the devices start "lost": capture delivers silence on its
     // own 20 ms clock and playback discards, so the call goes on at the full rate.
-    let (mut a_side, b_side) = channel_link();
+    let (mut a_side, mut b_side) = channel_link();
     let (a_keys, b_keys) = key_pair(17);
-    let a = start(
+    let a = a_side.start(
         a_keys,
         Source::Device(media::device::DeviceSelection::SystemDefault),
         Sink::Device(media::device::DeviceSelection::SystemDefault),
-        a_side.outgoing.clone(),
-        a_side.incoming,
     );
-    let b = start(
-        b_keys,
-        Source::Silence,
-        Sink::Discard,
-        b_side.outgoing.clone(),
-        b_side.incoming,
-    );
+    let b = b_side.start(b_keys, Source::Silence, Sink::Discard);
     let sent = await_packets(&mut a_side.sent, 101, |_| true).await;
     let rate = 100.0 / (sent[100].at - sent[0].at).as_secs_f64();
     assert!((45.0..=55.0).contains(&rate), "{rate:.1} packets/s");

@@ -57,7 +57,7 @@ async fn gap_noise_dbfs(capture: CaptureOptions, dir: &Path, name: &str) -> f64 
     }
     let rec = dir.join(name);
     let (a_keys, b_keys) = key_pair(11);
-    let (mut a_side, b_side) = channel_link();
+    let (mut a_side, mut b_side) = channel_link();
     let mut a = CallMedia::start(
         CallMediaConfig::new(
             a_keys,
@@ -70,13 +70,7 @@ async fn gap_noise_dbfs(capture: CaptureOptions, dir: &Path, name: &str) -> f64 
         .with_capture(capture),
     )
     .expect("A starts");
-    let mut b = start(
-        b_keys,
-        Source::Silence,
-        Sink::Wav(rec.clone()),
-        b_side.outgoing.clone(),
-        b_side.incoming,
-    );
+    let mut b = b_side.start(b_keys, Source::Silence, Sink::Wav(rec.clone()));
     await_packets(&mut a_side.sent, (SECONDS * 50.0) as usize, |_| true).await;
     a.stop_detailed().await;
     b.stop_detailed().await;

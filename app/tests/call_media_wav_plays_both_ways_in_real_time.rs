@@ -24,19 +24,15 @@ async fn call_both_ways(link: (Side, Side)) {
     let b_rec = dir.path().join("b.wav");
     let (a_keys, b_keys) = key_pair(7);
     let (mut a_side, mut b_side) = link;
-    let a = start(
+    let a = a_side.start(
         a_keys,
         Source::Wav(a_play.clone()),
         Sink::Wav(a_rec.clone()),
-        a_side.outgoing.clone(),
-        a_side.incoming,
     );
-    let b = start(
+    let b = b_side.start(
         b_keys,
         Source::Wav(b_play.clone()),
         Sink::Wav(b_rec.clone()),
-        b_side.outgoing.clone(),
-        b_side.incoming,
     );
     // 5.5 s of packets each way: the files and the jitter buffers' tails are through.
     let frames = ((COMPARED_S + 0.5) * 50.0) as usize;

@@ -249,6 +249,15 @@ pub fn start(
     .expect("call media starts")
 }
 
+impl Side {
+    /// Starts this side's call media on its channels. The side keeps `sent` and `inject`
+    /// for the test; its `incoming` goes to the call (an empty stand-in is left behind).
+    pub fn start(&mut self, keys: MediaKeys, source: Source, sink: Sink) -> CallMedia {
+        let incoming = std::mem::replace(&mut self.incoming, mpsc::channel(1).1);
+        start(keys, source, sink, self.outgoing.clone(), incoming)
+    }
+}
+
 /// Waits until `count` packets matching `wanted` went by; returns them.
 pub async fn await_packets(
     sent: &mut mpsc::Receiver<Seen>,
