@@ -4,22 +4,20 @@
 //! the relay path, audio flows both ways, and coturn's own log shows an allocation and
 //! channel binds for each user, each bound to the other's coturn-relayed address. Skipped, with a message, when `turnserver` is not installed.
 
+mod cli_net;
+
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use cli_net::{Peer, WAIT, find_event};
 use login_server::LoginServer;
 use login_server::config::ServerConfig;
 use serde_json::Value;
 use supernode::shell::{RunningSupernode, ShellConfig, TurnSecret};
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::{Child, Command};
 
-/// Generous: debug builds on a loaded machine.
-const WAIT: Duration = Duration::from_secs(60);
-const PASSWORD: &str = "correct horse battery staple";
 const SECRET: &str = "coturn-shared-secret-for-peerphone";
 
 fn turnserver() -> Option<PathBuf> {
@@ -119,117 +117,6 @@ impl Drop for Coturn {
     }
 }
 
-/// One user's `peerphone` profile, relay-only.
-struct Peer {
-    name: String,
-    profile: PathBuf,
-    login: String,
-    authority: String,
-}
-
-impl Peer {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_peerphone"));
-        command
-            .arg("--profile")
-            .arg(&self.profile)
-            .args(["--login-server", &self.login])
-            .args(["--authority-key", &self.authority])
-            .arg("--json")
-            .args(args)
-            .env("PEERPHONE_PASSWORD", PASSWORD)
-            .env(app::media_path::RELAY_ONLY_ENV, "1")
-            .env("RUST_LOG", "app=debug,warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        command
-    }
-
-    async fn ok(&self, args: &[&str]) -> Vec<Value> {
-        let output = tokio::time::timeout(WAIT, self.command(args).output())
-            .await
-            .unwrap_or_else(|_| panic!("{} {args:?} did not finish in time", self.name))
-            .expect("run peerphone");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{} {args:?} failed: {}\n{stdout}",
-            self.name,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("JSON line"))
-            .collect()
-    }
-}
-
-/// A long-running `peerphone` and the JSON lines it prints.
-struct Running {
-    child: Child,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-}
-
-impl Running {
-    fn spawn(peer: &Peer, args: &[&str]) -> Running {
-        let mut child = peer
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn peerphone");
-        let stdout = child.stdout.take().expect("stdout");
-        Running {
-            child,
-            lines: BufReader::new(stdout).lines(),
-        }
-    }
-
-    async fn wait_event(&mut self, event: &str) -> Value {
-        let wait = async {
-            loop {
-                let line = self
-                    .lines
-                    .next_line()
-                    .await
-                    .expect("read stdout")
-                    .unwrap_or_else(|| panic!("exited before {event}"));
-                eprintln!("[online] {line}");
-                let value: Value = serde_json::from_str(&line).expect("JSON line");
-                if value["event"] == event {
-                    return value;
-                }
-            }
-        };
-        tokio::time::timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("no {event} in time"))
-    }
-
-    async fn stop(mut self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .expect("kill");
-        assert!(status.success());
-        let status = tokio::time::timeout(Duration::from_secs(5), self.child.wait())
-            .await
-            .expect("stops within 5 s")
-            .expect("wait");
-        assert!(status.success(), "exited with {status}");
-    }
-}
-
-fn find<'a>(lines: &'a [Value], event: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["event"] == event)
-        .unwrap_or_else(|| panic!("no {event} in {lines:?}"))
-}
-
 fn packets(stats: &Value, field: &str) -> u64 {
     stats[field]
         .as_u64()
@@ -283,11 +170,9 @@ async fn a_call_between_relay_only_clients_goes_through_coturn() {
         .await
         .expect("supernode starts");
 
-    let peer = |name: &str| Peer {
-        name: name.to_owned(),
-        profile: dir.path().join(format!("profile-{name}")),
-        login: login.quic_addr().to_string(),
-        authority: login.authority_key().to_string(),
+    // Relay-only: both processes offer only relayed candidates.
+    let peer = |name: &str| {
+        Peer::new(&login, dir.path(), name).with_env(app::media_path::RELAY_ONLY_ENV, "1")
     };
     let (alice, bob) = (peer("alice"), peer("bob"));
     for p in [&alice, &bob] {
@@ -300,15 +185,15 @@ async fn a_call_between_relay_only_clients_goes_through_coturn() {
         "{credentials:?}"
     );
 
-    let mut bob_online = Running::spawn(&bob, &["online", "--auto-answer"]);
-    bob_online.wait_event("logged_in").await;
+    let mut bob_online = bob.spawn(&["online", "--auto-answer"]);
+    bob_online.wait_event("logged_in", &[]).await;
     let lines = alice.ok(&["call", "bob", "--seconds", "3"]).await;
-    let connected = find(&lines, "call_connected");
+    let connected = find_event(&lines, "call_connected");
     assert_eq!(connected["path"], "relay", "{connected}");
-    let alice_stats = &find(&lines, "call_ended")["stats"];
-    let bob_connected = bob_online.wait_event("call_connected").await;
+    let alice_stats = &find_event(&lines, "call_ended")["stats"];
+    let bob_connected = bob_online.wait_event("call_connected", &[]).await;
     assert_eq!(bob_connected["path"], "relay", "{bob_connected}");
-    let bob_stats = bob_online.wait_event("call_ended").await["stats"].clone();
+    let bob_stats = bob_online.wait_event("call_ended", &[]).await["stats"].clone();
     bob_online.stop().await;
 
     // 3 s of 20 ms frames is 150 packets each way.

@@ -11,7 +11,7 @@
 
 mod cli_net;
 
-use cli_net::{Net, RATE, WAIT, power_at, read_samples, write_tone};
+use cli_net::{CallWavs, Net, RATE, WAIT, find_event, power_at, read_samples};
 use login_server::LoginServer;
 use login_server::config::ServerConfig;
 use serde_json::Value;
@@ -97,13 +97,6 @@ async fn spawn_supernode_process(login: &LoginServer, data_dir: &Path) -> (Child
     (child, quic_addr)
 }
 
-fn find<'a>(lines: &'a [Value], event: &str) -> &'a Value {
-    lines
-        .iter()
-        .find(|l| l["event"] == event)
-        .unwrap_or_else(|| panic!("no {event} in {lines:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_goes_on_when_the_callers_supernode_process_is_killed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -134,27 +127,14 @@ async fn the_call_goes_on_when_the_callers_supernode_process_is_killed() {
         supernodes: vec![in_process],
     };
 
-    let alice = net.peer("alice");
-    let bob = net.peer("bob");
-    let carol = net.peer("carol");
-    for peer in [&alice, &bob, &carol] {
-        peer.ok(&["register", &peer.name]).await;
-    }
+    let alice = net.registered("alice").await;
+    let bob = net.registered("bob").await;
+    let carol = net.registered("carol").await;
     let files = net.dir.path();
-    let (alice_play, bob_play) = (files.join("alice.wav"), files.join("bob.wav"));
-    let (alice_rec, bob_rec) = (files.join("alice-rec.wav"), files.join("bob-rec.wav"));
-    write_tone(&alice_play, 440.0, CALL_SECONDS as f64 + 4.0);
-    write_tone(&bob_play, 1000.0, CALL_SECONDS as f64 + 4.0);
+    let wavs = CallWavs::tones(files, CALL_SECONDS as f64 + 4.0);
 
     // Bob and carol fill the in-process supernode while it is the only one.
-    let mut bob_online = bob.spawn(&[
-        "online",
-        "--auto-answer",
-        "--play",
-        bob_play.to_str().expect("utf-8"),
-        "--record",
-        bob_rec.to_str().expect("utf-8"),
-    ]);
+    let mut bob_online = bob.spawn(&wavs.answering_args());
     let bob_in = bob_online.wait_event("logged_in", &[("user", "bob")]).await;
     assert_eq!(bob_in["supernode"], in_process_addr.as_str(), "{bob_in}");
     let mut carol_online = carol.spawn(&["online"]);
@@ -171,16 +151,7 @@ async fn the_call_goes_on_when_the_callers_supernode_process_is_killed() {
         spawn_supernode_process(&net.login, &files.join("sn-process")).await;
 
     let seconds = CALL_SECONDS.to_string();
-    let mut call = alice.spawn(&[
-        "call",
-        "bob",
-        "--play",
-        alice_play.to_str().expect("utf-8"),
-        "--record",
-        alice_rec.to_str().expect("utf-8"),
-        "--seconds",
-        &seconds,
-    ]);
+    let mut call = alice.spawn(&wavs.call_args(&seconds, &[]));
     let alice_in = call.wait_event("logged_in", &[("user", "alice")]).await;
     assert_eq!(
         alice_in["supernode"],
@@ -209,7 +180,7 @@ async fn the_call_goes_on_when_the_callers_supernode_process_is_killed() {
     let (code, lines) = call.finish().await;
     let call_lasted = connected_at.elapsed();
     assert_eq!(code, Some(0), "{lines:?}");
-    let ended = find(&lines, "call_ended");
+    let ended = find_event(&lines, "call_ended");
     assert_eq!(ended["call_id"], call_id.as_str());
     assert_eq!(ended["reason"], "hangup", "{ended}");
     let stats = &ended["stats"];
@@ -248,7 +219,10 @@ async fn the_call_goes_on_when_the_callers_supernode_process_is_killed() {
     // Seconds 4 to 7 of each recording, well after the kill (bob's goes on recording silence
     // after alice left), carry the other side's tone.
     let after_kill = RATE as usize * 4..RATE as usize * 7;
-    for (rec, theirs, own) in [(&alice_rec, 1000.0, 440.0), (&bob_rec, 440.0, 1000.0)] {
+    for (rec, theirs, own) in [
+        (&wavs.alice_rec, 1000.0, 440.0),
+        (&wavs.bob_rec, 440.0, 1000.0),
+    ] {
         let samples = read_samples(rec);
         assert!(
             samples.len() >= after_kill.end,

@@ -4,16 +4,13 @@
 
 mod cli_net;
 
-use cli_net::Net;
+use cli_net::{Net, find_event};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_goes_on_when_the_callers_supernode_stops() {
     let mut net = Net::start(2).await;
-    let alice = net.peer("alice");
-    let bob = net.peer("bob");
-    for peer in [&alice, &bob] {
-        peer.ok(&["register", &peer.name]).await;
-    }
+    let alice = net.registered("alice").await;
+    let bob = net.registered("bob").await;
     let mut bob_online = bob.spawn(&["online", "--auto-answer"]);
     bob_online.wait_event("logged_in", &[("user", "bob")]).await;
 
@@ -33,10 +30,7 @@ async fn the_call_goes_on_when_the_callers_supernode_stops() {
 
     let (code, lines) = call.finish().await;
     assert_eq!(code, Some(0), "{lines:?}");
-    let ended = lines
-        .iter()
-        .find(|l| l["event"] == "call_ended")
-        .unwrap_or_else(|| panic!("no call_ended in {lines:?}"));
+    let ended = find_event(&lines, "call_ended");
     assert_eq!(ended["call_id"], call_id.as_str());
     assert_eq!(ended["reason"], "hangup", "{ended}");
     let stats = &ended["stats"];

@@ -65,12 +65,7 @@ impl Net {
     }
 
     pub fn peer(&self, name: &str) -> Peer {
-        Peer {
-            name: name.to_owned(),
-            profile: self.dir.path().join(format!("profile-{name}")),
-            login: self.login.quic_addr().to_string(),
-            authority: self.login.authority_key().to_string(),
-        }
+        Peer::new(&self.login, self.dir.path(), name)
     }
 
     /// Another profile (another device) under its own label; log it in as any user.
@@ -93,6 +88,8 @@ pub struct Peer {
     pub profile: PathBuf,
     login: String,
     authority: String,
+    /// Environment variables set for each of its commands.
+    env: Vec<(String, String)>,
 }
 
 /// What a finished command printed.
@@ -104,6 +101,23 @@ pub struct Finished {
 }
 
 impl Peer {
+    /// A profile `profile-NAME` in `dir`, against `login`.
+    pub fn new(login: &LoginServer, dir: &Path, name: &str) -> Peer {
+        Peer {
+            name: name.to_owned(),
+            profile: dir.join(format!("profile-{name}")),
+            login: login.quic_addr().to_string(),
+            authority: login.authority_key().to_string(),
+            env: Vec::new(),
+        }
+    }
+
+    /// The same profile with `key=value` in its commands' environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Peer {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_peerphone"));
         command
@@ -114,6 +128,7 @@ impl Peer {
             .arg("--json")
             .args(args)
             .env("PEERPHONE_PASSWORD", PASSWORD)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "app=debug,warn")
             .stdin(Stdio::null())
             .kill_on_drop(true);
