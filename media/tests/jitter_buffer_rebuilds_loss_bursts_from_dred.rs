@@ -181,7 +181,10 @@ fn encoder_sends_dred_reaching_back_three_frames_only_at_high_expected_loss() {
     let mut encoder = Encoder::new(EncoderConfig::default()).expect("encoder");
     let mut decoder = Decoder::new(DecoderConfig::default()).expect("decoder");
     let mut reach_at = |encoder: &mut Encoder, loss_pct: u8| {
-        encoder.set_expected_loss_pct(loss_pct).expect("loss");
+        // The loss a caller measures, fed every second for 20 s.
+        for _ in 0..20 {
+            encoder.set_expected_loss_pct(loss_pct).expect("loss");
+        }
         let mut reaching = 0;
         let mut total = 0;
         for pcm in speech.chunks_exact(FRAME_SAMPLES).take(300) {
@@ -208,4 +211,19 @@ fn encoder_sends_dred_reaching_back_three_frames_only_at_high_expected_loss() {
         after < 5,
         "DRED stops when loss falls: {after} packets still carry it"
     );
+}
+
+#[test]
+fn one_lossy_interval_at_moderate_loss_does_not_switch_dred_on() {
+    let mut encoder = Encoder::new(EncoderConfig::default()).expect("encoder");
+    for loss_pct in [10, 8, 12, 20, 10, 9] {
+        encoder.set_expected_loss_pct(loss_pct).expect("loss");
+        assert!(!encoder.dred_active(), "on after {loss_pct}%");
+    }
+    for _ in 0..10 {
+        encoder.set_expected_loss_pct(20).expect("loss");
+    }
+    assert!(encoder.dred_active(), "lasting 20% loss switches DRED on");
+    encoder.set_expected_loss_pct(8).expect("loss");
+    assert!(encoder.dred_active(), "one quieter interval keeps it on");
 }
