@@ -14,7 +14,7 @@
 mod cli_net;
 
 use audiocheck::{best_lag as best_lag_in, correlations};
-use cli_net::{CallWavs, Net, RATE, find_event, read_samples};
+use cli_net::{CallWavs, Net, RATE, find_event, read_samples, write_wav};
 use std::f64::consts::PI;
 use std::path::Path;
 
@@ -79,30 +79,6 @@ fn speech_like(seed: u64, carriers_hz: [f64; 3], seconds: f64) -> Vec<f64> {
         at += syllable + gap;
     }
     out
-}
-
-/// A 16-bit mono 48 kHz WAV of the samples.
-fn write_wav(path: &Path, samples: &[f64]) {
-    let mut data = Vec::with_capacity(samples.len() * 2);
-    for s in samples {
-        let value = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
-        data.extend_from_slice(&value.to_le_bytes());
-    }
-    let mut wav = Vec::new();
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes());
-    wav.extend_from_slice(&RATE.to_le_bytes());
-    wav.extend_from_slice(&(RATE * 2).to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    wav.extend_from_slice(&data);
-    std::fs::write(path, wav).expect("write wav");
 }
 
 /// The lag in samples (`heard[n + lag]` ≈ `played[n]`) that best aligns the two within the

@@ -3,65 +3,29 @@
 //! over an embedded local network) the login server's search finds the user by the new
 //! name afterwards.
 
-use app::local::{LocalNetwork, LocalOptions};
+mod ui_support;
+
 use app::login_client;
 use app::profile::Profile;
-use app::ui::backend::NetworkBackend;
-use app::ui::link::{self, Repaint};
 use app::ui::model::{NetworkInfo, Screen};
-use app::ui::sound::Silent;
-use app::ui::{DesktopApp, Now, UiAction, UiEvent, UiModel};
+use app::ui::{UiAction, UiEvent};
 use egui::accesskit::Role;
-use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use proto::DisplayName;
 use proto::login::Password;
-use proto::{DisplayName, UserName};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use ui_support::{
+    Window, alice_logged_in, feed, local_network, real_app, runtime, step_until, user, window,
+};
 
-const T0_UNIX_MILLIS: u64 = 1_764_000_000_000;
-
-fn user(name: &str) -> UserName {
-    name.parse().expect("valid user name")
-}
-
-fn harness(app: DesktopApp) -> Harness<'static, DesktopApp> {
-    Harness::builder().with_size([960.0, 900.0]).build_ui_state(
-        |ui, app: &mut DesktopApp| {
-            app.logic_step(ui.ctx());
-            app.draw(ui);
-        },
-        app,
-    )
-}
-
-/// Steps the window until `done` holds: the network runs on other threads, so this waits
-/// on the condition with a generous deadline.
-fn step_until(
-    h: &mut Harness<'static, DesktopApp>,
-    what: &str,
-    done: impl Fn(&DesktopApp) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done(h.state()) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; toasts: {:?}",
-            h.state().model.toasts,
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.run_steps(3);
-}
-
-fn open_account_section(h: &mut Harness<'static, DesktopApp>) {
+fn open_account_section(h: &mut Window) {
     h.get_by_role_and_label(Role::Button, "Settings").click();
     h.run_steps(4);
     h.get_by_label("Display name").scroll_to_me();
     h.run_steps(2);
 }
 
-fn type_display_name(h: &mut Harness<'static, DesktopApp>, text: &str) {
+fn type_display_name(h: &mut Window, text: &str) {
     h.state_mut().model.account.display_name.name.clear();
     h.get_by_label("Display name").click();
     h.run_steps(2);
@@ -71,15 +35,7 @@ fn type_display_name(h: &mut Harness<'static, DesktopApp>, text: &str) {
 
 #[test]
 fn the_display_name_field_checks_the_rules_and_shows_the_answer() {
-    let mut model = UiModel::new();
-    model.handle(
-        Now::default(),
-        UiEvent::Engine(app::events::Event::LoggedIn {
-            user: user("alice"),
-            supernode: None,
-        }),
-    );
-    let mut h = harness(DesktopApp::detached(model, T0_UNIX_MILLIS));
+    let mut h = window(alice_logged_in(vec![]), [960.0, 900.0]);
     h.run_steps(4);
     open_account_section(&mut h);
 
@@ -114,22 +70,16 @@ fn the_display_name_field_checks_the_rules_and_shows_the_answer() {
     );
     h.get_by_role_and_label(Role::Button, "Saving…");
 
-    let now = h.state().now(&h.ctx);
-    h.state_mut().model.handle(
-        now,
+    feed(
+        &mut h,
         UiEvent::DisplayNameChangeFailed(
             "Too many display-name changes. Try again in 60 s.".into(),
         ),
     );
-    h.run_steps(4);
     h.get_by_label("Too many display-name changes. Try again in 60 s.");
     h.get_by_role_and_label(Role::Button, "Save");
 
-    let now = h.state().now(&h.ctx);
-    h.state_mut()
-        .model
-        .handle(now, UiEvent::DisplayNameChanged("Alice Liddell".into()));
-    h.run_steps(4);
+    feed(&mut h, UiEvent::DisplayNameChanged("Alice Liddell".into()));
     h.get_by_label("Display name changed to Alice Liddell");
     assert!(
         h.query_by_label("Too many display-name changes. Try again in 60 s.")
@@ -140,16 +90,8 @@ fn the_display_name_field_checks_the_rules_and_shows_the_answer() {
 #[test]
 fn a_new_display_name_is_found_by_search_at_the_login_server() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut options = LocalOptions::new(1);
-    options.fixed_ports = false;
-    let network = runtime
-        .block_on(LocalNetwork::start_with(&dir.path().join("net"), options))
-        .expect("local network");
+    let runtime = runtime();
+    let network = local_network(&runtime, dir.path(), |_| {});
     let target = network.target();
 
     // Both accounts exist; alice's profile holds her credential, so the app signs in by
@@ -177,12 +119,7 @@ fn a_new_display_name_is_found_by_search_at_the_login_server() {
         embedded: true,
         echo_user: None,
     };
-    let (ui_link, glue_end) = link::channel(Repaint::new());
-    let glue = runtime.spawn(link::run_glue(
-        NetworkBackend::new(alice_profile, target, info),
-        glue_end,
-    ));
-    let mut h = harness(DesktopApp::new(UiModel::new(), ui_link, Box::new(Silent)));
+    let (mut h, glue) = real_app(&runtime, alice_profile, target, info, [960.0, 900.0]);
     step_until(&mut h, "the resumed session", |app| {
         app.model.screen == Screen::Main
     });

@@ -12,7 +12,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use ui_support::{
     T0_UNIX_MILLIS, Window, actions, alice_logged_in, connected, contact, engine, feed,
-    meter_percent, step, user,
+    meter_percent, presence, step, user,
 };
 
 /// A window logged in as alice with bob (online) and carol (offline).
@@ -35,14 +35,7 @@ fn contact_list_shows_presence_and_follows_presence_events() {
     let mut h = logged_in();
     h.get_by_label("bob is online");
     h.get_by_label("carol is offline");
-    engine(
-        &mut h,
-        Event::Presence {
-            user: user("carol"),
-            status: Status::Busy,
-            message: String::new(),
-        },
-    );
+    presence(&mut h, "carol", Status::Busy, String::new());
     h.get_by_label("carol is busy");
     assert!(h.query_by_label("carol is offline").is_none());
     // Online contacts come first.
@@ -614,6 +607,25 @@ fn the_login_screen_switches_to_another_login_server() {
     h.get_by_label_contains("Login server 203.0.113.5:7400");
 }
 
+/// The engine's periodic figures for a call, with the sound levels the meters show.
+fn live_stats(
+    h: &mut Window,
+    call_id: &str,
+    stats: CallStats,
+    input_level: f32,
+    output_level: f32,
+) {
+    engine(
+        h,
+        Event::CallStats {
+            call_id: call_id.into(),
+            stats,
+            input_level,
+            output_level,
+        },
+    );
+}
+
 #[test]
 fn live_call_stats_drive_the_level_meters_and_the_quality_indicator() {
     let mut h = logged_in();
@@ -641,15 +653,7 @@ fn live_call_stats_drive_the_level_meters_and_the_quality_indicator() {
         rtt_ms: 38.0,
         mos,
     };
-    engine(
-        &mut h,
-        Event::CallStats {
-            call_id: "c5".into(),
-            stats: stats(4.3, 0.0),
-            input_level: 0.5,
-            output_level: 0.001,
-        },
-    );
+    live_stats(&mut h, "c5", stats(4.3, 0.0), 0.5, 0.001);
     // 0.5 is -6 dBFS (90% of a -60 dB meter), 0.001 is -60 dBFS (empty).
     assert_eq!(meter_percent(&h, "Microphone level"), 90.0);
     assert_eq!(meter_percent(&h, "Speaker level"), 0.0);
@@ -657,24 +661,8 @@ fn live_call_stats_drive_the_level_meters_and_the_quality_indicator() {
     h.get_by_label("MOS 4.3 · loss 0.0% · RTT 38 ms · jitter 4 ms");
 
     // The next figures replace the last ones; another call's figures are ignored.
-    engine(
-        &mut h,
-        Event::CallStats {
-            call_id: "c5".into(),
-            stats: stats(2.8, 12.5),
-            input_level: 1.0,
-            output_level: 0.1,
-        },
-    );
-    engine(
-        &mut h,
-        Event::CallStats {
-            call_id: "other".into(),
-            stats: stats(4.4, 0.0),
-            input_level: 0.0,
-            output_level: 0.0,
-        },
-    );
+    live_stats(&mut h, "c5", stats(2.8, 12.5), 1.0, 0.1);
+    live_stats(&mut h, "other", stats(4.4, 0.0), 0.0, 0.0);
     assert_eq!(meter_percent(&h, "Microphone level"), 100.0);
     assert_eq!(meter_percent(&h, "Speaker level"), 67.0);
     h.get_by_label_contains("Call quality poor (MOS 2.8, loss 12.5%");
@@ -700,14 +688,7 @@ fn my_status_message_is_published_and_contacts_messages_are_shown() {
     h.key_press(egui::Key::Enter);
     assert_eq!(actions(&mut h), vec![]);
 
-    engine(
-        &mut h,
-        Event::Presence {
-            user: user("bob"),
-            status: Status::Busy,
-            message: "in a meeting".into(),
-        },
-    );
+    presence(&mut h, "bob", Status::Busy, "in a meeting".into());
     h.get_by_label("busy · in a meeting");
     h.get_by_label("Chat with bob").click();
     step(&mut h);
@@ -721,14 +702,7 @@ fn my_status_message_is_published_and_contacts_messages_are_shown() {
         },
     );
     h.get_by_label("busy · in a meeting");
-    engine(
-        &mut h,
-        Event::Presence {
-            user: user("bob"),
-            status: Status::Offline,
-            message: "in a meeting".into(),
-        },
-    );
+    presence(&mut h, "bob", Status::Offline, "in a meeting".into());
     assert!(h.query_by_label_contains("in a meeting").is_none());
     // In the contact list and the conversation's header.
     assert_eq!(h.query_all_by_label("bob is offline").count(), 2);
@@ -737,14 +711,7 @@ fn my_status_message_is_published_and_contacts_messages_are_shown() {
 #[test]
 fn add_participant_invites_a_contact_into_the_call() {
     let mut h = logged_in();
-    engine(
-        &mut h,
-        Event::Presence {
-            user: user("carol"),
-            status: Status::Online,
-            message: String::new(),
-        },
-    );
+    presence(&mut h, "carol", Status::Online, String::new());
     // Only the caller of a connected call hosts a conference.
     assert!(
         h.query_by_role_and_label(Role::Button, "Add participant")

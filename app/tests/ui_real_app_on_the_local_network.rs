@@ -3,48 +3,20 @@
 //! call the echo account (live quality figures and level meters while it runs), hang up,
 //! change the password.
 
+mod ui_support;
+
 use app::cli::EchoMode;
-use app::local::{LocalNetwork, LocalOptions};
 use app::login_client;
 use app::profile::Profile;
-use app::ui::backend::NetworkBackend;
-use app::ui::link::{self, Repaint};
 use app::ui::model::{Authorization, CallPhase, NetworkInfo, Screen};
-use app::ui::sound::Silent;
-use app::ui::{DesktopApp, UiModel};
 use egui::accesskit::Role;
-use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
+use proto::DisplayName;
 use proto::login::Password;
-use proto::{DisplayName, UserName};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use ui_support::{Window, local_network, real_app, runtime, step_until, user};
 
-fn user(name: &str) -> UserName {
-    name.parse().expect("valid user name")
-}
-
-/// Steps the window until `done` holds: the network runs on other threads, so this waits
-/// on the condition with a generous deadline.
-fn step_until(
-    h: &mut Harness<'static, DesktopApp>,
-    what: &str,
-    done: impl Fn(&DesktopApp) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done(h.state()) {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; toasts: {:?}; login error: {:?}",
-            h.state().model.toasts,
-            h.state().model.login.error
-        );
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    h.run_steps(3);
-}
-
-fn type_into(h: &mut Harness<'static, DesktopApp>, label: &str, text: &str) {
+fn type_into(h: &mut Window, label: &str, text: &str) {
     h.get_by_label(label).click();
     h.run_steps(2);
     h.get_by_label(label).type_text(text);
@@ -54,17 +26,10 @@ fn type_into(h: &mut Harness<'static, DesktopApp>, label: &str, text: &str) {
 #[test]
 fn register_add_a_contact_call_echo_and_hang_up() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut options = LocalOptions::new(1);
-    options.fixed_ports = false;
-    options.echo_mode = EchoMode::Live;
-    let network = runtime
-        .block_on(LocalNetwork::start_with(&dir.path().join("net"), options))
-        .expect("local network");
+    let runtime = runtime();
+    let network = local_network(&runtime, dir.path(), |options| {
+        options.echo_mode = EchoMode::Live;
+    });
     let target = network.target();
 
     // bob exists in the directory for alice to find.
@@ -85,19 +50,7 @@ fn register_add_a_contact_call_echo_and_hang_up() {
         echo_user: Some(user("echo")),
     };
     let alice_profile = Profile::open(dir.path().join("alice")).expect("alice profile");
-    let (ui_link, glue_end) = link::channel(Repaint::new());
-    let glue = runtime.spawn(link::run_glue(
-        NetworkBackend::new(alice_profile, target, info),
-        glue_end,
-    ));
-    let app = DesktopApp::new(UiModel::new(), ui_link, Box::new(Silent));
-    let mut h = Harness::builder().with_size([960.0, 640.0]).build_ui_state(
-        |ui, app: &mut DesktopApp| {
-            app.logic_step(ui.ctx());
-            app.draw(ui);
-        },
-        app,
-    );
+    let (mut h, glue) = real_app(&runtime, alice_profile, target, info, [960.0, 640.0]);
 
     step_until(&mut h, "the network info", |app| {
         app.model.network.is_some()

@@ -275,10 +275,17 @@ pub const RATE: u32 = 48_000;
 /// A 16-bit mono WAV of a sine tone.
 pub fn write_tone(path: &Path, freq_hz: f64, seconds: f64) {
     let samples = (f64::from(RATE) * seconds) as usize;
-    let mut data = Vec::with_capacity(samples * 2);
-    for n in 0..samples {
-        let value =
-            (0.5 * (2.0 * PI * freq_hz * n as f64 / f64::from(RATE)).sin() * 32767.0) as i16;
+    let tone: Vec<f64> = (0..samples)
+        .map(|n| 0.5 * (2.0 * PI * freq_hz * n as f64 / f64::from(RATE)).sin())
+        .collect();
+    write_wav(path, &tone);
+}
+
+/// A 16-bit mono WAV of the samples (full scale is ±1, beyond is clipped).
+pub fn write_wav(path: &Path, samples: &[f64]) {
+    let mut data = Vec::with_capacity(samples.len() * 2);
+    for s in samples {
+        let value = (s.clamp(-1.0, 1.0) * 32767.0) as i16;
         data.extend_from_slice(&value.to_le_bytes());
     }
     let mut wav = Vec::new();

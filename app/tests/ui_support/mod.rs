@@ -1,15 +1,27 @@
 //! The desktop window under egui_kittest, as the window tests drive it: a detached
 //! `DesktopApp` (no engine) whose model is fed events, stepped a few frames at a time, and
-//! whose sent `UiAction`s are taken back.
+//! whose sent `UiAction`s are taken back; or the real app on an embedded local network,
+//! stepped until a condition holds.
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::time::{Duration, Instant};
+
 use app::events::{Event, PathKind, Status};
-use app::ui::model::{Authorization, ContactEntry};
+use app::local::{LocalNetwork, LocalOptions};
+use app::login_client::LoginTarget;
+use app::profile::Profile;
+use app::ui::backend::NetworkBackend;
+use app::ui::link::{self, Repaint};
+use app::ui::model::{Authorization, ContactEntry, NetworkInfo};
+use app::ui::sound::Silent;
 use app::ui::{DesktopApp, Now, UiAction, UiEvent, UiModel};
 use egui::accesskit::Role;
 use egui_kittest::Harness;
 use egui_kittest::kittest::{NodeT, Queryable};
 use proto::UserName;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
 
 pub const T0_UNIX_MILLIS: u64 = 1_764_000_000_000;
 
@@ -45,14 +57,19 @@ pub fn alice_logged_in(events: Vec<UiEvent>) -> UiModel {
     model
 }
 
-/// A window of `size` points drawing `model`.
+/// A window of `size` points drawing `model`, with no engine behind it.
 pub fn window(model: UiModel, size: [f32; 2]) -> Window {
+    window_of(DesktopApp::detached(model, T0_UNIX_MILLIS), size)
+}
+
+/// A window of `size` points drawing `app`.
+pub fn window_of(app: DesktopApp, size: [f32; 2]) -> Window {
     Harness::builder().with_size(size).build_ui_state(
         |ui, app: &mut DesktopApp| {
             app.logic_step(ui.ctx());
             app.draw(ui);
         },
-        DesktopApp::detached(model, T0_UNIX_MILLIS),
+        app,
     )
 }
 
@@ -86,6 +103,18 @@ pub fn connected(harness: &mut Window, call_id: &str, peer: &str, path: PathKind
     );
 }
 
+/// The engine reports a contact's presence.
+pub fn presence(harness: &mut Window, who: &str, status: Status, message: String) {
+    engine(
+        harness,
+        Event::Presence {
+            user: user(who),
+            status,
+            message,
+        },
+    );
+}
+
 /// What the window asked of the engine since last asked, after a redraw.
 pub fn actions(harness: &mut Window) -> Vec<UiAction> {
     step(harness);
@@ -105,4 +134,65 @@ pub fn meter_percent(h: &Window, label: &str) -> f64 {
         .accesskit_node()
         .numeric_value()
         .expect("a meter has a value")
+}
+
+// ---- The real app on an embedded local network ----
+
+/// The runtime the network and the app's glue run on while the test steps the window.
+pub fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// An embedded local network (one supernode) on ports of its own choosing, under
+/// `dir/net`, with `adjust` applied to its options.
+pub fn local_network(
+    runtime: &Runtime,
+    dir: &Path,
+    adjust: impl FnOnce(&mut LocalOptions),
+) -> LocalNetwork {
+    let mut options = LocalOptions::new(1);
+    options.fixed_ports = false;
+    adjust(&mut options);
+    runtime
+        .block_on(LocalNetwork::start_with(&dir.join("net"), options))
+        .expect("local network")
+}
+
+/// The real app on `profile` (link, glue and `NetworkBackend` on `runtime`), with a
+/// window of `size` points; the glue's task ends once the window is gone.
+pub fn real_app(
+    runtime: &Runtime,
+    profile: Profile,
+    target: LoginTarget,
+    info: NetworkInfo,
+    size: [f32; 2],
+) -> (Window, JoinHandle<()>) {
+    let (ui_link, glue_end) = link::channel(Repaint::new());
+    let glue = runtime.spawn(link::run_glue(
+        NetworkBackend::new(profile, target, info),
+        glue_end,
+    ));
+    let app = DesktopApp::new(UiModel::new(), ui_link, Box::new(Silent));
+    (window_of(app, size), glue)
+}
+
+/// Steps the window until `done` holds: the network runs on other threads, so this waits
+/// on the condition with a generous deadline.
+pub fn step_until(h: &mut Window, what: &str, done: impl Fn(&DesktopApp) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(h.state()) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; toasts: {:?}; login error: {:?}",
+            h.state().model.toasts,
+            h.state().model.login.error
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.run_steps(3);
 }
