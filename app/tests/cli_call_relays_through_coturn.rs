@@ -12,11 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use cli_net::{Peer, WAIT, find_event};
-use login_server::LoginServer;
-use login_server::config::ServerConfig;
+use cli_net::{Peer, WAIT, find_event, start_login, supernode_config};
 use serde_json::Value;
-use supernode::shell::{RunningSupernode, ShellConfig, TurnSecret};
+use supernode::shell::{RunningSupernode, TurnSecret};
 
 const SECRET: &str = "coturn-shared-secret-for-peerphone";
 
@@ -151,15 +149,8 @@ async fn a_call_between_relay_only_clients_goes_through_coturn() {
     let dir = tempfile::tempdir().expect("tempdir");
     let coturn = Coturn::start(&turnserver, dir.path()).await;
 
-    let login = LoginServer::start(ServerConfig::local(dir.path().join("login")))
-        .await
-        .expect("login server");
-    let mut config = ShellConfig::new(
-        login.quic_addr(),
-        login.authority_key(),
-        dir.path().join("sn"),
-    );
-    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let login = start_login(dir.path()).await;
+    let mut config = supernode_config(&login, dir.path().join("sn"));
     // No relay of its own: the only TURN server clients hear of is coturn.
     config.turn_listen = None;
     config.turn_urls = vec![format!("turn:{}?transport=udp", coturn.addr)];

@@ -11,14 +11,15 @@
 
 mod cli_net;
 
-use cli_net::{CallWavs, Net, RATE, WAIT, find_event, power_at, read_samples};
+use cli_net::{
+    CallWavs, Net, RATE, WAIT, find_event, power_at, read_samples, start_login, supernode_config,
+};
 use login_server::LoginServer;
-use login_server::config::ServerConfig;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use supernode::shell::{RunningSupernode, ShellConfig};
+use supernode::shell::RunningSupernode;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -100,15 +101,8 @@ async fn spawn_supernode_process(login: &LoginServer, data_dir: &Path) -> (Child
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_goes_on_when_the_callers_supernode_process_is_killed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let login = LoginServer::start(ServerConfig::local(dir.path().join("login")))
-        .await
-        .expect("login server");
-    let mut config = ShellConfig::new(
-        login.quic_addr(),
-        login.authority_key(),
-        dir.path().join("sn-in-process"),
-    );
-    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let login = start_login(dir.path()).await;
+    let mut config = supernode_config(&login, dir.path().join("sn-in-process"));
     config.turn_listen = Some("127.0.0.1:0".parse().expect("addr"));
     let low = relay_base();
     config.relay_ports = Some(low..=low + 19);

@@ -2,13 +2,16 @@
 //! STUN service has an RFC 5780 alternate address (127.0.0.2): on loopback there is no NAT,
 //! so the report says UDP works, the public address is our own, and the host is open.
 
+mod cli_net;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use login_server::{LoginServer, ServerConfig};
+use cli_net::{start_login, supernode_config};
+use login_server::LoginServer;
 use proto::UnixTime;
-use supernode::shell::{RunningSupernode, ShellConfig};
+use supernode::shell::RunningSupernode;
 use tokio::time::timeout;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -50,15 +53,8 @@ async fn admitted(login: &LoginServer, supernode: &RunningSupernode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn netcheck_on_loopback_reports_an_open_host() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let login = LoginServer::start(ServerConfig::local(dir.path().join("login")))
-        .await
-        .expect("login server");
-    let mut config = ShellConfig::new(
-        login.quic_addr(),
-        login.authority_key(),
-        dir.path().join("sn"),
-    );
-    config.listen = "127.0.0.1:0".parse().expect("addr");
+    let login = start_login(dir.path()).await;
+    let mut config = supernode_config(&login, dir.path().join("sn"));
     config.turn_listen = Some("127.0.0.1:0".parse().expect("addr"));
     config.alternate_addr = Some(SocketAddr::from(([127, 0, 0, 2], free_alternate_port())));
     config.relay_ports = Some(42000..=42099);

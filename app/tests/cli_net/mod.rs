@@ -38,12 +38,7 @@ impl Net {
         let base = 42_000 + (std::process::id() % 100) as u16 * 40;
         let mut running = Vec::new();
         for i in 0..supernodes {
-            let mut config = ShellConfig::new(
-                login.quic_addr(),
-                login.authority_key(),
-                dir.path().join(format!("sn{i}")),
-            );
-            config.listen = "127.0.0.1:0".parse().expect("addr");
+            let mut config = supernode_config(&login, dir.path().join(format!("sn{i}")));
             config.turn_listen = Some("127.0.0.1:0".parse().expect("addr"));
             let low = base + i as u16 * 20;
             config.relay_ports = Some(low..=low + 19);
@@ -79,6 +74,21 @@ impl Net {
         }
         self.login.shutdown().await;
     }
+}
+
+/// A login server with the local defaults, its data under `dir/login`.
+pub async fn start_login(dir: &Path) -> LoginServer {
+    LoginServer::start(ServerConfig::local(dir.join("login")))
+        .await
+        .expect("login server")
+}
+
+/// A supernode configuration for `login`, its data in `data_dir`, its QUIC port on
+/// loopback; everything else at its defaults.
+pub fn supernode_config(login: &LoginServer, data_dir: PathBuf) -> ShellConfig {
+    let mut config = ShellConfig::new(login.quic_addr(), login.authority_key(), data_dir);
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config
 }
 
 /// One user's profile, driven through the CLI.
