@@ -4,7 +4,7 @@
 
 mod cli_net;
 
-use cli_net::{Net, find_event};
+use cli_net::{Net, hung_up};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_call_goes_on_when_the_callers_supernode_stops() {
@@ -28,11 +28,7 @@ async fn the_call_goes_on_when_the_callers_supernode_stops() {
         .expect("alice's home is one of ours");
     net.supernodes.remove(index).shutdown().await;
 
-    let (code, lines) = call.finish().await;
-    assert_eq!(code, Some(0), "{lines:?}");
-    let ended = find_event(&lines, "call_ended");
-    assert_eq!(ended["call_id"], call_id.as_str());
-    assert_eq!(ended["reason"], "hangup", "{ended}");
+    let ended = hung_up(call, &call_id).await;
     let stats = &ended["stats"];
     assert!(
         stats["duration_s"].as_f64().expect("duration") >= 7.0,

@@ -13,9 +13,9 @@ use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
 use proto::DisplayName;
 use proto::login::Password;
-use std::time::Duration;
 use ui_support::{
-    Window, alice_logged_in, feed, local_network, real_app, runtime, step_until, user, window,
+    Window, alice_logged_in, close_real_app, feed, local_network, real_app, runtime, step_until,
+    user, window,
 };
 
 fn open_account_section(h: &mut Window) {
@@ -160,12 +160,5 @@ fn a_new_display_name_is_found_by_search_at_the_login_server() {
         conn.close();
     });
 
-    drop(h);
-    runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), glue)
-            .await
-            .expect("glue logs off once the window is gone")
-            .expect("glue task");
-        network.shutdown().await;
-    });
+    close_real_app(&runtime, h, glue, network);
 }

@@ -13,8 +13,7 @@ use egui::accesskit::Role;
 use egui_kittest::kittest::Queryable;
 use proto::DisplayName;
 use proto::login::Password;
-use std::time::Duration;
-use ui_support::{Window, local_network, real_app, runtime, step_until, user};
+use ui_support::{Window, close_real_app, local_network, real_app, runtime, step_until, user};
 
 fn type_into(h: &mut Window, label: &str, text: &str) {
     h.get_by_label(label).click();
@@ -147,12 +146,5 @@ fn register_add_a_contact_call_echo_and_hang_up() {
         ))
         .expect("the new password logs in");
 
-    drop(h);
-    runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), glue)
-            .await
-            .expect("glue logs off once the window is gone")
-            .expect("glue task");
-        network.shutdown().await;
-    });
+    close_real_app(&runtime, h, glue, network);
 }

@@ -365,6 +365,17 @@ pub fn find_event<'a>(lines: &'a [Value], event: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {event} in {lines:?}"))
 }
 
+/// Lets a `call` process run to its end: it must exit 0 with its `call_ended` line for
+/// `call_id`, ended by its own hang-up. That line.
+pub async fn hung_up(call: Running, call_id: &str) -> Value {
+    let (code, lines) = call.finish().await;
+    assert_eq!(code, Some(0), "{lines:?}");
+    let ended = find_event(&lines, "call_ended").clone();
+    assert_eq!(ended["call_id"], call_id);
+    assert_eq!(ended["reason"], "hangup", "{ended}");
+    ended
+}
+
 /// A number in a call's `stats`.
 pub fn stat(stats: &Value, field: &str) -> f64 {
     stats[field]

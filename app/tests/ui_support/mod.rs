@@ -180,6 +180,18 @@ pub fn real_app(
     (window_of(app, size), glue)
 }
 
+/// Closes the window, waits for the glue to log off (within 10 s) and stops the network.
+pub fn close_real_app(runtime: &Runtime, h: Window, glue: JoinHandle<()>, network: LocalNetwork) {
+    drop(h);
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), glue)
+            .await
+            .expect("glue logs off once the window is gone")
+            .expect("glue task");
+        network.shutdown().await;
+    });
+}
+
 /// Steps the window until `done` holds: the network runs on other threads, so this waits
 /// on the condition with a generous deadline.
 pub fn step_until(h: &mut Window, what: &str, done: impl Fn(&DesktopApp) -> bool) {
