@@ -3,16 +3,13 @@
 
 mod cli_net;
 
-use cli_net::{Net, RATE, power_at, read_samples, write_tone};
+use cli_net::{Net, RATE, power_at, read_samples, with_audio, write_tone};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_echo_account_answers_and_echoes_the_caller() {
     let net = Net::start(1).await;
-    let alice = net.peer("alice");
-    let echo = net.peer("echo");
-    for peer in [&alice, &echo] {
-        peer.ok(&["register", &peer.name]).await;
-    }
+    let alice = net.registered("alice").await;
+    let echo = net.registered("echo").await;
     let tone = net.dir.path().join("tone.wav");
     let heard = net.dir.path().join("heard.wav");
     write_tone(&tone, 440.0, 10.0);
@@ -20,18 +17,9 @@ async fn the_echo_account_answers_and_echoes_the_caller() {
     let mut service = echo.spawn(&["echo-service", "--mode", "live"]);
     service.wait_event("logged_in", &[("user", "echo")]).await;
 
-    let lines = alice
-        .ok(&[
-            "call",
-            "echo",
-            "--play",
-            tone.to_str().expect("utf-8"),
-            "--record",
-            heard.to_str().expect("utf-8"),
-            "--seconds",
-            "4",
-        ])
-        .await;
+    let mut call = with_audio(&["call", "echo"], &tone, &heard);
+    call.extend(["--seconds", "4"]);
+    let lines = alice.ok(&call).await;
     assert!(
         lines.iter().any(|l| l["event"] == "call_connected"),
         "{lines:?}"

@@ -14,7 +14,7 @@
 
 mod cli_net;
 
-use cli_net::{Net, RATE, power_at, read_samples, write_tone};
+use cli_net::{Net, RATE, power_at, read_samples, with_audio, write_tone};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -53,13 +53,11 @@ fn count(blocks: &[[f64; 3]], pred: impl Fn(&[f64; 3]) -> bool) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_of_three_participants_hears_the_other_two_and_the_call_outlives_one_leaving() {
     let net = Net::start(2).await;
-    let alice = net.peer("alice");
-    let bob = net.peer("bob");
-    let carol = net.peer("carol");
-    let dave = net.peer("dave");
-    for peer in [&alice, &bob, &carol, &dave] {
-        peer.ok(&["register", &peer.name]).await;
-    }
+    let alice = net.registered("alice").await;
+    let bob = net.registered("bob").await;
+    let carol = net.registered("carol").await;
+    // Dave has an account but never comes online.
+    net.registered("dave").await;
     let files = net.dir.path();
     let play = |name: &str| files.join(format!("{name}.wav"));
     let record = |name: &str| files.join(format!("{name}-rec.wav"));
@@ -70,14 +68,7 @@ async fn each_of_three_participants_hears_the_other_two_and_the_call_outlives_on
 
     let answer = |peer: &cli_net::Peer| {
         let (play, record) = (play(&peer.name), record(&peer.name));
-        peer.spawn(&[
-            "online",
-            "--auto-answer",
-            "--play",
-            play.to_str().expect("utf-8"),
-            "--record",
-            record.to_str().expect("utf-8"),
-        ])
+        peer.spawn(&with_audio(&["online", "--auto-answer"], &play, &record))
     };
     let mut bob_online = answer(&bob);
     let mut carol_online = answer(&carol);
@@ -88,20 +79,13 @@ async fn each_of_three_participants_hears_the_other_two_and_the_call_outlives_on
 
     let (alice_play, alice_record) = (play("alice"), record("alice"));
     let seconds = CALL_SECONDS.to_string();
-    let mut call = alice.spawn(&[
-        "call",
-        "bob",
-        "--add",
-        "carol",
-        "--add",
-        "dave",
-        "--play",
-        alice_play.to_str().expect("utf-8"),
-        "--record",
-        alice_record.to_str().expect("utf-8"),
-        "--seconds",
-        &seconds,
-    ]);
+    let mut args = with_audio(
+        &["call", "bob", "--add", "carol", "--add", "dave"],
+        &alice_play,
+        &alice_record,
+    );
+    args.extend(["--seconds", &seconds]);
+    let mut call = alice.spawn(&args);
 
     // Carol is invited by alice into the same call, and it is an ordinary call to her.
     let incoming = carol_online

@@ -383,6 +383,19 @@ pub fn stat(stats: &Value, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {field} in {stats}"))
 }
 
+/// `args`, then `--play PLAY --record RECORD`: a command that plays a WAV file into its
+/// calls and records what it hears.
+pub fn with_audio<'a>(args: &[&'a str], play: &'a Path, record: &'a Path) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    all.extend([
+        "--play",
+        play.to_str().expect("utf-8"),
+        "--record",
+        record.to_str().expect("utf-8"),
+    ]);
+    all
+}
+
 /// The WAV files of a call from alice to bob: what each side plays and where it records.
 /// Recordings stand in for the sound cards, which a test machine may not have.
 pub struct CallWavs {
@@ -413,14 +426,7 @@ impl CallWavs {
 
     /// `online --auto-answer` playing and recording bob's files.
     pub fn answering_args(&self) -> Vec<&str> {
-        vec![
-            "online",
-            "--auto-answer",
-            "--play",
-            self.bob_play.to_str().expect("utf-8"),
-            "--record",
-            self.bob_rec.to_str().expect("utf-8"),
-        ]
+        with_audio(&["online", "--auto-answer"], &self.bob_play, &self.bob_rec)
     }
 
     /// Bob online, answering every call with his files, once he is logged in.
@@ -432,16 +438,8 @@ impl CallWavs {
 
     /// `call bob` for `seconds`, playing and recording alice's files, then `extra`.
     pub fn call_args<'a>(&'a self, seconds: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec![
-            "call",
-            "bob",
-            "--play",
-            self.alice_play.to_str().expect("utf-8"),
-            "--record",
-            self.alice_rec.to_str().expect("utf-8"),
-            "--seconds",
-            seconds,
-        ];
+        let mut args = with_audio(&["call", "bob"], &self.alice_play, &self.alice_rec);
+        args.extend(["--seconds", seconds]);
         args.extend_from_slice(extra);
         args
     }
