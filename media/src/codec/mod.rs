@@ -2,7 +2,9 @@
 //!
 //! [`Encoder`] turns 960-sample frames of `f32` PCM into Opus packets with in-band FEC
 //! (LBRR) sized by the expected loss the caller feeds in ([`Encoder::set_expected_loss_pct`],
-//! normally the peer's measured loss) and, with the `dred` feature, Deep REDundancy.
+//! normally the peer's measured loss) and, with the `dred` feature, Deep REDundancy, sent
+//! only while the (averaged) expected loss is high, sized to reach back the few frames a
+//! jitter buffer can wait for.
 //! [`Decoder`] decodes packets, recovers a lost frame from the next packet's FEC or from a
 //! later packet's DRED, and conceals (deep PLC and OSCE enhancement with the `osce` feature
 //! at decoder complexity 5 and up).
@@ -53,7 +55,7 @@ pub const DEFAULT_BITRATE_BPS: u32 = 32_000;
 
 /// Default [`EncoderConfig::dred_duration_10ms`]: 100 ms, enough for the 2 to 3 frames a
 /// jitter buffer waits for at high loss. At 20% random loss FEC + DRED (with the jitter
-/// buffer's [`crate::jitter::JitterConfig::dred_extra_frames`]) scored 3.24 against 3.10
+/// buffer's [`crate::jitter::JitterConfig::dred_extra_frames`]) scored 3.22 against 3.10
 /// for FEC alone, mean wideband PESQ over 6 loss patterns (docs/bench/media.md).
 pub const DEFAULT_DRED_DURATION_10MS: u8 = 10;
 /// Default [`EncoderConfig::dred_min_loss_pct`]: at 5% loss DRED cost 0.2 PESQ (fewer
