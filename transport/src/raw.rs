@@ -61,6 +61,13 @@ impl RawUdp {
         self.received.lock().await.recv().await
     }
 
+    /// Waits for non-QUIC datagrams and appends every one already queued, up to `limit`, to
+    /// `batch`: a busy reader (a supernode taking heartbeats) wakes once per batch, not once
+    /// per datagram. Returns how many were appended; 0 once the endpoint has stopped.
+    pub async fn recv_many(&self, batch: &mut Vec<(Vec<u8>, SocketAddr)>, limit: usize) -> usize {
+        self.received.lock().await.recv_many(batch, limit).await
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }

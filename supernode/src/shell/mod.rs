@@ -126,11 +126,6 @@ enum Input {
         conn: Conn,
         out: mpsc::Sender<ClientOut>,
     },
-    /// A datagram with the park first byte on the QUIC socket.
-    ParkDatagram {
-        from: SocketAddr,
-        datagram: Vec<u8>,
-    },
     ClientMessage {
         id: ClientId,
         message: ClientToSupernode,
@@ -189,6 +184,8 @@ enum LoginRequest {
 }
 
 const CORE_INBOX: usize = 8192;
+/// Raw datagrams (parked clients' heartbeats) the core task takes per wake-up.
+const RAW_BATCH: usize = 256;
 const CLIENT_QUEUE: usize = 256;
 const MESH_QUEUE: usize = 4096;
 const LOGIN_QUEUE: usize = 1024;
@@ -443,18 +440,6 @@ impl RunningSupernode {
             },
         ));
         let mut tasks = Vec::new();
-        {
-            let inbox = inbox_tx.clone();
-            let raw = raw.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Some((datagram, from)) = raw.recv_from().await {
-                    if proto::park::is_park_datagram(&datagram) {
-                        // A full inbox drops the datagram, as a busy network would.
-                        let _ = inbox.try_send(Input::ParkDatagram { from, datagram });
-                    }
-                }
-            }));
-        }
         tasks.push(tokio::spawn(login_loop(
             endpoint.clone(),
             config.clone(),
@@ -613,6 +598,8 @@ async fn core_loop(
     let mut links: HashMap<PublicKey, mpsc::Sender<SupernodeToSupernode>> = HashMap::new();
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
     let mut shutting_down = false;
+    let mut raw_batch = Vec::with_capacity(RAW_BATCH);
+    let mut raw_open = true;
     loop {
         let timer = core
             .poll_timeout()
@@ -632,7 +619,6 @@ async fn core_loop(
                             core.handle_client_park_link(id, proto::park::ParkKey::from_exporter(key), addr);
                         }
                     }
-                    Input::ParkDatagram { from, datagram } => core.handle_park_datagram(now, from, &datagram),
                     Input::ClientMessage { id, message } => core.handle_client_message(now, id, message),
                     Input::ClientGarbage { id, error } => {
                         let too_much = clients.get_mut(&id).is_some_and(|c| {
@@ -661,6 +647,17 @@ async fn core_loop(
                     Input::Shutdown => {
                         core.shutdown(now);
                         shutting_down = true;
+                    }
+                }
+            }
+            // Parked clients' heartbeats come straight from the raw queue, every waiting one
+            // per wake-up; their answers go out in the one pass over the commands below.
+            received = raw.recv_many(&mut raw_batch, RAW_BATCH), if raw_open => {
+                raw_open = received > 0;
+                let now = Instant::now();
+                for (datagram, from) in raw_batch.drain(..) {
+                    if proto::park::is_park_datagram(&datagram) {
+                        core.handle_park_datagram(now, from, &datagram);
                     }
                 }
             }
