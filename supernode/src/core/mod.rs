@@ -58,6 +58,10 @@ use std::time::{Duration, Instant};
 /// the oldest message) is dropped.
 pub const PARK_QUEUE: usize = 64;
 
+/// How often every session is visited for its timers (idle, credential expiry, parking
+/// offers); at least [`Config::tick`].
+const SESSION_SWEEP: Duration = Duration::from_secs(1);
+
 /// A client connection, numbered by the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ClientId(pub u64);
@@ -459,6 +463,10 @@ pub struct Supernode {
     next_id: u64,
     seq_counter: u64,
     next_tick: Instant,
+    /// When the sessions are next visited for idle, expired, offer and wake timers.
+    next_sweep: Instant,
+    /// A wake is being retried: visit the sessions at every tick.
+    sweep_every_tick: bool,
     commands: VecDeque<Command>,
     stats: Stats,
 }
@@ -479,6 +487,8 @@ impl Supernode {
         members.insert(me.key, me);
         Self {
             next_tick: now + config.tick,
+            next_sweep: now + config.tick,
+            sweep_every_tick: false,
             config,
             me,
             authority,
@@ -600,6 +610,7 @@ impl Supernode {
                 let datagram = parked.seal(ParkKind::Wake);
                 let to = parked.addr;
                 self.stats.wakes += 1;
+                self.sweep_every_tick = true;
                 self.commands
                     .push_back(Command::SendDatagram { to, datagram });
             }
@@ -2695,52 +2706,60 @@ impl Supernode {
         let mut offers = Vec::new();
         let mut unwoken = Vec::new();
         let park_after = self.config.park_after;
-        for (id, conn) in &mut self.conns {
-            if conn.app_sent {
-                conn.app_sent = false;
-                conn.last_app = now;
-            }
-            match &mut conn.park {
-                ParkState::Ready(_)
-                    if !park_after.is_zero()
-                        && conn.session.is_some()
-                        && now.saturating_duration_since(conn.last_app) >= park_after =>
-                {
-                    offers.push(*id);
+        // Visiting every session is the cost that grows with idle clients, so it runs once a
+        // second; every tick only while a wake is being retried (its intervals are short).
+        if self.sweep_every_tick || now >= self.next_sweep {
+            self.next_sweep = now + SESSION_SWEEP.max(self.config.tick);
+            let mut waking = false;
+            for (id, conn) in &mut self.conns {
+                if conn.app_sent {
+                    conn.app_sent = false;
+                    conn.last_app = now;
                 }
-                ParkState::Parked(parked) => {
-                    if let Some(wake) = &mut parked.wake {
-                        let deadline =
-                            *wake.deadline.get_or_insert(now + self.config.wake_deadline);
-                        let next_at = *wake.next_at.get_or_insert(now + wake.interval);
-                        if now >= deadline {
-                            unwoken.push(*id);
-                        } else if now >= next_at {
-                            wake.interval = wake.interval.saturating_mul(2);
-                            wake.next_at = Some(now + wake.interval);
-                            let datagram = parked.seal(ParkKind::Wake);
-                            self.stats.wakes += 1;
-                            self.commands.push_back(Command::SendDatagram {
-                                to: parked.addr,
-                                datagram,
-                            });
+                match &mut conn.park {
+                    ParkState::Ready(_)
+                        if !park_after.is_zero()
+                            && conn.session.is_some()
+                            && now.saturating_duration_since(conn.last_app) >= park_after =>
+                    {
+                        offers.push(*id);
+                    }
+                    ParkState::Parked(parked) => {
+                        if let Some(wake) = &mut parked.wake {
+                            waking = true;
+                            let deadline =
+                                *wake.deadline.get_or_insert(now + self.config.wake_deadline);
+                            let next_at = *wake.next_at.get_or_insert(now + wake.interval);
+                            if now >= deadline {
+                                unwoken.push(*id);
+                            } else if now >= next_at {
+                                wake.interval = wake.interval.saturating_mul(2);
+                                wake.next_at = Some(now + wake.interval);
+                                let datagram = parked.seal(ParkKind::Wake);
+                                self.stats.wakes += 1;
+                                self.commands.push_back(Command::SendDatagram {
+                                    to: parked.addr,
+                                    datagram,
+                                });
+                            }
                         }
                     }
+                    _ => {}
                 }
-                _ => {}
-            }
-            let silent = now.saturating_duration_since(conn.last_rx);
-            match &conn.session {
-                Some(session) if session.expires_at <= wall => expired.push(*id),
-                Some(_) if silent >= self.config.client_timeout => idle.push(*id),
-                None if now.saturating_duration_since(conn.connected_at)
-                    >= self.config.hello_timeout
-                    || silent >= self.config.client_timeout =>
-                {
-                    idle.push(*id)
+                let silent = now.saturating_duration_since(conn.last_rx);
+                match &conn.session {
+                    Some(session) if session.expires_at <= wall => expired.push(*id),
+                    Some(_) if silent >= self.config.client_timeout => idle.push(*id),
+                    None if now.saturating_duration_since(conn.connected_at)
+                        >= self.config.hello_timeout
+                        || silent >= self.config.client_timeout =>
+                    {
+                        idle.push(*id)
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
+            self.sweep_every_tick = waking;
         }
         for client in idle {
             // A parked client that stopped heartbeating is gone: no wake for its goodbye.
