@@ -49,12 +49,7 @@ async fn a_held_call_carries_only_keep_alives_until_resumed() {
         if held {
             find_event(&lines, "call_held");
             find_event(&lines, "call_resumed");
-            bob_online
-                .wait_event("call_held", &[("call_id", &call_id)])
-                .await;
-            bob_online
-                .wait_event("call_resumed", &[("call_id", &call_id)])
-                .await;
+            bob_online.wait_held_then_resumed(&call_id).await;
         }
         let ended = bob_online
             .wait_event("call_ended", &[("call_id", &call_id), ("reason", "hangup")])

@@ -53,12 +53,7 @@ async fn a_call_carries_each_sides_wav_to_the_others_recording() {
             &[("call_id", &call_id), ("path", "direct")],
         )
         .await;
-    bob_online
-        .wait_event("call_held", &[("call_id", &call_id)])
-        .await;
-    bob_online
-        .wait_event("call_resumed", &[("call_id", &call_id)])
-        .await;
+    bob_online.wait_held_then_resumed(&call_id).await;
     let ended = bob_online
         .wait_event("call_ended", &[("call_id", &call_id), ("reason", "hangup")])
         .await;

@@ -247,6 +247,16 @@ impl Running {
         .await
     }
 
+    /// Waits for `call_held` and then `call_resumed` for `call_id`: the other side held
+    /// the call and resumed it.
+    pub async fn wait_held_then_resumed(&mut self, call_id: &str) -> (Value, Value) {
+        let held = self.wait_event("call_held", &[("call_id", call_id)]).await;
+        let resumed = self
+            .wait_event("call_resumed", &[("call_id", call_id)])
+            .await;
+        (held, resumed)
+    }
+
     /// SIGTERM; must exit 0 within 5 s.
     pub async fn stop(mut self) {
         let pid = self.child.id().expect("running").to_string();
