@@ -12,7 +12,7 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use ui_support::{
     T0_UNIX_MILLIS, Window, actions, alice_logged_in, connected, contact, engine, feed,
-    meter_percent, presence, step, user,
+    meter_percent, presence, press, step, user,
 };
 
 /// A window logged in as alice with bob (online) and carol (offline).
@@ -53,9 +53,8 @@ fn search_box_filters_contacts_and_searches_the_directory() {
     step(&mut h);
     assert!(h.query_by_label("Chat with bob").is_none());
     h.get_by_label("Chat with carol");
-    h.get_by_role_and_label(Role::Button, "Find").click();
     assert_eq!(
-        actions(&mut h),
+        press(&mut h, "Find"),
         vec![UiAction::Search {
             query: "car".into()
         }]
@@ -91,8 +90,7 @@ fn sending_a_chat_shows_it_with_a_tick_that_advances() {
     step(&mut h);
     h.get_by_label("Message").type_text("hello bob");
     step(&mut h);
-    h.get_by_role_and_label(Role::Button, "Send").click();
-    let sent = actions(&mut h);
+    let sent = press(&mut h, "Send");
     let [UiAction::SendChat { to, local_id, text }] = sent.as_slice() else {
         panic!("expected one SendChat, got {sent:?}");
     };
@@ -199,9 +197,8 @@ fn incoming_call_dialog_answers() {
     h.get_by_label("Incoming call");
     h.get_by_label("Bob");
     assert!(h.state().model.ringing());
-    h.get_by_role_and_label(Role::Button, "Answer").click();
     assert_eq!(
-        actions(&mut h),
+        press(&mut h, "Answer"),
         vec![UiAction::Answer {
             call_id: "c1".into()
         }]
@@ -224,9 +221,8 @@ fn incoming_call_dialog_declines_with_the_button_or_escape() {
             call_id: "c1".into(),
         },
     );
-    h.get_by_role_and_label(Role::Button, "Decline").click();
     assert_eq!(
-        actions(&mut h),
+        press(&mut h, "Decline"),
         vec![UiAction::Decline {
             call_id: "c1".into()
         }]
@@ -283,9 +279,8 @@ fn call_controls_dial_hold_mute_and_hang_up() {
     );
     h.get_by_label_contains("Call quality excellent");
 
-    h.get_by_role_and_label(Role::Button, "Hold").click();
     assert_eq!(
-        actions(&mut h),
+        press(&mut h, "Hold"),
         vec![UiAction::Hold {
             call_id: "c9".into()
         }]
@@ -297,17 +292,15 @@ fn call_controls_dial_hold_mute_and_hang_up() {
         },
     );
     h.get_by_label("bob (on hold)");
-    h.get_by_role_and_label(Role::Button, "Resume").click();
     assert_eq!(
-        actions(&mut h),
+        press(&mut h, "Resume"),
         vec![UiAction::Resume {
             call_id: "c9".into()
         }]
     );
 
-    h.get_by_role_and_label(Role::Button, "Mute").click();
     assert_eq!(
-        actions(&mut h),
+        press(&mut h, "Mute"),
         vec![UiAction::SetMuted {
             call_id: Some("c9".into()),
             muted: true
@@ -315,9 +308,8 @@ fn call_controls_dial_hold_mute_and_hang_up() {
     );
     h.get_by_role_and_label(Role::Button, "Unmute");
 
-    h.get_by_role_and_label(Role::Button, "Hang up").click();
     assert_eq!(
-        actions(&mut h),
+        press(&mut h, "Hang up"),
         vec![UiAction::HangUp {
             call_id: Some("c9".into()),
             peer: user("bob"),
@@ -437,9 +429,7 @@ fn register_form_sends_register_and_shows_login_errors() {
     h.get_by_label("Password")
         .type_text("correct horse battery");
     step(&mut h);
-    h.get_by_role_and_label(Role::Button, "Create account and sign in")
-        .click();
-    let sent = actions(&mut h);
+    let sent = press(&mut h, "Create account and sign in");
     let [
         UiAction::Register {
             user: u,
@@ -463,8 +453,7 @@ fn register_form_sends_register_and_shows_login_errors() {
     h.get_by_label("I have an account").click();
     step(&mut h);
     assert_eq!(h.state().model.login.mode, LoginMode::Login);
-    h.get_by_role_and_label(Role::Button, "Sign in").click();
-    let sent = actions(&mut h);
+    let sent = press(&mut h, "Sign in");
     assert!(
         matches!(sent.as_slice(), [UiAction::Login { user: u, .. }] if *u == user("alice")),
         "{sent:?}"
@@ -492,9 +481,7 @@ fn a_bad_user_name_is_refused_before_anything_is_sent() {
     step(&mut h);
     h.get_by_label("Password").type_text("whatever password");
     step(&mut h);
-    h.get_by_role_and_label(Role::Button, "Create account and sign in")
-        .click();
-    assert!(actions(&mut h).is_empty());
+    assert!(press(&mut h, "Create account and sign in").is_empty());
     h.get_by_label_contains("User name:");
 }
 
@@ -504,9 +491,7 @@ fn settings_show_the_nat_report() {
     h.get_by_role_and_label(Role::Button, "Settings").click();
     step(&mut h);
     assert_eq!(actions(&mut h), vec![UiAction::MonitorMicrophone(true)]);
-    h.get_by_role_and_label(Role::Button, "Run network check")
-        .click();
-    assert_eq!(actions(&mut h), vec![UiAction::Netcheck]);
+    assert_eq!(press(&mut h, "Run network check"), vec![UiAction::Netcheck]);
     feed(
         &mut h,
         UiEvent::Netcheck(app::ui::model::NatReport {
@@ -582,17 +567,13 @@ fn the_login_screen_switches_to_another_login_server() {
     step(&mut h);
     h.get_by_label("Authority key").type_text("not a key");
     step(&mut h);
-    h.get_by_role_and_label(Role::Button, "Use this server")
-        .click();
-    assert!(actions(&mut h).is_empty());
+    assert!(press(&mut h, "Use this server").is_empty());
     h.get_by_label_contains("Authority key:");
 
     let key = proto::SecretKey::generate().public().to_string();
     h.state_mut().model.login.server_key = key.clone();
     step(&mut h);
-    h.get_by_role_and_label(Role::Button, "Use this server")
-        .click();
-    let sent = actions(&mut h);
+    let sent = press(&mut h, "Use this server");
     let [
         UiAction::UseServer {
             login_server,

@@ -12,8 +12,8 @@ use app::ui::{UiAction, UiEvent};
 use egui::accesskit::Role;
 use egui_kittest::kittest::{NodeT, Queryable};
 use ui_support::{
-    Window, actions, alice_logged_in, contact, feed, meter_percent, open_settings, step, user,
-    window,
+    Window, actions, alice_logged_in, contact, feed, meter_percent, open_settings, press, step,
+    user, window,
 };
 
 fn logged_in() -> Window {
@@ -57,8 +57,10 @@ fn the_microphone_meter_runs_only_while_settings_are_open() {
     h.get_by_label("no microphone: no device");
 
     // Closing the page (its × button) stops the meter.
-    h.get_by_role_and_label(Role::Button, "Settings").click();
-    assert_eq!(actions(&mut h), vec![UiAction::MonitorMicrophone(false)]);
+    assert_eq!(
+        press(&mut h, "Settings"),
+        vec![UiAction::MonitorMicrophone(false)]
+    );
     assert!(
         h.query_by_role_and_label(Role::Meter, "Microphone level")
             .is_none()
@@ -73,9 +75,10 @@ fn the_speaker_test_plays_once_until_it_is_done() {
     let mut h = logged_in();
     open_settings(&mut h);
     let _ = actions(&mut h);
-    h.get_by_role_and_label(Role::Button, "Play test sound")
-        .click();
-    assert_eq!(actions(&mut h), vec![UiAction::TestSpeaker]);
+    assert_eq!(
+        press(&mut h, "Play test sound"),
+        vec![UiAction::TestSpeaker]
+    );
     let playing = h.get_by_role_and_label(Role::Button, "Playing test sound…");
     assert!(playing.accesskit_node().is_disabled());
     feed(
@@ -153,15 +156,11 @@ fn the_password_is_changed_from_the_account_section() {
     };
     type_into(&mut h, "Current password", "old password 1");
     type_into(&mut h, "New password", "short");
-    h.get_by_role_and_label(Role::Button, "Change password")
-        .click();
-    assert_eq!(actions(&mut h), vec![]);
+    assert_eq!(press(&mut h, "Change password"), vec![]);
     h.get_by_label("The new password needs at least 8 characters");
 
     type_into(&mut h, "New password", " but longer now");
-    h.get_by_role_and_label(Role::Button, "Change password")
-        .click();
-    let sent = actions(&mut h);
+    let sent = press(&mut h, "Change password");
     let [UiAction::ChangePassword { old, new }] = sent.as_slice() else {
         panic!("expected one ChangePassword, got {sent:?}");
     };
@@ -198,9 +197,8 @@ fn log_out_returns_to_the_login_screen_and_keeps_the_preferences() {
     );
     open_settings(&mut h);
     let _ = actions(&mut h);
-    h.get_by_role_and_label(Role::Button, "Log out").click();
     assert_eq!(
-        actions(&mut h),
+        press(&mut h, "Log out"),
         vec![UiAction::MonitorMicrophone(false), UiAction::LogOut]
     );
     assert_eq!(h.state().model.screen, Screen::Login);

@@ -121,6 +121,12 @@ pub fn actions(harness: &mut Window) -> Vec<UiAction> {
     harness.state_mut().take_sent_actions()
 }
 
+/// Clicks the button with the accessible name `label`; what that asked of the engine.
+pub fn press(harness: &mut Window, label: &str) -> Vec<UiAction> {
+    harness.get_by_role_and_label(Role::Button, label).click();
+    actions(harness)
+}
+
 pub fn open_settings(harness: &mut Window) {
     harness
         .get_by_role_and_label(Role::Button, "Settings")
