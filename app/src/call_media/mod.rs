@@ -634,9 +634,9 @@ fn media_configs(
         encoder: EncoderConfig {
             bitrate_bps,
             fec: local.fec && remote.fec,
-            // Both sides decode DRED, but sending it is the codec's default choice: at
-            // 32 kbit/s with FEC it rebuilt no frame FEC had not already recovered up to
-            // ~24 % loss while adding ~8 kbit/s (docs/bench/media.md, bench/pesq_dred.sh).
+            // When both sides decode DRED, sending it follows the codec's defaults: only
+            // while the measured loss stays high (about 15 % and up), where it rebuilds
+            // bursts FEC cannot and lifts PESQ at 20 % loss (docs/bench/media.md).
             dred_duration_10ms: if local.dred && remote.dred {
                 EncoderConfig::default().dred_duration_10ms
             } else {
