@@ -8,6 +8,7 @@
 //!
 //! What it does not do: protocol decisions (the core's) or TURN (the relay module's).
 
+mod heap;
 pub mod login;
 mod metrics_http;
 
@@ -184,6 +185,10 @@ enum LoginRequest {
 }
 
 const CORE_INBOX: usize = 8192;
+/// How often the core task hands freed heap back to the system when connections closed
+/// (most of them parked): once more after the closing stops, for connections still
+/// draining at the first trim.
+const TRIM_INTERVAL: Duration = Duration::from_secs(10);
 /// Raw datagrams (parked clients' heartbeats) the core task takes per wake-up.
 const RAW_BATCH: usize = 256;
 const CLIENT_QUEUE: usize = 256;
@@ -600,6 +605,9 @@ async fn core_loop(
     let mut shutting_down = false;
     let mut raw_batch = Vec::with_capacity(RAW_BATCH);
     let mut raw_open = true;
+    let mut live_peak = 0usize;
+    let mut trim_again = false;
+    let mut trim_tick = tokio::time::interval(TRIM_INTERVAL);
     loop {
         let timer = core
             .poll_timeout()
@@ -662,7 +670,16 @@ async fn core_loop(
                 }
             }
             _ = tokio::time::sleep_until(timer) => core.handle_timeout(Instant::now()),
+            _ = trim_tick.tick() => {
+                let closed = live_peak > clients.len();
+                if closed || trim_again {
+                    heap::release_free_memory();
+                }
+                trim_again = closed;
+                live_peak = clients.len();
+            }
             _ = metrics_tick.tick() => {
+                live_peak = live_peak.max(clients.len());
                 let stats = core.stats();
                 metrics_http::publish(&stats);
                 let _ = homed.send(u32::try_from(stats.sessions).unwrap_or(u32::MAX));
