@@ -46,10 +46,10 @@ struct Args {
     /// Steady-state measurement window.
     #[arg(long, default_value_t = 30)]
     window_secs: u64,
-    /// Application keep-alive interval of each client (client-core's default is 4 s); 0 sends
+    /// Application keep-alive interval of each client (client-core's default is 6 s); 0 sends
     /// none (QUIC's keep-alive alone), which holds only for windows shorter than the core's
     /// 55 s session timeout: past it the supernode drops the silent clients.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 6)]
     ping_secs: u64,
     /// QUIC keep-alive of each client (transport::Tuning::client() uses 3 s, idle timeout 9 s).
     #[arg(long, default_value_t = 3)]
