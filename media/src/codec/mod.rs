@@ -61,6 +61,11 @@ pub const DEFAULT_DRED_DURATION_10MS: u8 = 10;
 /// Default [`EncoderConfig::dred_min_loss_pct`]: at 5% loss DRED cost 0.2 PESQ (fewer
 /// bits for the main coding) and rebuilt little that FEC did not.
 pub const DRED_MIN_LOSS_PCT: u8 = 15;
+/// Default [`EncoderConfig::dred_complexity`]. At 20% random loss FEC + DRED scored the
+/// same PESQ with complexity 6 as with 10 while DRED is sent (3.22 both, 6 patterns; 7 and
+/// 8 gave 3.19 and 3.22), and 6 saves about a fifth of the encoder's time there, which
+/// keeps a call at high loss within 2% of a core (docs/bench/media.md).
+pub const DEFAULT_DRED_COMPLEXITY: u8 = 6;
 /// Default [`EncoderConfig::dred_expected_loss_pct`].
 pub const DRED_EXPECTED_LOSS_PCT: u8 = 30;
 
@@ -71,8 +76,13 @@ pub struct EncoderConfig {
     /// only switches on at 5% expected loss with that much room, see docs/bench/media.md).
     pub bitrate_bps: u32,
     /// Encoder complexity, 0 (cheapest) to 10 (the default; in wideband it still costs
-    /// less CPU than complexity 9 in fullband, docs/bench/media.md).
+    /// less CPU than complexity 9 in fullband, docs/bench/media.md), used while no DRED is
+    /// sent.
     pub complexity: u8,
+    /// Encoder complexity while DRED is sent ([`DEFAULT_DRED_COMPLEXITY`] by default). DRED's
+    /// neural encoder costs the same at any complexity; lowering SILK's search while it runs
+    /// keeps a call at high loss within its CPU budget.
+    pub dred_complexity: u8,
     /// In-band FEC (LBRR). It only costs bits while the expected loss is above zero.
     pub fec: bool,
     /// Deep REDundancy length in 10 ms units (0 disables; 100 = 1 s; 100 ms by default).
@@ -125,6 +135,7 @@ impl Default for EncoderConfig {
         Self {
             bitrate_bps: DEFAULT_BITRATE_BPS,
             complexity: 10,
+            dred_complexity: DEFAULT_DRED_COMPLEXITY,
             fec: true,
             dred_duration_10ms: DEFAULT_DRED_DURATION_10MS,
             dred_min_loss_pct: DRED_MIN_LOSS_PCT,
@@ -143,6 +154,8 @@ pub struct Encoder {
     fed_loss_pct: Option<u8>,
     /// DRED length last told to libopus (10 ms units).
     dred_10ms: Option<u8>,
+    /// Complexity last told to libopus.
+    complexity: Option<u8>,
     /// Smoothed expected loss that switches DRED on and off (percent).
     dred_loss_avg_pct: f32,
 }
@@ -165,10 +178,6 @@ impl Encoder {
             config.bitrate_bps.min(510_000) as i32,
         )?;
         raw.set_int(
-            sys::OPUS_SET_COMPLEXITY_REQUEST,
-            i32::from(config.complexity.min(10)),
-        )?;
-        raw.set_int(
             sys::OPUS_SET_MAX_BANDWIDTH_REQUEST,
             config.max_bandwidth.opus_constant(),
         )?;
@@ -178,6 +187,7 @@ impl Encoder {
             config,
             fed_loss_pct: None,
             dred_10ms: None,
+            complexity: None,
             dred_loss_avg_pct: f32::from(config.expected_loss_pct.min(100)),
         };
         encoder.apply_expected_loss(config.expected_loss_pct.min(100))?;
@@ -189,14 +199,20 @@ impl Encoder {
         let dred_on = cfg!(feature = "dred")
             && self.config.dred_duration_10ms > 0
             && self.dred_loss_avg_pct >= f32::from(self.config.dred_min_loss_pct);
-        let (fed_loss_pct, dred_10ms) = if dred_on {
+        let (fed_loss_pct, dred_10ms, complexity) = if dred_on {
             (
                 loss_pct.max(self.config.dred_expected_loss_pct).min(100),
                 self.config.dred_duration_10ms.min(100),
+                self.config.dred_complexity.min(10),
             )
         } else {
-            (loss_pct, 0)
+            (loss_pct, 0, self.config.complexity.min(10))
         };
+        if self.complexity != Some(complexity) {
+            self.raw
+                .set_int(sys::OPUS_SET_COMPLEXITY_REQUEST, i32::from(complexity))?;
+            self.complexity = Some(complexity);
+        }
         if self.fed_loss_pct != Some(fed_loss_pct) {
             self.raw.set_int(
                 sys::OPUS_SET_PACKET_LOSS_PERC_REQUEST,
@@ -211,6 +227,15 @@ impl Encoder {
         }
         self.dred_10ms = Some(dred_10ms);
         Ok(())
+    }
+
+    /// Complexity libopus is using now ([`EncoderConfig::dred_complexity`] while DRED is
+    /// sent, else [`EncoderConfig::complexity`]).
+    pub fn complexity_in_force(&mut self) -> Result<u8, CodecError> {
+        Ok(self
+            .raw
+            .get_int(sys::OPUS_GET_COMPLEXITY_REQUEST)?
+            .clamp(0, 10) as u8)
     }
 
     /// Whether packets currently carry Deep REDundancy (DRED configured and the expected
@@ -564,6 +589,49 @@ mod tests {
             usable * 10 > total * 8,
             "DRED reached 3 frames back in {usable} of {total} packets"
         );
+    }
+
+    #[cfg(feature = "dred")]
+    #[test]
+    fn complexity_drops_while_dred_is_sent_and_comes_back_after() {
+        let config = EncoderConfig {
+            complexity: 10,
+            dred_complexity: 6,
+            ..EncoderConfig::default()
+        };
+        let mut enc = Encoder::new(config).expect("encoder");
+        assert!(!enc.dred_active());
+        assert_eq!(enc.complexity_in_force().expect("complexity"), 10);
+        let mut frame = 0;
+        while !enc.dred_active() {
+            enc.set_expected_loss_pct(25).expect("loss");
+            enc.encode(&tone(frame)).expect("encode");
+            frame += 1;
+            assert!(frame < 50, "DRED never switched on at 25% loss");
+        }
+        assert_eq!(enc.complexity_in_force().expect("complexity"), 6);
+        while enc.dred_active() {
+            enc.set_expected_loss_pct(0).expect("loss");
+            enc.encode(&tone(frame)).expect("encode");
+            frame += 1;
+            assert!(frame < 100, "DRED never switched off at 0% loss");
+        }
+        assert_eq!(enc.complexity_in_force().expect("complexity"), 10);
+    }
+
+    #[test]
+    fn complexity_stays_put_without_dred() {
+        let mut enc = Encoder::new(EncoderConfig {
+            complexity: 9,
+            dred_complexity: 6,
+            dred_duration_10ms: 0,
+            expected_loss_pct: 30,
+            ..EncoderConfig::default()
+        })
+        .expect("encoder");
+        enc.set_expected_loss_pct(40).expect("loss");
+        assert!(!enc.dred_active());
+        assert_eq!(enc.complexity_in_force().expect("complexity"), 9);
     }
 
     #[test]
