@@ -635,25 +635,33 @@ fn cpu(speech: &Path) -> Res<()> {
         let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
         Some(text.split_whitespace().next()?.parse::<f64>().ok()? / 1e9)
     };
-    let time = |f: &mut dyn FnMut()| {
+    let time_once = |f: &mut dyn FnMut()| {
         let (wall, cpu) = (Instant::now(), cpu_now());
         f();
-        let secs = match (cpu, cpu_now()) {
+        match (cpu, cpu_now()) {
             (Some(a), Some(b)) => b - a,
             _ => wall.elapsed().as_secs_f64(),
-        };
-        secs / n
+        }
     };
+    let time = |f: &mut dyn FnMut()| time_once(f) / n;
     let mut sink = 0usize;
-    let mut rows: Vec<(&str, f64)> = Vec::new();
+    let mut rows: Vec<(&str, Timing)> = Vec::new();
     let encoders_len = encoders.len();
-    let mut packets_of_default = Vec::new();
-    let mut packets_at_loss = Vec::new();
-    for (name, config) in encoders {
-        let mut enc = Encoder::new(config)?;
-        let mut packets = Vec::with_capacity(frames.len());
-        let t = time(&mut || {
-            for round in 0..rounds {
+    // Encoders (and decoders) take turns round by round, and each row reports its median
+    // round: the machine is shared, and load from other processes slows whatever runs at
+    // that moment, so running configurations one after another compared machine states,
+    // not settings (the same configuration measured 20% apart within one run).
+    let per_frame = frames.len() as f64;
+    let mut encs = encoders
+        .iter()
+        .map(|(_, config)| Encoder::new(*config))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut enc_rounds = vec![Vec::with_capacity(rounds); encs.len()];
+    let mut enc_packets = vec![Vec::with_capacity(frames.len()); encs.len()];
+    for round in 0..rounds {
+        for (i, enc) in encs.iter_mut().enumerate() {
+            let packets = &mut enc_packets[i];
+            let t = time_once(&mut || {
                 for f in &frames {
                     if let Ok(p) = enc.encode(f) {
                         sink += p.len();
@@ -662,27 +670,33 @@ fn cpu(speech: &Path) -> Res<()> {
                         }
                     }
                 }
-            }
-        });
-        if packets_of_default.is_empty() {
-            packets_of_default = packets;
-        } else if packets_at_loss.is_empty() {
-            packets_at_loss = packets;
+            });
+            enc_rounds[i].push(t / per_frame);
         }
-        rows.push((name, t));
     }
-    let packets = packets_of_default;
+    for ((name, _), secs) in encoders.iter().zip(enc_rounds) {
+        rows.push((name, Timing::of(secs)));
+    }
+    let packets_at_loss = enc_packets.swap_remove(1);
+    let packets = enc_packets.swap_remove(0);
     let mut out = [0.0f32; FRAME_SAMPLES];
-    for (name, config) in decoders {
-        let mut dec = Decoder::new(config)?;
-        let t = time(&mut || {
-            for _ in 0..rounds {
+    let mut decs = decoders
+        .iter()
+        .map(|(_, config)| Decoder::new(*config))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut dec_rounds = vec![Vec::with_capacity(rounds); decs.len()];
+    for _ in 0..rounds {
+        for (i, dec) in decs.iter_mut().enumerate() {
+            let t = time_once(&mut || {
                 for p in &packets {
                     sink += usize::from(dec.decode(p, &mut out).is_ok());
                 }
-            }
-        });
-        rows.push((name, t));
+            });
+            dec_rounds[i].push(t / packets.len() as f64);
+        }
+    }
+    for ((name, _), secs) in decoders.iter().zip(dec_rounds) {
+        rows.push((name, Timing::of(secs)));
     }
     let mut seq = 0u32;
     let mut sealed = Vec::with_capacity(packets.len() * rounds);
@@ -713,36 +727,40 @@ fn cpu(speech: &Path) -> Res<()> {
         packets_at_loss.len(),
         1003,
     );
-    let mut receive = |packets: &[Vec<u8>]| {
-        time(&mut || {
-            for _ in 0..rounds {
-                let Ok(mut jb) = JitterBuffer::new(JitterConfig::default()) else {
-                    return;
-                };
-                let t0 = Instant::now();
-                for (i, p) in packets.iter().enumerate() {
-                    let now = t0 + Duration::from_millis(20 * i as u64);
-                    if !lost[i] {
-                        let header = PacketHeader {
-                            sequence: i as u32,
-                            timestamp: (i * FRAME_SAMPLES) as u32,
-                            flags: Flags::empty(),
-                        };
-                        jb.handle_packet(
-                            now,
-                            MediaPacket {
-                                header,
-                                payload: p.clone(),
-                            },
-                        );
-                    }
-                    sink += jb.poll_frame(now).samples.len();
+    let mut receive_once = |packets: &[Vec<u8>]| {
+        time_once(&mut || {
+            let Ok(mut jb) = JitterBuffer::new(JitterConfig::default()) else {
+                return;
+            };
+            let t0 = Instant::now();
+            for (i, p) in packets.iter().enumerate() {
+                let now = t0 + Duration::from_millis(20 * i as u64);
+                if !lost[i] {
+                    let header = PacketHeader {
+                        sequence: i as u32,
+                        timestamp: (i * FRAME_SAMPLES) as u32,
+                        flags: Flags::empty(),
+                    };
+                    jb.handle_packet(
+                        now,
+                        MediaPacket {
+                            header,
+                            payload: p.clone(),
+                        },
+                    );
                 }
+                sink += jb.poll_frame(now).samples.len();
             }
-        })
+        }) / packets.len() as f64
     };
-    let t_receive_loss = receive(&packets_at_loss);
-    let t_receive_loss_fec = receive(&packets);
+    let (mut receive_dred, mut receive_fec) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        receive_dred.push(receive_once(&packets_at_loss));
+        receive_fec.push(receive_once(&packets));
+    }
+    let t_receive_loss = Timing::of(receive_dred);
+    let t_receive_loss_fec = Timing::of(receive_fec);
+    let (t_seal, t_open) = (Timing::fixed(t_seal), Timing::fixed(t_open));
     let pct = |t: f64| t / frame_secs * 100.0;
     rows.push((
         "receive at 20% loss, peer sends FEC + DRED (jitter buffer: decode, FEC, DRED, concealment)",
@@ -754,33 +772,89 @@ fn cpu(speech: &Path) -> Res<()> {
     ));
     rows.push(("seal (ChaCha20-Poly1305)", t_seal));
     rows.push(("open (ChaCha20-Poly1305 + replay window)", t_open));
-    println!("| stage (one 20 ms frame) | time per frame (µs) | share of one core per call |");
-    println!("| --- | --- | --- |");
+    println!(
+        "| stage (one 20 ms frame) | time per frame (µs, median round) | share of one core per call (median round) | share, fastest round |"
+    );
+    println!("| --- | --- | --- | --- |");
+    let print = |name: &str, t: Timing, bold: bool| {
+        let b = if bold { "**" } else { "" };
+        println!(
+            "| {b}{name}{b} | {:.1} | {b}{:.2}%{b} | {:.2}% |",
+            t.median_secs * 1e6,
+            pct(t.median_secs),
+            pct(t.fastest_secs)
+        );
+    };
     for (name, t) in &rows {
-        println!("| {name} | {:.1} | {:.2}% |", t * 1e6, pct(*t));
+        print(name, *t, false);
     }
     let t_decode = rows[encoders_len].1;
     let call = rows[0].1 + t_decode + t_seal + t_open;
     let call_dred = rows[1].1 + t_receive_loss + t_seal + t_open;
-    println!(
-        "| **per call (defaults): encode + decode + seal + open** | {:.1} | **{:.2}%** |",
-        call * 1e6,
-        pct(call)
-    );
-    println!(
-        "| **per call at 20% loss (defaults: FEC + DRED encode, receive at 20% loss, seal, open)** | {:.1} | **{:.2}%** |",
-        call_dred * 1e6,
-        pct(call_dred)
-    );
     // Same, but the encoder keeps complexity 10 while DRED is sent (the earlier default).
     let call_dred_10 = rows[2].1 + t_receive_loss + t_seal + t_open;
-    println!(
-        "| per call at 20% loss, complexity 10 while DRED is sent (before) | {:.1} | {:.2}% |",
-        call_dred_10 * 1e6,
-        pct(call_dred_10)
+    print(
+        "per call (defaults): encode + decode + seal + open",
+        call,
+        true,
+    );
+    print(
+        "per call at 20% loss (defaults: FEC + DRED encode, receive at 20% loss, seal, open)",
+        call_dred,
+        true,
+    );
+    print(
+        "per call at 20% loss, complexity 10 while DRED is sent (before)",
+        call_dred_10,
+        false,
     );
     eprintln!("(checksum {sink})");
     Ok(())
+}
+
+/// CPU time per frame of one stage over the rounds of `media_bench cpu`.
+#[derive(Clone, Copy)]
+struct Timing {
+    median_secs: f64,
+    fastest_secs: f64,
+}
+
+impl Timing {
+    fn of(rounds: Vec<f64>) -> Self {
+        let fastest_secs = rounds.iter().copied().fold(f64::INFINITY, f64::min);
+        Self {
+            median_secs: median(rounds),
+            fastest_secs: if fastest_secs.is_finite() {
+                fastest_secs
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// A stage timed as a whole (too cheap to matter: sealing, opening).
+    fn fixed(secs: f64) -> Self {
+        Self {
+            median_secs: secs,
+            fastest_secs: secs,
+        }
+    }
+}
+
+impl std::ops::Add for Timing {
+    type Output = Timing;
+    fn add(self, other: Timing) -> Timing {
+        Timing {
+            median_secs: self.median_secs + other.median_secs,
+            fastest_secs: self.fastest_secs + other.fastest_secs,
+        }
+    }
+}
+
+/// Median of `values` (0 when empty).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn encode_all(input: &[f32], config: EncoderConfig) -> Res<Vec<Vec<u8>>> {
