@@ -37,10 +37,11 @@ def main(outdir):
             cache[r["reference"]] = load16k(r["reference"])
         ref, deg = cache[r["reference"]], load16k(r["degraded"])
         n = min(len(ref), len(deg))
-        scores[(c, v)].append(pesq(16000, ref[:n], deg[:n], "wb"))
+        score = pesq(16000, ref[:n], deg[:n], "wb")
+        scores[(c, v)].append(score)
         lost[c][r["seed"]] = float(r["lost_pct"])
         if r["detail"] != "-":
-            details.append(f"- {c}, seed {r['seed']} / {v}: {r['detail']}")
+            details.append(f"- {c}, seed {r['seed']} / {v}: PESQ {score:.2f}; {r['detail']}")
     print("| loss (mean measured in scored part; seeds) | " + " | ".join(variants) + " |")
     print("| --- | " + " | ".join("---" for _ in variants) + " |")
     for c in conditions:
