@@ -9,23 +9,11 @@ use login_server::LoginServer;
 use login_server::config::ServerConfig;
 use proto::park::{self, ParkDirection, ParkKey, ParkKind, ParkToken, ReplayWindow};
 use proto::supernode::{ClientToSupernode, Presence, PresenceStatus, SupernodeToClient};
-use real_support::{WAIT, account};
-use std::net::SocketAddr;
+use real_support::{WAIT, account, http_get};
 use std::time::Duration;
 use supernode::shell::{RunningSupernode, ShellConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use transport::{Endpoint, PeerPolicy, RawUdp, Tuning};
-
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
-}
 
 async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let wait = async {

@@ -13,21 +13,8 @@ use proto::supernode::{
     ClientToSupernode, ErrorCode, GoodbyeReason, Presence, PresenceStatus, RouteOutcome,
     SearchQuery, SupernodeToClient,
 };
-use real_support::{Client, account, hello, supernode, user};
-use std::net::SocketAddr;
+use real_support::{Client, account, hello, http_get, supernode, user};
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_search_and_routing_work_between_real_supernodes() {

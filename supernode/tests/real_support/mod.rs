@@ -15,6 +15,18 @@ use transport::{Endpoint, PeerPolicy, RecvStream, SendStream, Tuning};
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The whole response to one `GET path` (the metrics endpoint closes after answering).
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}
+
 pub struct Client {
     _endpoint: Endpoint,
     send: SendStream,
