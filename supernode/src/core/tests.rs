@@ -492,6 +492,21 @@ fn park_config() -> Config {
 }
 
 /// Idles `client` until offered, accepts; returns the token and when it was parked.
+/// Alice (client 1) homes on a parkable connection, watches bob, and is parked.
+fn alice_watching_bob_parked(f: &mut Fixture) -> (ClientId, SecretKey, ParkToken, Instant) {
+    let (alice, device) = hello_parkable(f, 1, "alice");
+    f.core.handle_client_message(
+        f.t0,
+        alice,
+        ClientToSupernode::Watch {
+            contacts: vec![user("bob")],
+        },
+    );
+    commands(&mut f.core);
+    let (token, parked_at) = park(f, alice);
+    (alice, device, token, parked_at)
+}
+
 fn park(f: &mut Fixture, client: ClientId) -> (ParkToken, Instant) {
     let offered_by = f.t0 + Duration::from_secs(31);
     let out = run(&mut f.core, f.t0, offered_by);
@@ -627,16 +642,7 @@ fn forged_and_replayed_heartbeats_are_ignored_and_do_not_keep_a_session_alive() 
 #[test]
 fn a_message_for_a_parked_client_waits_wakes_it_and_is_flushed_on_resume() {
     let mut f = fixture(park_config());
-    let (alice, device) = hello_parkable(&mut f, 1, "alice");
-    f.core.handle_client_message(
-        f.t0,
-        alice,
-        ClientToSupernode::Watch {
-            contacts: vec![user("bob")],
-        },
-    );
-    commands(&mut f.core);
-    let (token, parked_at) = park(&mut f, alice);
+    let (alice, device, token, parked_at) = alice_watching_bob_parked(&mut f);
     f.core.handle_client_disconnected(parked_at, alice);
     let notify = |presence| SupernodeToSupernode::PresenceNotify {
         target: user("bob"),
@@ -761,16 +767,7 @@ fn a_message_for_a_parked_client_waits_wakes_it_and_is_flushed_on_resume() {
 #[test]
 fn a_parked_client_that_never_resumes_is_dropped_after_the_wake_deadline() {
     let mut f = fixture(park_config());
-    let (alice, _) = hello_parkable(&mut f, 1, "alice");
-    f.core.handle_client_message(
-        f.t0,
-        alice,
-        ClientToSupernode::Watch {
-            contacts: vec![user("bob")],
-        },
-    );
-    commands(&mut f.core);
-    let (token, parked_at) = park(&mut f, alice);
+    let (_, _, token, parked_at) = alice_watching_bob_parked(&mut f);
     f.core.handle_supernode_message(
         parked_at,
         contact(2).key,
