@@ -6,10 +6,9 @@
 mod cli_net;
 mod engine_support;
 
-use app::engine::ContactAction;
 use app::events::{Event, Status};
 use cli_net::{Net, WAIT, start_login, supernode_config};
-use engine_support::{start_engine, user, wait_for};
+use engine_support::{become_contacts, start_engine, user, wait_for};
 use proto::supernode::PresenceStatus;
 use std::time::{Duration, Instant};
 use supernode::shell::RunningSupernode;
@@ -68,13 +67,7 @@ async fn parked_clients_stay_online_get_presence_and_chat_and_rehome_when_their_
     };
     let (alice, mut alice_events) = start_engine(&net, "alice", contacts_poll).await;
     let (bob, mut bob_events) = start_engine(&net, "bob", contacts_poll).await;
-    alice
-        .contacts(ContactAction::Add(user("bob")))
-        .await
-        .expect("request");
-    bob.contacts(ContactAction::Accept(user("alice")))
-        .await
-        .expect("accept");
+    become_contacts(&alice, "alice", &bob, "bob").await;
     wait_for(
         &mut alice_events,
         "bob online",

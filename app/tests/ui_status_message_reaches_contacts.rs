@@ -5,10 +5,9 @@
 mod cli_net;
 mod engine_support;
 
-use app::engine::ContactAction;
 use app::events::{Event, Status};
 use cli_net::Net;
-use engine_support::{start_engine, user, wait_for};
+use engine_support::{become_contacts, start_engine, wait_for};
 use proto::supernode::{Presence, PresenceStatus, StatusMessage};
 
 fn presence_of<'a>(event: &'a Event, who: &str) -> Option<(Status, &'a str)> {
@@ -27,13 +26,7 @@ async fn a_status_message_reaches_a_contact_and_invisible_hides_it() {
     let net = Net::start(1).await;
     let (alice, _alice_events) = start_engine(&net, "alice", |_| {}).await;
     let (bob, mut bob_events) = start_engine(&net, "bob", |_| {}).await;
-    alice
-        .contacts(ContactAction::Add(user("bob")))
-        .await
-        .expect("request");
-    bob.contacts(ContactAction::Accept(user("alice")))
-        .await
-        .expect("accept");
+    become_contacts(&alice, "alice", &bob, "bob").await;
     wait_for(&mut bob_events, "alice online", |e| {
         presence_of(e, "alice").is_some_and(|(s, _)| s == Status::Online)
     })

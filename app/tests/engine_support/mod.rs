@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use crate::cli_net::{Net, PASSWORD, WAIT};
-use app::engine::{Engine, EngineConfig, EngineHandle};
+use app::engine::{ContactAction, Engine, EngineConfig, EngineHandle};
 use app::events::Event;
 use app::login_client::{self, LoginTarget};
 use app::profile::Profile;
@@ -70,4 +70,22 @@ pub async fn start_engine(
     })
     .await;
     (handle, events)
+}
+
+/// `requester` asks `accepter` (user `accepter_name`) to be contacts and `accepter` agrees
+/// to `requester_name`.
+pub async fn become_contacts(
+    requester: &EngineHandle,
+    requester_name: &str,
+    accepter: &EngineHandle,
+    accepter_name: &str,
+) {
+    requester
+        .contacts(ContactAction::Add(user(accepter_name)))
+        .await
+        .expect("request");
+    accepter
+        .contacts(ContactAction::Accept(user(requester_name)))
+        .await
+        .expect("accept");
 }
